@@ -1,0 +1,1 @@
+//! app-backend (filled in by its own issue).

@@ -1,0 +1,1 @@
+//! app-frontend (filled in by its own issue).

@@ -1,0 +1,354 @@
+//! A real OpenBao server: integrated (raft) storage, Shamir seal with one key
+//! share, file audit device; initialised once and unsealed on every start.
+//!
+//! OpenBao 2.x dropped the `file` storage backend; single-node raft is its
+//! replacement and keeps state across restarts the same way.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::process::Supervised;
+use crate::tools::Tools;
+
+/// Ports and folders for OpenBao.
+#[derive(Debug, Clone)]
+pub struct OpenBaoOptions {
+    /// Folder for config, raft data, audit log, server log and the unseal file.
+    pub dir: PathBuf,
+    /// API port on 127.0.0.1.
+    pub port: u16,
+    /// Raft cluster port on 127.0.0.1.
+    pub cluster_port: u16,
+}
+
+/// What `sys/init` returned. Kept at mode 0600 in the state folder: FOR LOCAL
+/// DEMOS ONLY. A real deployment never stores unseal keys next to the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitKeys {
+    /// The single Shamir unseal key share (base64).
+    pub unseal_key: String,
+    /// The initial root token.
+    pub root_token: String,
+}
+
+/// A running, unsealed OpenBao server.
+#[derive(Debug)]
+pub struct OpenBaoServer {
+    process: Supervised,
+    tools: Tools,
+    opts: OpenBaoOptions,
+    keys: InitKeys,
+}
+
+impl OpenBaoServer {
+    /// Starts the server, initialises it on first start, unseals it and waits
+    /// until it is the active node.
+    pub fn start(tools: &Tools, opts: &OpenBaoOptions) -> anyhow::Result<Self> {
+        let mut process = spawn(tools, opts)?;
+        let addr = addr(opts.port);
+        process.wait_ready(Duration::from_secs(30), || {
+            ureq::get(&format!("{addr}/v1/sys/seal-status"))
+                .call()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })?;
+        let keys_file = opts.dir.join("init-keys.json");
+        let keys = if keys_file.exists() {
+            serde_json::from_slice(&std::fs::read(&keys_file)?)
+                .with_context(|| format!("corrupt {}", keys_file.display()))?
+        } else {
+            let keys = initialise(&addr)?;
+            write_private(&keys_file, &serde_json::to_vec_pretty(&keys)?)?;
+            keys
+        };
+        let mut server = Self {
+            process,
+            tools: tools.clone(),
+            opts: opts.clone(),
+            keys,
+        };
+        server.unseal()?;
+        Ok(server)
+    }
+
+    fn unseal(&mut self) -> anyhow::Result<()> {
+        let addr = self.addr();
+        let status: Value = post(
+            &addr,
+            None,
+            "sys/unseal",
+            &json!({"key": self.keys.unseal_key}),
+        )?;
+        if status["sealed"] != json!(false) {
+            bail!("OpenBao is still sealed after unseal: {status}");
+        }
+        self.process.wait_ready(Duration::from_secs(30), || {
+            let health: Value = ureq::get(&format!("{addr}/v1/sys/health"))
+                .call()
+                .map_err(|e| e.to_string())?
+                .body_mut()
+                .read_json()
+                .map_err(|e| e.to_string())?;
+            if health["standby"] == json!(false) && health["sealed"] == json!(false) {
+                Ok(())
+            } else {
+                Err(format!("not active yet: {health}"))
+            }
+        })?;
+        Ok(())
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn addr(&self) -> String {
+        addr(self.opts.port)
+    }
+
+    /// The root token (tests and local bootstrap only).
+    pub fn root_token(&self) -> &str {
+        &self.keys.root_token
+    }
+
+    /// A client authenticated with the root token.
+    pub fn root_client(&self) -> Bao {
+        Bao::new(&self.addr(), Some(self.keys.root_token.clone()))
+    }
+
+    /// The audit log file (one JSON object per line).
+    pub fn audit_log(&self) -> PathBuf {
+        self.opts.dir.join("audit.log")
+    }
+
+    /// The server process (log, pid).
+    pub fn process(&self) -> &Supervised {
+        &self.process
+    }
+
+    /// Stops the server; state stays on disk.
+    pub fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(10));
+    }
+
+    /// Starts a stopped server again and unseals it.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.process = spawn(&self.tools, &self.opts)?;
+        let addr = self.addr();
+        self.process.wait_ready(Duration::from_secs(30), || {
+            ureq::get(&format!("{addr}/v1/sys/seal-status"))
+                .call()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })?;
+        self.unseal()
+    }
+}
+
+fn addr(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn spawn(tools: &Tools, opts: &OpenBaoOptions) -> anyhow::Result<Supervised> {
+    std::fs::create_dir_all(opts.dir.join("raft"))?;
+    let conf = opts.dir.join("openbao.hcl");
+    std::fs::write(&conf, server_config(opts))?;
+    let mut cmd = Command::new(&tools.bao);
+    cmd.arg("server").arg(format!("-config={}", conf.display()));
+    // The raft store is locked until a previous server has fully exited.
+    Ok(Supervised::spawn(
+        "openbao",
+        cmd,
+        &opts.dir.join("openbao.log"),
+    )?)
+}
+
+fn server_config(o: &OpenBaoOptions) -> String {
+    let d = o.dir.display();
+    format!(
+        r#"storage "raft" {{
+  path = "{d}/raft"
+  node_id = "openbao-1"
+  # Single node: elect itself fast.
+  performance_multiplier = 1
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{port}"
+  tls_disable = true
+}}
+api_addr = "http://127.0.0.1:{port}"
+cluster_addr = "http://127.0.0.1:{cluster}"
+ui = false
+log_level = "info"
+# OpenBao only accepts audit devices from its configuration file.
+audit "file" "file" {{
+  options {{
+    file_path = "{d}/audit.log"
+  }}
+}}
+"#,
+        port = o.port,
+        cluster = o.cluster_port,
+    )
+}
+
+fn initialise(addr: &str) -> anyhow::Result<InitKeys> {
+    let init: Value = post(
+        addr,
+        None,
+        "sys/init",
+        &json!({"secret_shares": 1, "secret_threshold": 1}),
+    )?;
+    Ok(InitKeys {
+        unseal_key: init["keys_base64"][0]
+            .as_str()
+            .context("sys/init returned no key")?
+            .to_string(),
+        root_token: init["root_token"]
+            .as_str()
+            .context("sys/init returned no root token")?
+            .to_string(),
+    })
+}
+
+/// Writes a file readable by its owner only (created with mode 0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// A small synchronous OpenBao HTTP client for bootstrap and tests.
+/// Errors carry the status and OpenBao's error strings, never the token.
+#[derive(Clone)]
+pub struct Bao {
+    addr: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Bao {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bao")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Bao {
+    /// A client for `addr` (e.g. `http://127.0.0.1:8200`) with an optional token.
+    pub fn new(addr: &str, token: Option<String>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        Self {
+            addr: addr.trim_end_matches('/').to_string(),
+            token,
+            agent,
+        }
+    }
+
+    /// The same server with another token.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: Some(token.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// `GET /v1/<path>`; `Ok(None)` on 404.
+    pub fn read(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let mut req = self.agent.get(&format!("{}/v1/{path}", self.addr));
+        if let Some(t) = &self.token {
+            req = req.header("X-Vault-Token", t);
+        }
+        let mut resp = req.call().with_context(|| format!("GET {path}"))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        match status {
+            200..=299 => Ok(Some(body)),
+            404 => Ok(None),
+            _ => bail!("GET {path}: {status} {}", errors(&body)),
+        }
+    }
+
+    /// `POST /v1/<path>` with a JSON body; returns the JSON response (Null on 204).
+    pub fn write(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        post(&self.addr, self.token.as_deref(), path, body)
+    }
+
+    /// `DELETE /v1/<path>`.
+    pub fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let mut req = self.agent.delete(&format!("{}/v1/{path}", self.addr));
+        if let Some(t) = &self.token {
+            req = req.header("X-Vault-Token", t);
+        }
+        let mut resp = req.call().with_context(|| format!("DELETE {path}"))?;
+        let status = resp.status().as_u16();
+        if !(200..=299).contains(&status) {
+            let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+            bail!("DELETE {path}: {status} {}", errors(&body));
+        }
+        Ok(())
+    }
+}
+
+fn post<T: serde::de::DeserializeOwned + Default>(
+    addr: &str,
+    token: Option<&str>,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<T> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let mut req = agent.post(&format!("{addr}/v1/{path}"));
+    if let Some(t) = token {
+        req = req.header("X-Vault-Token", t);
+    }
+    let mut resp = req
+        .send_json(body)
+        .with_context(|| format!("POST {path}"))?;
+    let status = resp.status().as_u16();
+    if status == 204 {
+        return Ok(T::default());
+    }
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    if !(200..=299).contains(&status) {
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        bail!("POST {path}: {status} {}", errors(&v));
+    }
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(&text).with_context(|| format!("POST {path}: unexpected response body"))
+}
+
+fn errors(body: &Value) -> String {
+    match body["errors"].as_array() {
+        Some(errs) => errs
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("; "),
+        None => "(no error message)".into(),
+    }
+}

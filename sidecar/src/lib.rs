@@ -1,0 +1,1 @@
+//! zt-sidecar (filled in by the sidecar issue).
