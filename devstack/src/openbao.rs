@@ -78,28 +78,9 @@ impl OpenBaoServer {
 
     fn unseal(&mut self) -> anyhow::Result<()> {
         let addr = self.addr();
-        let status: Value = post(
-            &addr,
-            None,
-            "sys/unseal",
-            &json!({"key": self.keys.unseal_key}),
-        )?;
-        if status["sealed"] != json!(false) {
-            bail!("OpenBao is still sealed after unseal: {status}");
-        }
-        self.process.wait_ready(Duration::from_secs(30), || {
-            let health: Value = ureq::get(&format!("{addr}/v1/sys/health"))
-                .call()
-                .map_err(|e| e.to_string())?
-                .body_mut()
-                .read_json()
-                .map_err(|e| e.to_string())?;
-            if health["standby"] == json!(false) && health["sealed"] == json!(false) {
-                Ok(())
-            } else {
-                Err(format!("not active yet: {health}"))
-            }
-        })?;
+        unseal(&addr, &self.keys.unseal_key)?;
+        self.process
+            .wait_ready(Duration::from_secs(30), || active(&addr))?;
         Ok(())
     }
 
@@ -195,7 +176,52 @@ audit "file" "file" {{
     )
 }
 
-fn initialise(addr: &str) -> anyhow::Result<InitKeys> {
+/// Submits the unseal key share; fails unless OpenBao reports itself unsealed.
+pub fn unseal(addr: &str, key: &str) -> anyhow::Result<()> {
+    let status: Value = post(addr, None, "sys/unseal", &json!({ "key": key }))?;
+    if status["sealed"] != json!(false) {
+        bail!(
+            "OpenBao is still sealed after unseal (progress {})",
+            status["progress"]
+        );
+    }
+    Ok(())
+}
+
+/// `Ok` once OpenBao is initialised, unsealed and the active node.
+pub fn active(addr: &str) -> Result<(), String> {
+    let health: Value = ureq::get(&format!("{addr}/v1/sys/health"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .map_err(|e| e.to_string())?
+        .body_mut()
+        .read_json()
+        .map_err(|e| e.to_string())?;
+    if health["initialized"] == json!(true)
+        && health["sealed"] == json!(false)
+        && health["standby"] == json!(false)
+    {
+        Ok(())
+    } else {
+        Err(format!("not active yet: {health}"))
+    }
+}
+
+/// Whether OpenBao at `addr` has been initialised.
+pub fn is_initialised(addr: &str) -> anyhow::Result<bool> {
+    let body: Value = ureq::get(&format!("{addr}/v1/sys/init"))
+        .call()
+        .context("GET sys/init")?
+        .body_mut()
+        .read_json()?;
+    Ok(body["initialized"] == json!(true))
+}
+
+/// Initialises OpenBao with one Shamir key share (local demos and the
+/// Kubernetes bootstrap Job, which stores the result in a Secret).
+pub fn initialise(addr: &str) -> anyhow::Result<InitKeys> {
     let init: Value = post(
         addr,
         None,

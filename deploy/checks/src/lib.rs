@@ -1,0 +1,1 @@
+//! Offline checks of deploy/ (filled in by the deploy issue).

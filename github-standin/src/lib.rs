@@ -1,0 +1,1 @@
+//! GitHub API stand-in (filled in by the backend issue).
