@@ -31,6 +31,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::enum_variant_names)] // `up`/`down`/`status` join these with `make up`
 enum Command {
     /// Initialise OpenBao (one Shamir share) if it is not yet; write the keys
     /// JSON (`unseal_key`, `root_token`) to --keys-out with mode 0600.
