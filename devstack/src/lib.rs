@@ -25,6 +25,7 @@ pub mod openbao;
 pub mod postgres;
 pub mod process;
 pub mod setup;
+pub mod sidecar;
 pub mod spire;
 mod stack;
 pub mod tools;

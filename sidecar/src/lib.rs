@@ -1,1 +1,36 @@
-//! zt-sidecar (filled in by the sidecar issue).
+//! # zt-sidecar
+//!
+//! The one process in a pod that holds a SPIFFE key or an OpenBao token.
+//!
+//! ```text
+//!   SPIRE agent ──Workload API──▶ identity ──JWT-SVID──▶ token (login, renew, re-login)
+//!                                   │                        │
+//!                    svid files ◀───┤                        ├──▶ database leases ──▶ <secrets>/<name>.json
+//!                    mTLS in/out ◀──┘                        ├──▶ KV secrets      ──▶ <secrets>/<name>.json
+//!                                                            └──▶ OpenBao proxy (allow-listed, token injected)
+//!   admin: /healthz /readyz /metrics /status
+//! ```
+//!
+//! Every background loop stops on one cancellation token; on shutdown the
+//! sidecar revokes its leases and tokens (configurable). Secrets never reach
+//! logs: tokens, passwords and keys live in [`secret::Sensitive`], whose
+//! `Debug`/`Display` print `<redacted>`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod backoff;
+pub mod config;
+pub mod database;
+pub mod files;
+pub mod identity;
+pub mod kv;
+pub mod mtls;
+pub mod openbao;
+pub mod proxy;
+pub mod run;
+pub mod secret;
+pub mod secrets;
+pub mod serve;
+pub mod state;
+pub mod token;

@@ -1,0 +1,106 @@
+//! KV v2 secrets rendered to files: re-read every `refresh_interval`,
+//! rewritten only when OpenBao's version changes.
+
+use std::path::PathBuf;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::{BackoffConfig, KvSecret};
+use crate::files::{write_atomic, FilePolicy};
+use crate::openbao::OpenBao;
+use crate::secrets::SecretsEnv;
+use crate::state::{SecretKind, State};
+use crate::token::{current_token, sleep_or_cancel, Tokens};
+
+/// Keeps one `[[secrets.kv]]` file current.
+pub struct KvRenderer {
+    cfg: KvSecret,
+    bao: OpenBao,
+    tokens: watch::Receiver<Tokens>,
+    state: State,
+    policy: FilePolicy,
+    file: PathBuf,
+    backoff: BackoffConfig,
+}
+
+impl KvRenderer {
+    /// A renderer writing `<dir>/<name>.json`.
+    pub fn new(cfg: KvSecret, env: SecretsEnv) -> Self {
+        let file = env.dir.join(format!("{}.json", cfg.name));
+        env.declare(
+            &cfg.name,
+            SecretKind::Kv,
+            format!("{}/{}", cfg.mount, cfg.path),
+            file.clone(),
+            cfg.required,
+        );
+        Self {
+            cfg,
+            bao: env.bao,
+            tokens: env.tokens,
+            state: env.state,
+            policy: env.policy,
+            file,
+            backoff: env.backoff,
+        }
+    }
+
+    /// Runs until cancelled.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(self.backoff);
+        let mut written_version = None;
+        loop {
+            let Some(token) = current_token(&mut self.tokens, &cancel).await else {
+                return;
+            };
+            let delay = match self
+                .bao
+                .kv_read(&token.secret, &self.cfg.mount, &self.cfg.path)
+                .await
+            {
+                Ok(Some(v)) => {
+                    backoff.reset();
+                    if written_version != Some(v.version) {
+                        let doc = format!(
+                            "{{\"version\":{},\"created_time\":{},\"data\":{}}}\n",
+                            v.version,
+                            serde_json::Value::from(v.created_time.clone()),
+                            v.data_json.expose()
+                        );
+                        match write_atomic(&self.file, doc.as_bytes(), self.policy) {
+                            Ok(()) => {
+                                tracing::info!(secret = %self.cfg.name, version = v.version, "KV secret written");
+                                written_version = Some(v.version);
+                                self.state.update_secret(&self.cfg.name, |s| {
+                                    s.written = true;
+                                    s.version = v.version;
+                                });
+                            }
+                            Err(e) => {
+                                self.state.failure("file");
+                                tracing::error!(secret = %self.cfg.name, error = %e, "cannot write KV secret file");
+                            }
+                        }
+                    }
+                    self.cfg.refresh_interval
+                }
+                Ok(None) => {
+                    self.state.failure("kv");
+                    tracing::warn!(secret = %self.cfg.name, path = %self.cfg.path, "KV secret does not exist (yet)");
+                    backoff.next_delay().min(self.cfg.refresh_interval)
+                }
+                Err(e) => {
+                    self.state.failure("kv");
+                    let d = backoff.next_delay().min(self.cfg.refresh_interval);
+                    tracing::warn!(secret = %self.cfg.name, error = %e, retry_in_ms = d.as_millis() as u64, "cannot read KV secret");
+                    d
+                }
+            };
+            if sleep_or_cancel(delay, &cancel).await {
+                return;
+            }
+        }
+    }
+}

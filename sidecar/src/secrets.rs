@@ -1,0 +1,58 @@
+//! What every secret-keeping task shares.
+
+use std::path::PathBuf;
+
+use tokio::sync::watch;
+
+use crate::config::BackoffConfig;
+use crate::files::FilePolicy;
+use crate::openbao::OpenBao;
+use crate::state::{SecretKind, SecretStatus, State};
+use crate::token::Tokens;
+
+/// The shared context of database rotators and KV renderers.
+#[derive(Clone)]
+pub struct SecretsEnv {
+    /// OpenBao client.
+    pub bao: OpenBao,
+    /// Current and retired tokens.
+    pub tokens: watch::Receiver<Tokens>,
+    /// Status and metrics.
+    pub state: State,
+    /// The secrets dir.
+    pub dir: PathBuf,
+    /// Mode and ownership of files.
+    pub policy: FilePolicy,
+    /// Retry delays.
+    pub backoff: BackoffConfig,
+}
+
+impl SecretsEnv {
+    /// Registers a secret in the status before it is first written.
+    pub fn declare(
+        &self,
+        name: &str,
+        kind: SecretKind,
+        source: String,
+        file: PathBuf,
+        required: bool,
+    ) {
+        self.state.declare_secret(
+            name,
+            SecretStatus {
+                kind,
+                source,
+                file,
+                required,
+                written: false,
+                username: None,
+                lease_id: None,
+                expires_at: None,
+                version: 0,
+                rotations: 0,
+                renewals: 0,
+                revocations: 0,
+            },
+        );
+    }
+}

@@ -1,0 +1,492 @@
+//! What the sidecar knows about itself: the source of `/status`, `/readyz`
+//! and `/metrics`. Holds no secret values (usernames and lease ids only).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::config::{AllowRule, Config};
+
+/// The current X.509-SVID.
+#[derive(Debug, Clone)]
+pub struct SvidInfo {
+    /// SPIFFE ID.
+    pub spiffe_id: String,
+    /// Leaf `notAfter`.
+    pub expires_at: SystemTime,
+    /// Leaf serial number, hex.
+    pub serial: String,
+}
+
+/// The current OpenBao token (never the token itself).
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    /// When it expires unless renewed.
+    pub expires_at: SystemTime,
+    /// Its policies.
+    pub policies: Vec<String>,
+}
+
+/// Kind of a managed secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// Dynamic database credentials.
+    Database,
+    /// KV v2 secret.
+    Kv,
+}
+
+/// One managed secret's public facts.
+#[derive(Debug, Clone)]
+pub struct SecretStatus {
+    /// Kind.
+    pub kind: SecretKind,
+    /// Database role or KV path.
+    pub source: String,
+    /// The file apps read.
+    pub file: PathBuf,
+    /// Readiness depends on it.
+    pub required: bool,
+    /// A file has been written.
+    pub written: bool,
+    /// Current PostgreSQL user (database only).
+    pub username: Option<String>,
+    /// Current lease id (database only).
+    pub lease_id: Option<String>,
+    /// When the current credentials expire (database only).
+    pub expires_at: Option<SystemTime>,
+    /// File version (database) or KV version.
+    pub version: u64,
+    /// Rotations so far.
+    pub rotations: u64,
+    /// Lease renewals so far.
+    pub renewals: u64,
+    /// Old leases revoked so far.
+    pub revocations: u64,
+}
+
+/// Live counters of one mTLS listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted (handshake done, peer authorised).
+    pub accepted: AtomicU64,
+    /// Peers refused (no cert, untrusted, ID not allowed).
+    pub refused: AtomicU64,
+    /// Handshakes that failed for other reasons (garbage, timeouts).
+    pub handshake_failures: AtomicU64,
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// HTTP requests forwarded.
+    pub requests: AtomicU64,
+}
+
+impl ListenerStats {
+    fn json(&self) -> Value {
+        json!({
+            "accepted": self.accepted.load(Ordering::Relaxed),
+            "refused": self.refused.load(Ordering::Relaxed),
+            "handshake_failures": self.handshake_failures.load(Ordering::Relaxed),
+            "active_connections": self.active.load(Ordering::Relaxed),
+            "requests": self.requests.load(Ordering::Relaxed),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    svid: Option<SvidInfo>,
+    svid_rotations: u64,
+    token: Option<TokenInfo>,
+    token_renewals: u64,
+    logins: u64,
+    secrets: BTreeMap<String, SecretStatus>,
+    proxy_requests: BTreeMap<u16, u64>,
+    failures: BTreeMap<&'static str, u64>,
+}
+
+/// Shared state, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct State {
+    inner: Arc<Mutex<Inner>>,
+    config: Arc<Config>,
+    inbound: Arc<Vec<Arc<ListenerStats>>>,
+    outbound: Arc<Vec<Arc<ListenerStats>>>,
+}
+
+impl State {
+    /// Empty state for this configuration.
+    pub fn new(config: Arc<Config>) -> Self {
+        let mk = |n: usize| {
+            Arc::new(
+                (0..n)
+                    .map(|_| Arc::new(ListenerStats::default()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        Self {
+            inbound: mk(config.mtls.inbound.len()),
+            outbound: mk(config.mtls.outbound.len()),
+            inner: Arc::default(),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave counters inconsistent
+        // in a way that matters; keep serving status.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counters of inbound listener `i`.
+    pub fn inbound(&self, i: usize) -> Arc<ListenerStats> {
+        self.inbound[i].clone()
+    }
+
+    /// Counters of outbound listener `i`.
+    pub fn outbound(&self, i: usize) -> Arc<ListenerStats> {
+        self.outbound[i].clone()
+    }
+
+    /// A new SVID arrived.
+    pub fn set_svid(&self, svid: SvidInfo) {
+        let mut g = self.lock();
+        if g.svid.as_ref().is_some_and(|s| s.serial != svid.serial) {
+            g.svid_rotations += 1;
+        }
+        g.svid = Some(svid);
+    }
+
+    /// The current SVID, if any.
+    pub fn svid(&self) -> Option<SvidInfo> {
+        self.lock().svid.clone()
+    }
+
+    /// A login succeeded.
+    pub fn token_login(&self, t: TokenInfo) {
+        let mut g = self.lock();
+        g.logins += 1;
+        g.token = Some(t);
+    }
+
+    /// A renewal succeeded.
+    pub fn token_renewed(&self, t: TokenInfo) {
+        let mut g = self.lock();
+        g.token_renewals += 1;
+        g.token = Some(t);
+    }
+
+    /// The token is gone (expired or revoked).
+    pub fn token_cleared(&self) {
+        self.lock().token = None;
+    }
+
+    /// Registers or replaces a secret's status.
+    pub fn update_secret(&self, name: &str, f: impl FnOnce(&mut SecretStatus)) {
+        let mut g = self.lock();
+        if let Some(s) = g.secrets.get_mut(name) {
+            f(s);
+        }
+    }
+
+    /// Declares a secret (before it is first written).
+    pub fn declare_secret(&self, name: &str, status: SecretStatus) {
+        self.lock().secrets.insert(name.to_string(), status);
+    }
+
+    /// One failure of `kind` (login, token_renew, creds, lease_renew, revoke, kv, file, jwt_svid).
+    pub fn failure(&self, kind: &'static str) {
+        *self.lock().failures.entry(kind).or_default() += 1;
+    }
+
+    /// Failures of `kind` so far.
+    pub fn failures(&self, kind: &str) -> u64 {
+        self.lock().failures.get(kind).copied().unwrap_or(0)
+    }
+
+    /// One proxied request finished with `status`.
+    pub fn proxy_request(&self, status: u16) {
+        *self.lock().proxy_requests.entry(status).or_default() += 1;
+    }
+
+    /// Whether every required secret is on disk and unexpired and an SVID is
+    /// present; otherwise the reasons.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let g = self.lock();
+        let now = SystemTime::now();
+        let mut missing = Vec::new();
+        match &g.svid {
+            None => missing.push("no X.509-SVID from the Workload API yet".to_string()),
+            Some(s) if s.expires_at <= now => missing.push("the X.509-SVID has expired".into()),
+            Some(_) => {}
+        }
+        for (name, s) in &g.secrets {
+            if !s.required {
+                continue;
+            }
+            if !s.written {
+                missing.push(format!("secret {name} not written yet"));
+            } else if s.expires_at.is_some_and(|e| e <= now) {
+                missing.push(format!("secret {name} has expired"));
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// The `/status` document (docs/contracts.md, contract 3).
+    pub fn status_json(&self) -> Value {
+        let ready = self.readiness().is_ok();
+        let g = self.lock();
+        let now = SystemTime::now();
+        let secrets: Vec<Value> = g
+            .secrets
+            .iter()
+            .map(|(name, s)| match s.kind {
+                SecretKind::Database => json!({
+                    "name": name, "kind": "database", "role": s.source,
+                    "username": s.username, "lease_id": s.lease_id,
+                    "expires_at": s.expires_at.map(rfc3339),
+                    "version": s.version, "rotations": s.rotations, "renewals": s.renewals,
+                    "revocations": s.revocations,
+                    "file": s.file, "ready": s.written && s.expires_at.is_some_and(|e| e > now),
+                }),
+                SecretKind::Kv => json!({
+                    "name": name, "kind": "kv", "path": s.source, "version": s.version,
+                    "file": s.file, "ready": s.written,
+                }),
+            })
+            .collect();
+        let c = &self.config;
+        json!({
+            "spiffe_id": g.svid.as_ref().map(|s| s.spiffe_id.clone()),
+            "ready": ready,
+            "svid": g.svid.as_ref().map(|s| json!({
+                "expires_at": rfc3339(s.expires_at),
+                "serial": s.serial,
+                "rotations": g.svid_rotations,
+            })),
+            "token": g.token.as_ref().map(|t| json!({
+                "expires_at": rfc3339(t.expires_at),
+                "ttl_seconds": secs_until(t.expires_at, now),
+                "policies": t.policies,
+                "renewals": g.token_renewals,
+                "logins": g.logins,
+            })),
+            "secrets": secrets,
+            "proxy": c.proxy.as_ref().map(|p| json!({
+                "listen": p.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+                "allow": p.allow.iter().map(|AllowRule { path, methods }| json!({"path": path, "methods": methods})).collect::<Vec<_>>(),
+                "requests": g.proxy_requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            })),
+            "mtls": {
+                "inbound": c.mtls.inbound.iter().zip(self.inbound.iter()).map(|(l, s)| {
+                    let mut v = s.json();
+                    v["listen"] = json!(l.listen.to_string());
+                    v["forward_to"] = json!(l.forward_to.to_string());
+                    v["allow"] = json!(l.allow.iter().cloned().map(String::from).collect::<Vec<_>>());
+                    v
+                }).collect::<Vec<_>>(),
+                "outbound": c.mtls.outbound.iter().zip(self.outbound.iter()).map(|(l, s)| {
+                    let mut v = s.json();
+                    v["listen"] = json!(l.listen.to_string());
+                    v["upstream"] = json!(l.upstream);
+                    v["server_id"] = json!(l.server_id);
+                    v
+                }).collect::<Vec<_>>(),
+            },
+            "failures": g.failures,
+        })
+    }
+
+    /// Prometheus text exposition.
+    pub fn metrics_text(&self) -> String {
+        let ready = self.readiness().is_ok();
+        let g = self.lock();
+        let now = SystemTime::now();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        metric(
+            "zt_ready",
+            "gauge",
+            "1 when every required secret is on disk and unexpired",
+            vec![(String::new(), ready as u8 as f64)],
+        );
+        if let Some(s) = &g.svid {
+            metric(
+                "zt_svid_expiry_timestamp_seconds",
+                "gauge",
+                "notAfter of the current X.509-SVID",
+                vec![(String::new(), unix(s.expires_at))],
+            );
+        }
+        metric(
+            "zt_svid_rotations_total",
+            "counter",
+            "X.509-SVID rotations seen",
+            vec![(String::new(), g.svid_rotations as f64)],
+        );
+        if let Some(t) = &g.token {
+            metric(
+                "zt_token_ttl_seconds",
+                "gauge",
+                "seconds until the OpenBao token expires unless renewed",
+                vec![(String::new(), secs_until(t.expires_at, now) as f64)],
+            );
+        }
+        metric(
+            "zt_token_renewals_total",
+            "counter",
+            "OpenBao token renewals",
+            vec![(String::new(), g.token_renewals as f64)],
+        );
+        metric(
+            "zt_token_logins_total",
+            "counter",
+            "OpenBao logins with a JWT-SVID",
+            vec![(String::new(), g.logins as f64)],
+        );
+        let per = |f: &dyn Fn(&SecretStatus) -> Option<f64>| {
+            g.secrets
+                .iter()
+                .filter_map(|(n, s)| f(s).map(|v| (format!("{{secret=\"{n}\"}}"), v)))
+                .collect::<Vec<_>>()
+        };
+        metric(
+            "zt_secret_lease_ttl_seconds",
+            "gauge",
+            "seconds until the current credentials expire",
+            per(&|s| s.expires_at.map(|e| secs_until(e, now) as f64)),
+        );
+        metric(
+            "zt_secret_version",
+            "gauge",
+            "version of the secret file",
+            per(&|s| Some(s.version as f64)),
+        );
+        metric(
+            "zt_lease_renewals_total",
+            "counter",
+            "lease renewals",
+            per(&|s| (s.kind == SecretKind::Database).then_some(s.renewals as f64)),
+        );
+        metric(
+            "zt_lease_rotations_total",
+            "counter",
+            "credential rotations",
+            per(&|s| (s.kind == SecretKind::Database).then_some(s.rotations as f64)),
+        );
+        metric(
+            "zt_lease_revocations_total",
+            "counter",
+            "old leases revoked",
+            per(&|s| (s.kind == SecretKind::Database).then_some(s.revocations as f64)),
+        );
+        metric(
+            "zt_failures_total",
+            "counter",
+            "failed operations by kind",
+            g.failures
+                .iter()
+                .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v as f64))
+                .collect(),
+        );
+        metric(
+            "zt_proxy_requests_total",
+            "counter",
+            "OpenBao proxy requests by status",
+            g.proxy_requests
+                .iter()
+                .map(|(k, v)| (format!("{{status=\"{k}\"}}"), *v as f64))
+                .collect(),
+        );
+        let listeners =
+            |dir: &str, stats: &[Arc<ListenerStats>], f: &dyn Fn(&ListenerStats) -> u64| {
+                stats
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        (
+                            format!("{{direction=\"{dir}\",listener=\"{i}\"}}"),
+                            f(s) as f64,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+        let both = |f: &dyn Fn(&ListenerStats) -> u64| {
+            let mut v = listeners("inbound", &self.inbound, f);
+            v.extend(listeners("outbound", &self.outbound, f));
+            v
+        };
+        metric(
+            "zt_mtls_connections_total",
+            "counter",
+            "mTLS connections established",
+            both(&|s| s.accepted.load(Ordering::Relaxed)),
+        );
+        metric(
+            "zt_mtls_peers_refused_total",
+            "counter",
+            "peers refused (no cert, untrusted, ID not allowed)",
+            both(&|s| s.refused.load(Ordering::Relaxed)),
+        );
+        metric(
+            "zt_mtls_handshake_failures_total",
+            "counter",
+            "failed TLS handshakes",
+            both(&|s| s.handshake_failures.load(Ordering::Relaxed)),
+        );
+        metric(
+            "zt_mtls_active_connections",
+            "gauge",
+            "open mTLS connections",
+            both(&|s| s.active.load(Ordering::Relaxed)),
+        );
+        metric(
+            "zt_mtls_requests_total",
+            "counter",
+            "HTTP requests carried over mTLS",
+            both(&|s| s.requests.load(Ordering::Relaxed)),
+        );
+        out
+    }
+}
+
+/// RFC 3339 UTC, seconds precision.
+pub fn rfc3339(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::from(t));
+    dt.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn secs_until(t: SystemTime, now: SystemTime) -> i64 {
+    match t.duration_since(now) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// `Duration` until `t` (zero if past).
+pub fn until(t: SystemTime) -> Duration {
+    t.duration_since(SystemTime::now()).unwrap_or_default()
+}

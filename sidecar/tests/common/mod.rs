@@ -1,0 +1,193 @@
+//! Test harness: the real devstack plus the real zt-sidecar binary,
+//! registered as the backend workload.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use devstack::sidecar::{backend_config, install_copy, BackendLayout, Sidecar};
+use devstack::spire::BACKEND_ID;
+use devstack::{Devstack, Options};
+use serde_json::Value;
+
+pub struct Harness {
+    pub sidecar: Sidecar,
+    pub layout: BackendLayout,
+    pub stack: Devstack,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Setup {
+    pub db_ttl: Option<(Duration, Duration)>,
+    pub token_ttls: Option<(Duration, Duration)>,
+    pub rotate_before: &'static str,
+    pub revoke_grace: &'static str,
+    pub extra: String,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            db_ttl: None,
+            token_ttls: None,
+            rotate_before: "10m",
+            revoke_grace: "30s",
+            extra: String::new(),
+        }
+    }
+}
+
+pub fn sidecar_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zt-sidecar"))
+}
+
+impl Harness {
+    pub fn start(setup: Setup) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("zt-sidecar-test-")
+            .tempdir()
+            .unwrap();
+        let binary = install_copy(&sidecar_binary(), dir.path(), "backend").unwrap();
+        let mut opts = Options::default()
+            .register_binary(BACKEND_ID, &binary)
+            .unwrap();
+        opts.token_ttls = setup.token_ttls;
+        if let Some((ttl, max)) = setup.db_ttl {
+            opts.db_ttls = vec![
+                ("backend-role".into(), ttl, max),
+                ("backend-migrator".into(), ttl, max),
+            ];
+        }
+        let stack = Devstack::start(opts).expect("devstack");
+        let layout = BackendLayout::new(&dir.path().join("run")).unwrap();
+        let config = backend_config(
+            &stack,
+            &layout,
+            setup.rotate_before,
+            setup.revoke_grace,
+            &setup.extra,
+        );
+        let mut sidecar = Sidecar::start(
+            "backend-sidecar",
+            &binary,
+            dir.path(),
+            &config,
+            layout.admin,
+        )
+        .unwrap();
+        if let Err(e) = sidecar.wait_ready(Duration::from_secs(60)) {
+            panic!(
+                "sidecar not ready: {e:#}\n--- sidecar log ---\n{}",
+                sidecar.log()
+            );
+        }
+        Self {
+            sidecar,
+            layout,
+            stack,
+            dir,
+        }
+    }
+
+    pub fn db_file(&self) -> PathBuf {
+        self.layout.secrets_dir.join("db.json")
+    }
+
+    pub fn read_db_file(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.db_file()).unwrap()).unwrap()
+    }
+
+    pub async fn pg_admin(&self) -> tokio_postgres::Client {
+        let (client, conn) =
+            tokio_postgres::connect(&self.stack.pg_superuser(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    pub fn proxy(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        uds_request(&self.layout.proxy_socket, method, path, headers, body)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- sidecar log ({}) ---\n{}",
+                self.sidecar.process().log_path().display(),
+                tail(&self.sidecar.log(), 80)
+            );
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A raw HTTP/1.1 request over a Unix socket: the path goes out byte for
+/// byte (no client-side normalisation), which is what attacks look like.
+pub fn uds_request(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: openbao\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) before reading the whole body.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn parse_time(s: &str) -> std::time::SystemTime {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+    std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(t.unix_timestamp() as u64)
+}

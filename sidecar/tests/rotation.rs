@@ -1,0 +1,299 @@
+//! Dynamic credentials against the real SPIRE, OpenBao and PostgreSQL:
+//! rotation make-before-break, no partial or expired file, no current lease
+//! ever expiring (also when the token's max TTL is shorter than the lease's),
+//! revocation of old users, clean shutdown, and no secret in any log line.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{parse_time, Harness, Setup};
+use serde_json::{json, Value};
+
+/// What a reader polling the credentials file saw.
+#[derive(Default, Debug)]
+struct Observed {
+    reads: u64,
+    /// version -> (username, password)
+    versions: BTreeMap<u64, (String, String)>,
+    problems: Vec<String>,
+}
+
+/// Polls the file every 10 ms for `duration`, checking each read is a complete,
+/// unexpired, 0400 file; every 250 ms checks that the current user exists in
+/// PostgreSQL and its lease is alive in OpenBao; records when old users vanish.
+async fn watch(
+    h: &Harness,
+    duration: Duration,
+) -> (
+    Observed,
+    BTreeMap<String, Instant>,
+    BTreeMap<String, Instant>,
+) {
+    let admin = h.pg_admin().await;
+    let bao = h.stack.root_bao();
+    let file = h.db_file();
+    let mut seen = Observed::default();
+    let mut replaced_at: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut gone_at: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut last_user: Option<String> = None;
+    let start = Instant::now();
+    let mut last_deep = Instant::now() - Duration::from_secs(1);
+    while start.elapsed() < duration {
+        let bytes = std::fs::read(&file).unwrap();
+        seen.reads += 1;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        if mode != 0o400 {
+            seen.problems.push(format!("mode {mode:o}"));
+        }
+        let v: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                seen.problems
+                    .push(format!("partial/invalid file ({e}): {} bytes", bytes.len()));
+                continue;
+            }
+        };
+        for k in [
+            "username",
+            "password",
+            "host",
+            "port",
+            "database",
+            "lease_id",
+            "issued_at",
+            "expires_at",
+            "version",
+        ] {
+            if v.get(k).is_none() {
+                seen.problems.push(format!("missing {k}"));
+            }
+        }
+        let expires = parse_time(v["expires_at"].as_str().unwrap_or("1970-01-01T00:00:00Z"));
+        if expires <= SystemTime::now() {
+            seen.problems.push(format!(
+                "expired file seen: version {} expired at {}",
+                v["version"], v["expires_at"]
+            ));
+        }
+        let user = v["username"].as_str().unwrap_or_default().to_string();
+        let version = v["version"].as_u64().unwrap_or(0);
+        seen.versions.entry(version).or_insert_with(|| {
+            (
+                user.clone(),
+                v["password"].as_str().unwrap_or_default().to_string(),
+            )
+        });
+        if let Some(prev) = &last_user {
+            if *prev != user {
+                replaced_at.insert(prev.clone(), Instant::now());
+            }
+        }
+        last_user = Some(user.clone());
+
+        if last_deep.elapsed() > Duration::from_millis(250) {
+            last_deep = Instant::now();
+            let exists = admin
+                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+                .await
+                .unwrap()
+                .is_some();
+            // The file may have been replaced a moment ago: re-read before judging.
+            let now_user = serde_json::from_slice::<Value>(&std::fs::read(&file).unwrap())
+                .ok()
+                .and_then(|v| v["username"].as_str().map(str::to_string));
+            if !exists && now_user.as_deref() == Some(user.as_str()) {
+                seen.problems
+                    .push(format!("current user {user} missing from pg_roles"));
+            }
+            let lease_id = v["lease_id"].as_str().unwrap_or_default();
+            match bao.write("sys/leases/lookup", &json!({ "lease_id": lease_id })) {
+                Ok(l) if l["data"]["ttl"].as_i64().unwrap_or(0) > 0 => {}
+                other if now_user.as_deref() == Some(user.as_str()) => seen.problems.push(format!(
+                    "current lease {lease_id} not alive in OpenBao: {other:?}"
+                )),
+                _ => {}
+            }
+            for old in replaced_at.keys() {
+                if !gone_at.contains_key(old)
+                    && admin
+                        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[old])
+                        .await
+                        .unwrap()
+                        .is_none()
+                {
+                    gone_at.insert(old.clone(), Instant::now());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (seen, replaced_at, gone_at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotates_make_before_break_and_revokes_old_users_after_the_grace_period() {
+    // Leases live 6 s and may be renewed to 12 s; rotate 4 s before the end,
+    // revoke the old user 2 s after the new file is written.
+    let h = Harness::start(Setup {
+        db_ttl: Some((Duration::from_secs(6), Duration::from_secs(12))),
+        rotate_before: "4s",
+        revoke_grace: "2s",
+        ..Setup::default()
+    });
+    let (seen, replaced_at, gone_at) = watch(&h, Duration::from_secs(32)).await;
+    assert!(
+        seen.problems.is_empty(),
+        "reader saw problems: {:#?}",
+        seen.problems
+    );
+    let versions: Vec<u64> = seen.versions.keys().copied().collect();
+    assert!(
+        versions.len() >= 4,
+        "expected ≥ 3 rotations (4 versions), saw {versions:?}"
+    );
+    assert!(
+        versions.windows(2).all(|w| w[1] == w[0] + 1),
+        "versions must increase by one: {versions:?}"
+    );
+    let users: BTreeSet<&String> = seen.versions.values().map(|(u, _)| u).collect();
+    assert_eq!(
+        users.len(),
+        versions.len(),
+        "each version is a new PostgreSQL user"
+    );
+
+    // Every replaced user vanished from pg_roles after the grace period (2 s),
+    // and not before it (make-before-break). Allow for polling granularity.
+    for (user, replaced) in &replaced_at {
+        let gone = gone_at
+            .get(user)
+            .unwrap_or_else(|| panic!("{user} never disappeared from pg_roles"));
+        let after = gone.duration_since(*replaced);
+        assert!(
+            after >= Duration::from_millis(1500),
+            "{user} dropped {after:?} after replacement (grace is 2 s)"
+        );
+        assert!(
+            after <= Duration::from_secs(6),
+            "{user} dropped only {after:?} after replacement"
+        );
+    }
+
+    let status = h.sidecar.status().unwrap();
+    let db = status["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "db")
+        .unwrap()
+        .clone();
+    assert!(db["rotations"].as_u64().unwrap() >= 3, "{db}");
+    assert!(db["revocations"].as_u64().unwrap() >= 3, "{db}");
+    assert!(db["renewals"].as_u64().unwrap() >= 1, "{db}");
+    assert!(db.get("password").is_none());
+    let metrics = h.sidecar.admin_get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains("zt_lease_rotations_total{secret=\"db\"}"),
+        "{metrics}"
+    );
+
+    // Clean shutdown revokes everything and removes the credentials files.
+    let mut h = h;
+    let status = h
+        .sidecar
+        .terminate(Duration::from_secs(15))
+        .expect("sidecar exits on SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let admin = h.pg_admin().await;
+    let left: Vec<String> = admin
+        .query(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-backend-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(left.is_empty(), "users left after shutdown: {left:?}");
+    assert!(
+        !h.db_file().exists(),
+        "credentials file removed on shutdown"
+    );
+
+    // Not one secret in the whole log.
+    let log = h.sidecar.log();
+    for (v, (_, password)) in &seen.versions {
+        assert!(
+            !log.contains(password.as_str()),
+            "password of version {v} in the log"
+        );
+    }
+    assert_no_token_material(&log);
+    let key_file: Value = serde_json::from_slice(
+        &std::fs::read(h.layout.secrets_dir.join("jwt-signing-key.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        !log.contains(key_file["data"]["key"].as_str().unwrap()),
+        "signing key in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lease_dies_with_its_token_when_the_token_max_ttl_is_short() {
+    // The token can live at most 8 s but leases 60 s: naive agents lose the
+    // app's credentials when the token that created them expires. We must
+    // rotate before the parent token dies, re-login, and keep the file valid.
+    let h = Harness::start(Setup {
+        db_ttl: Some((Duration::from_secs(60), Duration::from_secs(60))),
+        token_ttls: Some((Duration::from_secs(4), Duration::from_secs(8))),
+        rotate_before: "3s",
+        revoke_grace: "1s",
+        ..Setup::default()
+    });
+    let (seen, _, _) = watch(&h, Duration::from_secs(22)).await;
+    assert!(
+        seen.problems.is_empty(),
+        "reader saw problems: {:#?}",
+        seen.problems
+    );
+    let status = h.sidecar.status().unwrap();
+    let logins = status["token"]["logins"].as_u64().unwrap();
+    assert!(logins >= 2, "expected re-logins, status {status}");
+    let db = status["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "db")
+        .unwrap()
+        .clone();
+    let rotations = db["rotations"].as_u64().unwrap();
+    assert!(rotations >= 1, "{db}");
+    // A login does not mint credentials by itself: at most one rotation per
+    // parent token that reached its end.
+    assert!(
+        rotations <= logins,
+        "rotations {rotations} > logins {logins}"
+    );
+    assert_no_token_material(&h.sidecar.log());
+}
+
+/// No OpenBao token (`s.` + 24 chars) and no JWT (`eyJ…`) in `log`.
+fn assert_no_token_material(log: &str) {
+    for word in
+        log.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-'))
+    {
+        let token_like = word.len() >= 26
+            && (word.starts_with("s.") || word.starts_with("hvs."))
+            && word[2..].chars().all(|c| c.is_ascii_alphanumeric());
+        assert!(!token_like, "token-like string in the log: {}…", &word[..6]);
+        assert!(
+            !(word.starts_with("eyJ") && word.len() > 40),
+            "JWT in the log"
+        );
+    }
+}
