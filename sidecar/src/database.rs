@@ -26,7 +26,7 @@ use crate::files::{remove, write_atomic, FilePolicy};
 use crate::openbao::{DbLease, OpenBao};
 use crate::secrets::SecretsEnv;
 use crate::state::{rfc3339, SecretKind, State};
-use crate::token::{current_token, LeaseBook, Token, Tokens};
+use crate::token::{current_token, LeaseBook, Token, TokenCheck, Tokens};
 
 /// The credentials the app is using now.
 #[derive(Debug)]
@@ -58,6 +58,7 @@ pub struct LeaseRotator {
     policy: FilePolicy,
     file: PathBuf,
     backoff: BackoffConfig,
+    check: TokenCheck,
     version: u64,
 }
 
@@ -94,6 +95,7 @@ impl LeaseRotator {
             policy: env.policy,
             file,
             backoff: env.backoff,
+            check: env.check,
             version: 0,
         }
     }
@@ -258,6 +260,9 @@ impl LeaseRotator {
             .await
             .map_err(|e| {
                 self.state.failure("creds");
+                if e.is_invalid_credential() {
+                    self.check.suspect();
+                }
                 e.to_string()
             })?;
         let issued_at = SystemTime::now();
@@ -318,6 +323,9 @@ impl LeaseRotator {
             Err(e) => {
                 self.state.failure("lease_renew");
                 let gone = e.is_invalid_credential();
+                if gone {
+                    self.check.suspect();
+                }
                 tracing::warn!(secret = %self.cfg.name, error = %e, lease_gone = gone, "lease renewal failed");
                 Err(gone)
             }

@@ -12,7 +12,7 @@ use crate::files::{write_atomic, FilePolicy};
 use crate::openbao::OpenBao;
 use crate::secrets::SecretsEnv;
 use crate::state::{SecretKind, State};
-use crate::token::{current_token, sleep_or_cancel, Tokens};
+use crate::token::{current_token, sleep_or_cancel, TokenCheck, Tokens};
 
 /// Keeps one `[[secrets.kv]]` file current.
 pub struct KvRenderer {
@@ -23,6 +23,7 @@ pub struct KvRenderer {
     policy: FilePolicy,
     file: PathBuf,
     backoff: BackoffConfig,
+    check: TokenCheck,
 }
 
 impl KvRenderer {
@@ -44,6 +45,7 @@ impl KvRenderer {
             policy: env.policy,
             file,
             backoff: env.backoff,
+            check: env.check,
         }
     }
 
@@ -93,6 +95,9 @@ impl KvRenderer {
                 }
                 Err(e) => {
                     self.state.failure("kv");
+                    if e.is_invalid_credential() {
+                        self.check.suspect();
+                    }
                     let d = backoff.next_delay().min(self.cfg.refresh_interval);
                     tracing::warn!(secret = %self.cfg.name, error = %e, retry_in_ms = d.as_millis() as u64, "cannot read KV secret");
                     d

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::config::{AllowRule, ProxyConfig};
 use crate::state::State;
-use crate::token::Tokens;
+use crate::token::{TokenCheck, Tokens};
 
 /// Headers that would carry a client's own credentials; refused outright.
 pub const TOKEN_HEADERS: [&str; 3] = ["x-vault-token", "x-openbao-token", "authorization"];
@@ -129,6 +129,7 @@ pub struct Proxy {
     upstream: String,
     http: reqwest::Client,
     tokens: watch::Receiver<Tokens>,
+    check: TokenCheck,
     state: State,
 }
 
@@ -149,6 +150,7 @@ impl Proxy {
         cfg: ProxyConfig,
         upstream: &str,
         tokens: watch::Receiver<Tokens>,
+        check: TokenCheck,
         state: State,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
@@ -160,6 +162,7 @@ impl Proxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             http,
             tokens,
+            check,
             state,
         })
     }
@@ -294,6 +297,10 @@ impl Proxy {
             }
         };
         let status = resp.status();
+        if status == StatusCode::FORBIDDEN {
+            // Allowed by us but refused by OpenBao: maybe our token was revoked.
+            self.check.suspect();
+        }
         let ct = resp.headers().get(header::CONTENT_TYPE).cloned();
         let bytes = match resp.bytes().await {
             Ok(b) => b,

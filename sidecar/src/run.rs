@@ -81,7 +81,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     };
     let bao = OpenBao::new(&ob.address, ob.request_timeout)?;
     let book = LeaseBook::default();
-    let (keeper, tokens) = TokenKeeper::new(
+    let (keeper, tokens, check) = TokenKeeper::new(
         ob.clone(),
         bao.clone(),
         identity.clone(),
@@ -106,6 +106,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             dir: dir.to_path_buf(),
             policy,
             backoff: config.backoff,
+            check: check.clone(),
         };
         for db in &config.secrets.database {
             let r = LeaseRotator::new(db.clone(), env.clone(), book.clone());
@@ -119,7 +120,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 
     let mut sockets = Vec::new();
     if let Some(p) = &config.proxy {
-        let proxy = Proxy::new(p.clone(), &ob.address, tokens.clone(), state.clone())?;
+        let proxy = Proxy::new(
+            p.clone(),
+            &ob.address,
+            tokens.clone(),
+            check.clone(),
+            state.clone(),
+        )?;
         for l in &p.listen {
             let proxy = proxy.clone();
             let handler = move |req| proxy.clone().handle(req);

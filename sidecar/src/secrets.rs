@@ -8,7 +8,7 @@ use crate::config::BackoffConfig;
 use crate::files::FilePolicy;
 use crate::openbao::OpenBao;
 use crate::state::{SecretKind, SecretStatus, State};
-use crate::token::Tokens;
+use crate::token::{TokenCheck, Tokens};
 
 /// The shared context of database rotators and KV renderers.
 #[derive(Clone)]
@@ -25,6 +25,8 @@ pub struct SecretsEnv {
     pub policy: FilePolicy,
     /// Retry delays.
     pub backoff: BackoffConfig,
+    /// Where to report a refused token.
+    pub check: TokenCheck,
 }
 
 impl SecretsEnv {

@@ -84,6 +84,22 @@ impl LeaseBook {
     }
 }
 
+/// Lets any task that got "permission denied" with the current token ask the
+/// keeper to check it now (it may have been revoked behind our back) instead
+/// of at the next scheduled renewal.
+#[derive(Debug, Clone, Default)]
+pub struct TokenCheck(Arc<tokio::sync::Notify>);
+
+impl TokenCheck {
+    /// Reports that OpenBao refused the current token.
+    pub fn suspect(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// At most one forced check per this interval (403s may be plain policy denials).
+const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Keeps a valid token published on a watch channel.
 pub struct TokenKeeper {
     cfg: OpenBaoConfig,
@@ -93,6 +109,7 @@ pub struct TokenKeeper {
     state: State,
     book: LeaseBook,
     tx: watch::Sender<Tokens>,
+    check: TokenCheck,
 }
 
 /// How often retired tokens are checked for release.
@@ -107,8 +124,9 @@ impl TokenKeeper {
         backoff: BackoffConfig,
         state: State,
         book: LeaseBook,
-    ) -> (Self, watch::Receiver<Tokens>) {
+    ) -> (Self, watch::Receiver<Tokens>, TokenCheck) {
         let (tx, rx) = watch::channel(Tokens::default());
+        let check = TokenCheck::default();
         (
             Self {
                 cfg,
@@ -118,8 +136,10 @@ impl TokenKeeper {
                 state,
                 book,
                 tx,
+                check: check.clone(),
             },
             rx,
+            check,
         )
     }
 
@@ -160,6 +180,7 @@ impl TokenKeeper {
         // (token, ttl granted at login, policies, when to renew next)
         let mut current: Option<(Arc<Token>, Duration, Vec<String>, tokio::time::Instant)> = None;
         let mut retired: Vec<Arc<Token>> = Vec::new();
+        let mut last_forced = tokio::time::Instant::now() - MIN_CHECK_INTERVAL;
         loop {
             let now = SystemTime::now();
             retired.retain(|t| {
@@ -214,8 +235,14 @@ impl TokenKeeper {
             };
 
             let wake = renew_at.min(tokio::time::Instant::now() + RETIRE_CHECK);
+            let mut renew_at = renew_at;
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
+                () = self.check.0.notified(), if last_forced.elapsed() >= MIN_CHECK_INTERVAL => {
+                    tracing::info!(generation = token.generation, "OpenBao refused our token somewhere; checking it now");
+                    last_forced = tokio::time::Instant::now();
+                    renew_at = last_forced;
+                }
                 () = cancel.cancelled() => {
                     current = Some((token, ttl, policies, renew_at));
                     break;

@@ -1,0 +1,83 @@
+//! The command line: `check` prints the effective config; a bad config exits
+//! 64 with a message naming the key, for every kind of garbage.
+
+use std::process::Command;
+
+fn sidecar(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_zt-sidecar"))
+        .args(args)
+        .env_remove("ZT_WORKLOAD_API")
+        .env_remove("ZT_OPENBAO_ADDR")
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_effective_config_with_env_overrides() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/backend.toml");
+    let (code, out, err) = sidecar(
+        &["check", "--config", example],
+        &[("ZT_OPENBAO_ADDR", "http://10.0.0.9:8200")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("address = \"http://10.0.0.9:8200\""), "{out}");
+    assert!(out.contains("revoke_grace = \"30s\""), "{out}");
+}
+
+#[test]
+fn garbage_configs_exit_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[identity]\nworkload_apii = \"unix:/x\"\n", "workload_apii"),
+        ("[backoff]\ninitial = \"-1s\"\n", "backoff.initial"),
+        (
+            "[identity]\nworkload_api = \"tcp:/nope\"\n",
+            "identity.workload_api",
+        ),
+        ("[admin]\nlisten = \"localhost\"\n", "admin.listen"),
+        ("this is not toml", "TOML parse error"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        for cmd in ["check", "run"] {
+            let (code, _, err) = sidecar(&[cmd, "--config", path.to_str().unwrap()], &[]);
+            assert_eq!(code, 64, "{cmd} {text:?}: {err}");
+            assert!(err.starts_with("invalid configuration:"), "{err}");
+            assert!(err.contains(key), "{text:?}: {err}");
+        }
+    }
+    let (code, _, err) = sidecar(&["run", "--config", "/nonexistent/zt.toml"], &[]);
+    assert_eq!(code, 64);
+    assert!(err.contains("/nonexistent/zt.toml"), "{err}");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let (code, _, err) = sidecar(
+        &["check", "--config", empty.to_str().unwrap()],
+        &[("ZT_WORKLOAD_API", "nope")],
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("ZT_WORKLOAD_API"), "{err}");
+}
+
+#[test]
+fn a_listener_that_cannot_bind_is_a_clear_startup_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!("[admin]\nlisten = \"{}\"\n", busy.local_addr().unwrap()),
+    )
+    .unwrap();
+    let (code, _, err) = sidecar(&["run", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("admin.listen: cannot listen on"), "{err}");
+}
