@@ -1,0 +1,107 @@
+//! Outbound: the app connects over plain HTTP on loopback; each connection is
+//! carried over its own mTLS connection to the upstream, whose SPIFFE ID is
+//! pinned. Byte-for-byte (keep-alive and streaming work as the app does them).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::ActiveGuard;
+use crate::config::OutboundConfig;
+use crate::state::ListenerStats;
+
+pub(super) async fn serve(
+    listener: TcpListener,
+    config: Arc<ArcSwap<ClientConfig>>,
+    cfg: OutboundConfig,
+    stats: Arc<ListenerStats>,
+    cancel: CancellationToken,
+) {
+    let cfg = Arc::new(cfg);
+    let host = cfg
+        .upstream
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .unwrap_or("");
+    let server_name = match ServerName::try_from(host.to_string()) {
+        Ok(n) => n,
+        Err(_) => {
+            tracing::error!(upstream = %cfg.upstream, "upstream host is not a DNS name or IP address");
+            return;
+        }
+    };
+    loop {
+        let (mut app, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = cancel.cancelled() => return,
+        };
+        let _ = app.set_nodelay(true);
+        let connector = TlsConnector::from(config.load_full());
+        let (cfg, stats, server_name) = (cfg.clone(), stats.clone(), server_name.clone());
+        tokio::spawn(async move {
+            let connect = async {
+                let tcp = TcpStream::connect(cfg.upstream.as_str()).await?;
+                let _ = tcp.set_nodelay(true);
+                connector.connect(server_name, tcp).await
+            };
+            let mut tls = match tokio::time::timeout(cfg.handshake_timeout, connect).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    let refused = e
+                        .get_ref()
+                        .and_then(|i| i.downcast_ref::<rustls::Error>())
+                        .is_some_and(|t| matches!(t, rustls::Error::InvalidCertificate(_)));
+                    if !refused {
+                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(upstream = %cfg.upstream, error = %e, "mTLS connection to upstream failed");
+                    }
+                    bad_gateway(
+                        &mut app,
+                        &format!(
+                            "zt-sidecar: cannot reach {} over mTLS as {}",
+                            cfg.upstream, cfg.server_id
+                        ),
+                    )
+                    .await;
+                    return;
+                }
+                Err(_) => {
+                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(upstream = %cfg.upstream, "mTLS handshake to upstream timed out");
+                    bad_gateway(&mut app, "zt-sidecar: upstream handshake timed out").await;
+                    return;
+                }
+            };
+            let _active = ActiveGuard::new(&stats);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut app, &mut tls).await {
+                tracing::debug!(error = %e, "outbound connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Answers the app's (not yet read) request with a 502 and closes.
+async fn bad_gateway(app: &mut TcpStream, msg: &str) {
+    let body = serde_json::json!({ "error": { "code": "upstream_unavailable", "message": msg } })
+        .to_string();
+    let resp = format!(
+        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = app.write_all(resp.as_bytes()).await;
+    let _ = app.shutdown().await;
+}

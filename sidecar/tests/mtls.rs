@@ -1,0 +1,596 @@
+//! SPIFFE mTLS between two real zt-sidecars with identities from the real
+//! SPIRE: frontend app → frontend sidecar (outbound) → backend sidecar
+//! (inbound) → test app. Refusals, forged headers, pinned server IDs,
+//! rotation without dropped connections, and garbage on the TLS port.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{eventually, tail};
+use devstack::sidecar::{install_copy, Sidecar};
+use devstack::spire::{BACKEND_ID, FRONTEND_ID};
+use devstack::{free_port, Devstack, Options};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zt_sidecar::mtls::Material;
+use zt_sidecar::state::ListenerStats;
+
+const INTRUDER_ID: &str = "spiffe://demo.local/ns/99-apps/sa/intruder";
+
+struct Mesh {
+    stack: Devstack,
+    backend: Sidecar,
+    frontend: Sidecar,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    outbound_wrong_id: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- backend sidecar ---\n{}", tail(&self.backend.log(), 60));
+            eprintln!(
+                "--- frontend sidecar ---\n{}",
+                tail(&self.frontend.log(), 60)
+            );
+        }
+    }
+}
+
+/// The app behind the backend sidecar: echoes what it received.
+async fn start_app() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let peers: Vec<String> = req
+                        .headers()
+                        .get_all("x-spiffe-peer-id")
+                        .iter()
+                        .map(|v| v.to_str().unwrap_or("?").to_string())
+                        .collect();
+                    let path = req.uri().path().to_string();
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let out = json!({"peer_ids": peers, "path": path, "body_len": body.len()})
+                        .to_string();
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(out))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()))
+}
+
+async fn mesh(x509_ttl: Duration) -> Mesh {
+    let dir = tempfile::Builder::new()
+        .prefix("zt-mtls-")
+        .tempdir()
+        .unwrap();
+    let bin = common::sidecar_binary();
+    let backend_bin = install_copy(&bin, dir.path(), "backend").unwrap();
+    let frontend_bin = install_copy(&bin, dir.path(), "frontend").unwrap();
+    let me = std::env::current_exe().unwrap();
+    let mut opts = Options::default()
+        .register_binary(BACKEND_ID, &backend_bin)
+        .unwrap()
+        .register_binary(FRONTEND_ID, &frontend_bin)
+        .unwrap()
+        .register_binary(FRONTEND_ID, &me)
+        .unwrap()
+        .register_binary(INTRUDER_ID, &me)
+        .unwrap();
+    opts.x509_svid_ttl = x509_ttl;
+    let stack = tokio::task::block_in_place(|| Devstack::start(opts)).unwrap();
+    let app = start_app().await;
+    let (inbound, outbound, outbound_wrong_id) = (addr(), addr(), addr());
+    let workload = stack.workload_endpoint();
+    let backend_cfg = format!(
+        "[identity]\nworkload_api = \"{workload}\"\n[admin]\nlisten = \"{}\"\n\
+         [[mtls.inbound]]\nlisten = \"{inbound}\"\nforward_to = \"{app}\"\nallow = [\"{FRONTEND_ID}\"]\nhandshake_timeout = \"2s\"\n",
+        addr()
+    );
+    let frontend_cfg = format!(
+        "[identity]\nworkload_api = \"{workload}\"\n[admin]\nlisten = \"{}\"\n\
+         [[mtls.outbound]]\nlisten = \"{outbound}\"\nupstream = \"{inbound}\"\nserver_id = \"{BACKEND_ID}\"\n\
+         [[mtls.outbound]]\nlisten = \"{outbound_wrong_id}\"\nupstream = \"{inbound}\"\nserver_id = \"spiffe://demo.local/ns/99-apps/sa/someone-else\"\n",
+        addr()
+    );
+    let admin = |cfg: &str| {
+        cfg.split("listen = \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut backend = Sidecar::start(
+        "backend",
+        &backend_bin,
+        dir.path(),
+        &backend_cfg,
+        admin(&backend_cfg),
+    )
+    .unwrap();
+    let mut frontend = Sidecar::start(
+        "frontend",
+        &frontend_bin,
+        dir.path(),
+        &frontend_cfg,
+        admin(&frontend_cfg),
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        backend.wait_ready(Duration::from_secs(30)).unwrap();
+        frontend.wait_ready(Duration::from_secs(30)).unwrap();
+    });
+    Mesh {
+        stack,
+        backend,
+        frontend,
+        inbound,
+        outbound,
+        outbound_wrong_id,
+        _dir: dir,
+    }
+}
+
+/// Picks the test binary's SVID for one SPIFFE ID.
+#[derive(Debug)]
+struct Pick(&'static str);
+impl spiffe::x509_source::SvidPicker for Pick {
+    fn pick_svid(&self, svids: &[Arc<spiffe::X509Svid>]) -> Option<usize> {
+        svids
+            .iter()
+            .position(|s| s.spiffe_id().to_string() == self.0)
+    }
+}
+
+async fn source(stack: &Devstack, id: &'static str) -> spiffe::X509Source {
+    spiffe::X509Source::builder()
+        .endpoint(stack.workload_endpoint())
+        .picker(Pick(id))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// One HTTP/1.1 request over a direct mTLS connection to the backend
+/// sidecar. `Ok(body)` or `Err(what went wrong)`. Also returns the serial
+/// of the certificate the server presented.
+async fn direct(
+    cfg: rustls::ClientConfig,
+    to: SocketAddr,
+    extra_header: &str,
+) -> (Result<String, String>, Option<String>) {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(to).await.unwrap();
+    let mut tls = match connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return (Err(format!("handshake: {e}")), None),
+    };
+    let serial = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| {
+            x509_parser::parse_x509_certificate(c)
+                .unwrap()
+                .1
+                .raw_serial_as_string()
+                .replace(':', "")
+        });
+    let req =
+        format!("GET /direct HTTP/1.1\r\nHost: backend\r\n{extra_header}Connection: close\r\n\r\n");
+    if let Err(e) = tls.write_all(req.as_bytes()).await {
+        return (Err(format!("write: {e}")), serial);
+    }
+    let mut out = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await {
+        Ok(Ok(_)) if out.starts_with(b"HTTP/1.1 200") => {
+            let text = String::from_utf8_lossy(&out).to_string();
+            (
+                Ok(text
+                    .split_once("\r\n\r\n")
+                    .map(|x| x.1.to_string())
+                    .unwrap_or_default()),
+                serial,
+            )
+        }
+        Ok(Ok(_)) => (
+            Err(format!("no 200: {:?}", String::from_utf8_lossy(&out))),
+            serial,
+        ),
+        Ok(Err(e)) => (Err(format!("read: {e}")), serial),
+        Err(_) => (Err("read timed out".into()), serial),
+    }
+}
+
+fn stats() -> Arc<ListenerStats> {
+    Arc::new(ListenerStats::default())
+}
+
+fn peer_ids(body: &str) -> Vec<String> {
+    let v: Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("app JSON expected: {body}"));
+    v["peer_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontend_reaches_backend_and_impostors_do_not() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    let http = reqwest::Client::new();
+
+    // Through both sidecars: the app sees the frontend's verified ID.
+    let body = http
+        .get(format!("http://{}/hello", m.outbound))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()]);
+
+    // A forged peer-ID header (any case, repeated) is replaced by the verified one.
+    let body = http
+        .get(format!("http://{}/forged", m.outbound))
+        .header("X-SPIFFE-Peer-ID", BACKEND_ID)
+        .header(
+            "x-spiffe-peer-id",
+            "spiffe://demo.local/ns/kube-system/sa/admin",
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        peer_ids(&body),
+        vec![FRONTEND_ID.to_string()],
+        "forged header must not reach the app"
+    );
+
+    // Streaming a 5 MiB body through both hops.
+    let big = vec![b'z'; 5 * 1024 * 1024];
+    let body = http
+        .post(format!("http://{}/upload", m.outbound))
+        .body(big)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["body_len"],
+        5 * 1024 * 1024
+    );
+
+    let frontend_src = source(&m.stack, FRONTEND_ID).await;
+    let intruder_src = source(&m.stack, INTRUDER_ID).await;
+    let frontend = Material::from_source(&frontend_src).unwrap();
+    let intruder = Material::from_source(&intruder_src).unwrap();
+
+    // Direct control: the frontend identity from this process is allowed.
+    let (r, _) = direct(
+        frontend.client_config(BACKEND_ID, stats(), "t").unwrap(),
+        m.inbound,
+        "",
+    )
+    .await;
+    assert_eq!(peer_ids(&r.unwrap()), vec![FRONTEND_ID.to_string()]);
+
+    // Refused: another SPIFFE ID of the same trust domain.
+    let (r, _) = direct(
+        intruder.client_config(BACKEND_ID, stats(), "t").unwrap(),
+        m.inbound,
+        "",
+    )
+    .await;
+    assert!(r.is_err(), "intruder got through: {r:?}");
+
+    // Refused: a client from another trust domain with its own CA.
+    let (r, _) = direct(foreign_client(&frontend), m.inbound, "").await;
+    assert!(r.is_err(), "foreign trust domain got through: {r:?}");
+
+    // Refused: no client certificate at all.
+    let no_cert = rustls::ClientConfig::builder_with_provider(zt_sidecar::mtls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(zt_sidecar::mtls::SpiffeServerVerifier::new(
+            frontend.roots.clone(),
+            BACKEND_ID,
+            stats(),
+            "t",
+        )))
+        .with_no_client_auth();
+    let (r, _) = direct(no_cert, m.inbound, "").await;
+    assert!(r.is_err(), "client without certificate got through: {r:?}");
+
+    // Each refusal is logged with the presented ID and a reason, and counted.
+    let log = eventually(
+        Duration::from_secs(5),
+        "refusals in the backend sidecar log",
+        || {
+            let log = m.backend.log();
+            (log.contains(INTRUDER_ID)
+                && log.contains("no client certificate")
+                && log.contains("untrusted certificate"))
+            .then_some(log)
+        },
+    );
+    assert!(
+        log.contains("SPIFFE ID not in the allow-list"),
+        "{}",
+        tail(&log, 20)
+    );
+    let status = m.backend.status().unwrap();
+    let inbound = &status["mtls"]["inbound"][0];
+    assert!(inbound["refused"].as_u64().unwrap() >= 3, "{inbound}");
+    assert!(inbound["accepted"].as_u64().unwrap() >= 2, "{inbound}");
+    let metrics = m.backend.admin_get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains("zt_mtls_peers_refused_total{direction=\"inbound\",listener=\"0\"}"),
+        "{metrics}"
+    );
+
+    // Outbound fails closed when the upstream presents the wrong SPIFFE ID.
+    let resp = http
+        .get(format!("http://{}/pinned", m.outbound_wrong_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("upstream_unavailable"), "{text}");
+    let flog = m.frontend.log();
+    assert!(
+        flog.contains("server SPIFFE ID is not the expected one"),
+        "{}",
+        tail(&flog, 20)
+    );
+}
+
+/// A client with a certificate from a CA outside our trust bundle, claiming
+/// a SPIFFE ID of another trust domain (and verifying the server properly).
+fn foreign_client(ours: &Material) -> rustls::ClientConfig {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let _ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://evil.local/ns/99-apps/sa/frontend"
+            .try_into()
+            .unwrap(),
+    )];
+    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    rustls::ClientConfig::builder_with_provider(zt_sidecar::mtls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(zt_sidecar::mtls::SpiffeServerVerifier::new(
+            ours.roots.clone(),
+            BACKEND_ID,
+            stats(),
+            "t",
+        )))
+        .with_client_auth_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_old_connections_and_new_handshakes_use_the_new_svid() {
+    // SVIDs live 16 s; the agent rotates them at half-life.
+    let m = mesh(Duration::from_secs(16)).await;
+    let keepalive = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let frontend_src = source(&m.stack, FRONTEND_ID).await;
+    let mut serials = BTreeSet::new();
+    let mut failures = Vec::new();
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < Duration::from_secs(40) {
+        n += 1;
+        // The long-lived keep-alive connection (app → outbound → inbound).
+        match keepalive
+            .get(format!("http://{}/keepalive/{n}", m.outbound))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => {}
+            other => failures.push(format!("keep-alive request {n}: {other:?}")),
+        }
+        // A brand-new connection each time, through the sidecars…
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        match fresh
+            .get(format!("http://{}/fresh/{n}", m.outbound))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => {}
+            other => failures.push(format!("new connection {n}: {other:?}")),
+        }
+        // …and a direct handshake that records which certificate the backend presents.
+        let material = Material::from_source(&frontend_src).unwrap();
+        let (r, serial) = direct(
+            material.client_config(BACKEND_ID, stats(), "t").unwrap(),
+            m.inbound,
+            "",
+        )
+        .await;
+        if let Err(e) = r {
+            failures.push(format!("direct {n}: {e}"));
+        }
+        if let Some(s) = serial {
+            serials.insert(s);
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        failures.is_empty(),
+        "requests failed across rotations: {failures:#?}"
+    );
+    let status = m.backend.status().unwrap();
+    let rotations = status["svid"]["rotations"].as_u64().unwrap();
+    assert!(
+        rotations >= 2,
+        "expected ≥ 2 SVID rotations in 40 s, status {status}"
+    );
+    assert!(
+        serials.len() >= 3,
+        "new handshakes must present the new certificates; serials seen: {serials:?}"
+    );
+    assert!(
+        serials.contains(status["svid"]["serial"].as_str().unwrap()),
+        "the current SVID is the one presented"
+    );
+    // The keep-alive connection really was one connection the whole time.
+    let inbound = &status["mtls"]["inbound"][0];
+    assert!(
+        inbound["active_connections"].as_u64().unwrap() >= 1,
+        "{inbound}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_tls_port_is_refused_without_hurting_others() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    let http = reqwest::Client::new();
+    let before = m.backend.status().unwrap()["mtls"]["inbound"][0]["handshake_failures"]
+        .as_u64()
+        .unwrap();
+
+    // Plain HTTP to the TLS port.
+    let mut plain = TcpStream::connect(m.inbound).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf))
+        .await
+        .expect("closed promptly");
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200"),
+        "plain HTTP must not get through"
+    );
+
+    // Slowloris: connect and dribble a ClientHello byte by byte, never finishing.
+    let slow = tokio::spawn({
+        let to = m.inbound;
+        async move {
+            let mut s = TcpStream::connect(to).await.unwrap();
+            let started = Instant::now();
+            for b in [0x16u8, 0x03, 0x01, 0x00] {
+                if s.write_all(&[b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+            started.elapsed()
+        }
+    });
+
+    // Meanwhile, normal traffic flows.
+    for i in 0..10 {
+        let r = http
+            .get(format!("http://{}/during/{i}", m.outbound))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let held = slow.await.unwrap();
+    assert!(
+        held < Duration::from_secs(6),
+        "slow client held the connection for {held:?} (handshake timeout is 2 s)"
+    );
+
+    // A 1 MiB header through the frontend sidecar: refused by the backend
+    // sidecar's HTTP layer, not forwarded; the next request works.
+    let huge = "a".repeat(1024 * 1024);
+    let r = http
+        .get(format!("http://{}/huge", m.outbound))
+        .header("x-huge", huge)
+        .send()
+        .await;
+    match r {
+        Ok(resp) => assert!(
+            resp.status().is_client_error(),
+            "1 MiB header got {}",
+            resp.status()
+        ),
+        Err(_) => {} // connection closed: also a refusal
+    }
+    let r = http
+        .get(format!("http://{}/after", m.outbound))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let after = m.backend.status().unwrap()["mtls"]["inbound"][0]["handshake_failures"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        after >= before + 2,
+        "plain HTTP and slowloris count as handshake failures ({before} → {after})"
+    );
+}
