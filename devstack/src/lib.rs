@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod openbao;
+pub mod platform;
 pub mod postgres;
 pub mod process;
 pub mod setup;

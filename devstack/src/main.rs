@@ -19,6 +19,8 @@ use clap::{Parser, Subcommand};
 use devstack::openbao::{self, Bao, InitKeys};
 use devstack::setup::{Environment, OpenBaoSetup};
 
+mod up;
+
 #[derive(Parser)]
 #[command(
     name = "devstack",
@@ -31,8 +33,28 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-#[allow(clippy::enum_variant_names)] // `up`/`down`/`status` join these with `make up`
 enum Command {
+    /// Run the whole platform on this machine until Ctrl-C or `devstack down` (make up).
+    Up {
+        /// State folder (kept between runs: users, GitHub tokens, OpenBao, SPIRE).
+        #[arg(long, default_value = ".zt")]
+        state: PathBuf,
+        /// Use this GitHub API instead of the local stand-in (e.g. https://api.github.com).
+        #[arg(long, env = "GITHUB_API_URL")]
+        github_url: Option<String>,
+    },
+    /// Stop a platform started with `up` (make down).
+    Down {
+        /// State folder of the running platform.
+        #[arg(long, default_value = ".zt")]
+        state: PathBuf,
+    },
+    /// Show each component's health (make status).
+    Status {
+        /// State folder of the running platform.
+        #[arg(long, default_value = ".zt")]
+        state: PathBuf,
+    },
     /// Initialise OpenBao (one Shamir share) if it is not yet; write the keys
     /// JSON (`unseal_key`, `root_token`) to --keys-out with mode 0600.
     /// Does nothing (exit 0) when already initialised.
@@ -103,6 +125,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Up { state, github_url } => up::up(&state, github_url),
+        Command::Down { state } => up::down(&state),
+        Command::Status { state } => up::status(&state),
         Command::InitOpenbao { addr, keys_out } => {
             if openbao::is_initialised(&addr)? {
                 eprintln!("OpenBao at {addr} is already initialised; nothing to do");

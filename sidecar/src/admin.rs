@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status`, and
+//! `POST /rotate/<name>` (force a make-before-break rotation; loopback only).
 
 use std::convert::Infallible;
 
@@ -27,6 +28,20 @@ pub async fn handle(
         },
         ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", state.metrics_text()),
         ("GET", "/status") => (StatusCode::OK, "application/json", state.status_json().to_string()),
+        ("POST", path) if path.starts_with("/rotate/") => {
+            let name = &path["/rotate/".len()..];
+            if !state.admin_is_loopback() {
+                (
+                    StatusCode::FORBIDDEN,
+                    "application/json",
+                    json!({"error": "forced rotation is only available when admin.listen is a loopback address"}).to_string(),
+                )
+            } else if state.request_rotation(name) {
+                (StatusCode::ACCEPTED, "application/json", json!({"rotating": name}).to_string())
+            } else {
+                (StatusCode::NOT_FOUND, "application/json", json!({"error": format!("no database secret named {name:?}")}).to_string())
+            }
+        }
         (_, "/healthz" | "/readyz" | "/metrics" | "/status") => (
             StatusCode::METHOD_NOT_ALLOWED,
             "application/json",
@@ -35,7 +50,7 @@ pub async fn handle(
         _ => (
             StatusCode::NOT_FOUND,
             "application/json",
-            json!({"error": "not found", "endpoints": ["/healthz", "/readyz", "/metrics", "/status"]}).to_string(),
+            json!({"error": "not found", "endpoints": ["GET /healthz", "GET /readyz", "GET /metrics", "GET /status", "POST /rotate/<database secret>"]}).to_string(),
         ),
     };
     Ok(Response::builder()

@@ -109,6 +109,8 @@ impl LeaseRotator {
         // revoke it once our own credentials are in place (no lease pile-up).
         let mut pending: Vec<Pending> = self.previous_lease().into_iter().collect();
         let mut retry_at: Option<Instant> = None;
+        let trigger = self.state.rotation_trigger(&name);
+        let mut forced = false;
 
         loop {
             let now_wall = SystemTime::now();
@@ -129,7 +131,7 @@ impl LeaseRotator {
                 let left = end.duration_since(now_wall).unwrap_or_default();
                 Some(now + left.saturating_sub(self.cfg.rotate_before))
             });
-            let rotate_due = current.is_none() || rotate_at.is_some_and(|at| at <= now);
+            let rotate_due = current.is_none() || forced || rotate_at.is_some_and(|at| at <= now);
 
             if rotate_due && retry_at.is_none_or(|r| r <= now) {
                 let Some(token) = current_token(&mut self.tokens, &cancel).await else {
@@ -138,6 +140,7 @@ impl LeaseRotator {
                 match self.acquire(&token).await {
                     Ok(new) => {
                         backoff.reset();
+                        forced = false;
                         retry_at = None;
                         if let Some(old) = current.take() {
                             tracing::info!(secret = %name, old_user = %old.lease.username, new_user = %new.lease.username, version = self.version, grace_s = self.cfg.revoke_grace.as_secs(), "rotated credentials (new version written; old lease revoked after grace)");
@@ -221,6 +224,10 @@ impl LeaseRotator {
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
                 r = self.tokens.changed() => if r.is_err() { break },
+                () = trigger.notified() => {
+                    tracing::info!(secret = %name, "rotation requested through the admin endpoint");
+                    forced = true;
+                }
                 () = cancel.cancelled() => break,
             }
         }

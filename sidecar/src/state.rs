@@ -113,6 +113,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct State {
     inner: Arc<Mutex<Inner>>,
+    rotate: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>>,
     config: Arc<Config>,
     inbound: Arc<Vec<Arc<ListenerStats>>>,
     outbound: Arc<Vec<Arc<ListenerStats>>>,
@@ -132,14 +133,44 @@ impl State {
             inbound: mk(config.mtls.inbound.len()),
             outbound: mk(config.mtls.outbound.len()),
             inner: Arc::default(),
+            rotate: Arc::default(),
             config,
         }
+    }
+
+    /// The trigger a database rotator waits on for forced rotations.
+    pub fn rotation_trigger(&self, name: &str) -> Arc<tokio::sync::Notify> {
+        self.rotate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Asks the rotator of database secret `name` to rotate now; `false` if
+    /// there is no such secret.
+    pub fn request_rotation(&self, name: &str) -> bool {
+        let known = self
+            .lock()
+            .secrets
+            .get(name)
+            .is_some_and(|s| s.kind == SecretKind::Database);
+        if known {
+            self.rotation_trigger(name).notify_one();
+        }
+        known
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave counters inconsistent
         // in a way that matters; keep serving status.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the admin listener is on a loopback address.
+    pub fn admin_is_loopback(&self) -> bool {
+        self.config.admin.listen.ip().is_loopback()
     }
 
     /// Counters of inbound listener `i`.

@@ -297,3 +297,54 @@ fn assert_no_token_material(log: &str) {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_rotation_through_the_admin_endpoint() {
+    let h = Harness::start(Setup {
+        revoke_grace: "1s",
+        ..Setup::default()
+    });
+    let before = h.read_db_file();
+    let (code, body) = admin_post(&h, "/rotate/db");
+    assert_eq!(code, 202, "{body}");
+    let after = common::eventually(
+        Duration::from_secs(15),
+        "a new version after POST /rotate/db",
+        || {
+            let v = h.read_db_file();
+            (v["version"].as_u64() > before["version"].as_u64()).then_some(v)
+        },
+    );
+    assert_ne!(after["username"], before["username"]);
+    let admin = h.pg_admin().await;
+    let old = before["username"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    loop {
+        let gone = admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&old])
+            .await
+            .unwrap()
+            .is_none();
+        if gone {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "old user {old} still exists"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Unknown secrets and KV secrets cannot be "rotated" this way.
+    assert_eq!(admin_post(&h, "/rotate/nope").0, 404);
+    assert_eq!(admin_post(&h, "/rotate/jwt-signing-key").0, 404);
+}
+
+fn admin_post(h: &Harness, path: &str) -> (u16, String) {
+    let mut r = ureq::post(&format!("http://{}{path}", h.sidecar.admin))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_empty()
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}

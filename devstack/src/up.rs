@@ -1,0 +1,264 @@
+//! `devstack up | down | status`: the engine of `make up`, `make down` and
+//! `make status`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use devstack::platform::{GithubApi, Platform, PlatformOptions, PlatformPorts};
+use devstack::tools::Tools;
+use devstack::Options;
+use serde_json::{json, Value};
+
+/// The seed's demo users (password = name + "99").
+pub const DEMO_USERS: [&str; 6] = ["jake", "amy", "rosa", "terry", "charles", "gina"];
+
+fn pid_file(state: &Path) -> PathBuf {
+    state.join("up.pid")
+}
+
+fn info_file(state: &Path) -> PathBuf {
+    state.join("up.json")
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn running_pid(state: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file(state))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    alive(pid).then_some(pid)
+}
+
+/// Starts the platform and blocks until SIGINT/SIGTERM.
+pub fn up(state: &Path, github_url: Option<String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(state).with_context(|| format!("cannot create {}", state.display()))?;
+    let state = std::fs::canonicalize(state)?;
+    if let Some(pid) = running_pid(&state) {
+        bail!("the platform is already running (pid {pid}); stop it with `make down` first");
+    }
+    let ports = PlatformPorts::FIXED;
+    ports.check_free()?;
+    let started = Instant::now();
+    eprintln!("[up] starting PostgreSQL, SPIRE, OpenBao, both sidecars, backend and frontend (state in {})", state.display());
+    let github = match github_url {
+        Some(u) => GithubApi::Url(u),
+        None => GithubApi::StandIn,
+    };
+    let using_standin = github == GithubApi::StandIn;
+    let platform = Platform::start(PlatformOptions {
+        infra: Options {
+            state_dir: Some(state.clone()),
+            durable: true,
+            ..Options::default()
+        },
+        ports,
+        github,
+        rotate_before: "10m".into(),
+        revoke_grace: "30s".into(),
+    })?;
+    std::fs::write(pid_file(&state), std::process::id().to_string())?;
+    let logs: Vec<Value> = platform
+        .logs()
+        .into_iter()
+        .map(|(name, path)| json!({"name": name, "log": path}))
+        .collect();
+    std::fs::write(
+        info_file(&state),
+        serde_json::to_vec_pretty(&json!({
+            "pid": std::process::id(),
+            "frontend": platform.frontend_url(),
+            "backend": platform.backend_url(),
+            "backend_sidecar_admin": format!("http://127.0.0.1:{}", ports.backend_admin),
+            "frontend_sidecar_admin": format!("http://127.0.0.1:{}", ports.frontend_admin),
+            "openbao": platform.infra.openbao_addr(),
+            "github": platform.github_url,
+            "github_standin": using_standin,
+            "logs": logs,
+        }))?,
+    )?;
+    print_banner(&platform, &state, started.elapsed(), using_standin);
+
+    wait_for_signal()?;
+    eprintln!("\n[up] stopping: apps, then sidecars (revoking their leases), then OpenBao, SPIRE, PostgreSQL…");
+    drop(platform);
+    let _ = std::fs::remove_file(pid_file(&state));
+    eprintln!(
+        "[up] stopped. State kept in {} (make up reuses it).",
+        state.display()
+    );
+    Ok(())
+}
+
+fn print_banner(p: &Platform, state: &Path, took: Duration, standin: bool) {
+    let users: Vec<String> = DEMO_USERS.iter().map(|u| format!("{u}/{u}99")).collect();
+    println!(
+        "\nzt-platform is up (ready in {:.1} s)\n\n  Frontend     {}\n  Demo users   {}\n  GitHub API   {}{}\n  Logs         {}/run/*/ and {}/{{spire,openbao,postgres}}/\n  Health       make status\n  Walkthrough  make demo\n  Stop         Ctrl-C here, or `make down` from another shell\n\n  LOCAL DEMO ONLY: OpenBao's unseal key and root token are kept in\n  {}/openbao/init-keys.json (mode 0600) so `make up` can unseal on every start.\n",
+        took.as_secs_f64(),
+        p.frontend_url(),
+        users.join("  "),
+        p.github_url,
+        if standin { " (local stand-in; set GITHUB_API_URL=https://api.github.com for the real one)" } else { "" },
+        state.display(),
+        state.display(),
+        state.display(),
+    );
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        Ok(())
+    })
+}
+
+/// Stops a running `up` and waits until it has exited.
+pub fn down(state: &Path) -> anyhow::Result<()> {
+    let Some(pid) = running_pid(state) else {
+        eprintln!("[down] nothing is running for {}", state.display());
+        let _ = std::fs::remove_file(pid_file(state));
+        return Ok(());
+    };
+    eprintln!("[down] stopping the platform (pid {pid})…");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let start = Instant::now();
+    while alive(pid) {
+        if start.elapsed() > Duration::from_secs(90) {
+            bail!("pid {pid} did not stop within 90 s; kill it with `kill -9 {pid}`");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("[down] stopped in {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Prints every component's health; fails if any is unhealthy.
+pub fn status(state: &Path) -> anyhow::Result<()> {
+    let Some(pid) = running_pid(state) else {
+        bail!(
+            "the platform is not running (no live pid in {}); start it with `make up`",
+            pid_file(state).display()
+        );
+    };
+    let info: Value = serde_json::from_slice(&std::fs::read(info_file(state))?)?;
+    let ports = PlatformPorts::FIXED;
+    let tools = Tools::locate()?;
+    let http = |url: String| -> Result<String, String> {
+        let mut r = ureq::get(&url)
+            .config()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(3)))
+            .build()
+            .call()
+            .map_err(|e| e.to_string())?;
+        let code = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        if (200..400).contains(&code) {
+            Ok(format!("HTTP {code}"))
+        } else {
+            Err(format!(
+                "HTTP {code} {}",
+                body.chars().take(120).collect::<String>()
+            ))
+        }
+    };
+    let tcp = |port: u16| -> Result<String, String> {
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
+            .map(|_| "accepting connections".to_string())
+            .map_err(|e| e.to_string())
+    };
+    let cli = |bin: &Path, socket: PathBuf| -> Result<String, String> {
+        let out = Command::new(bin)
+            .arg("healthcheck")
+            .arg("-socketPath")
+            .arg(socket)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    };
+    let i = ports.infra;
+    let mut checks: Vec<(&str, Result<String, String>)> = vec![
+        ("PostgreSQL", tcp(i.postgres)),
+        (
+            "SPIRE server",
+            cli(&tools.spire_server, state.join("spire/server/api.sock")),
+        ),
+        (
+            "SPIRE agent",
+            cli(
+                &tools.spire_agent,
+                state.join("spire/agent/public/api.sock"),
+            ),
+        ),
+        (
+            "OIDC discovery",
+            http(format!("http://127.0.0.1:{}/keys", i.oidc)),
+        ),
+        (
+            "OpenBao",
+            http(format!("http://127.0.0.1:{}/v1/sys/health", i.openbao)),
+        ),
+        (
+            "backend sidecar",
+            http(format!("http://127.0.0.1:{}/readyz", ports.backend_admin)),
+        ),
+        (
+            "backend",
+            http(format!("http://127.0.0.1:{}/readyz", ports.backend)),
+        ),
+        (
+            "frontend sidecar",
+            http(format!("http://127.0.0.1:{}/readyz", ports.frontend_admin)),
+        ),
+        (
+            "frontend",
+            http(format!("http://127.0.0.1:{}/login", ports.frontend)),
+        ),
+    ];
+    if info["github_standin"] == json!(true) {
+        checks.push((
+            "GitHub stand-in",
+            http(format!("http://127.0.0.1:{}/rate_limit", ports.github)),
+        ));
+    }
+    println!("zt-platform (pid {pid}, state {})", state.display());
+    let mut bad = 0;
+    for (name, r) in &checks {
+        match r {
+            Ok(s) => println!("  ok    {name:<17} {s}"),
+            Err(e) => {
+                bad += 1;
+                println!("  FAIL  {name:<17} {e}");
+            }
+        }
+    }
+    if bad > 0 {
+        bail!(
+            "{bad} component(s) unhealthy; logs are listed in {}",
+            info_file(state).display()
+        );
+    }
+    Ok(())
+}
