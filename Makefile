@@ -32,6 +32,9 @@ up: tools build ## Run the whole platform locally (frontend on http://127.0.0.1:
 down: ## Stop the platform started with `make up`
 	@if [ -x $(DEVSTACK) ]; then $(DEVSTACK) down --state $(STATE); else echo "nothing to stop (not built)"; fi
 
+demo: build ## Guided walkthrough of the seed's demo (starts the platform if needed); NO_PAUSE=1 for scripts
+	@$(DEVSTACK) demo --state $(STATE) $(if $(NO_PAUSE),--no-pause,)
+
 status: ## Health of every component of the running platform
 	@$(DEVSTACK) status --state $(STATE)
 

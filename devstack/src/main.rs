@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 use devstack::openbao::{self, Bao, InitKeys};
 use devstack::setup::{Environment, OpenBaoSetup};
 
+mod demo;
 mod up;
 
 #[derive(Parser)]
@@ -48,6 +49,16 @@ enum Command {
         /// State folder of the running platform.
         #[arg(long, default_value = ".zt")]
         state: PathBuf,
+    },
+    /// Guided walkthrough of the seed's demo against the running platform (make demo);
+    /// starts the platform in the background first if it is not up.
+    Demo {
+        /// State folder of the platform.
+        #[arg(long, default_value = ".zt")]
+        state: PathBuf,
+        /// Do not wait for Enter between steps (for scripts and CI).
+        #[arg(long)]
+        no_pause: bool,
     },
     /// Show each component's health (make status).
     Status {
@@ -128,6 +139,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up { state, github_url } => up::up(&state, github_url),
         Command::Down { state } => up::down(&state),
         Command::Status { state } => up::status(&state),
+        Command::Demo { state, no_pause } => {
+            up::ensure_running(&state)?;
+            demo::demo(&state, no_pause)
+        }
         Command::InitOpenbao { addr, keys_out } => {
             if openbao::is_initialised(&addr)? {
                 eprintln!("OpenBao at {addr} is already initialised; nothing to do");

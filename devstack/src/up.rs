@@ -262,3 +262,47 @@ pub fn status(state: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Starts `devstack up` in the background (log in `<state>/up.log`) unless
+/// the platform is already running, and waits until it is ready.
+pub fn ensure_running(state: &Path) -> anyhow::Result<()> {
+    if running_pid(state).is_some() && info_file(state).exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(state)?;
+    let _ = std::fs::remove_file(info_file(state));
+    let log = std::fs::File::create(state.join("up.log"))?;
+    eprintln!(
+        "[demo] the platform is not up: starting it in the background (log: {}/up.log)…",
+        state.display()
+    );
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("up").arg("--state").arg(state);
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+    }
+    let mut child = cmd.spawn()?;
+    let start = Instant::now();
+    while !info_file(state).exists() {
+        if let Some(status) = child.try_wait()? {
+            let tail = devstack::process::log_tail(&state.join("up.log"), 20);
+            bail!("`devstack up` exited ({status}) before the platform was ready:\n{tail}");
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "the platform was not ready after 10 minutes; see {}/up.log",
+                state.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "[demo] platform up (pid {}); it keeps running after the demo — stop it with `make down`",
+        child.id()
+    );
+    Ok(())
+}
