@@ -254,7 +254,7 @@ impl OpenBaoSetup {
         )?;
         for g in &self.kv.generate {
             let path = format!("{kv}/data/{}", g.path);
-            if bao.read(&path)?.is_none() {
+            if read_after_kv_upgrade(bao, &path)?.is_none() {
                 let mut bytes = vec![0u8; g.bytes];
                 rand::thread_rng().fill_bytes(&mut bytes);
                 let value = base64::engine::general_purpose::STANDARD.encode(&bytes);
@@ -303,6 +303,23 @@ impl OpenBaoSetup {
             .context("rotating the database admin password")?;
         }
         Ok(())
+    }
+}
+
+/// A fresh KV v2 mount answers 400 "Upgrading from non-versioned to versioned
+/// data" for a moment while OpenBao upgrades it; wait that out.
+fn read_after_kv_upgrade(bao: &Bao, path: &str) -> anyhow::Result<Option<Value>> {
+    let start = std::time::Instant::now();
+    loop {
+        match bao.read(path) {
+            Err(e)
+                if e.to_string().contains("Upgrading from non-versioned")
+                    && start.elapsed() < Duration::from_secs(30) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
     }
 }
 
