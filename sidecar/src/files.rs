@@ -92,6 +92,32 @@ mod tests {
     }
 
     #[test]
+    fn owner_and_group_are_applied() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.json");
+        // Our own ids always work; as root, hand the file to another account
+        // the way a sidecar hands secrets to the app's uid/gid.
+        let (uid, gid) = if nix::unistd::Uid::effective().is_root() {
+            (65534, 65534)
+        } else {
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )
+        };
+        let policy = FilePolicy {
+            mode: 0o440,
+            owner: Some(uid),
+            group: Some(gid),
+        };
+        write_atomic(&path, b"x", policy).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o440);
+    }
+
+    #[test]
     fn failure_leaves_the_old_file_intact() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.json");

@@ -115,8 +115,9 @@ async fn mesh(x509_ttl: Duration) -> Mesh {
     let (inbound, outbound, outbound_wrong_id) = (addr(), addr(), addr());
     let workload = stack.workload_endpoint();
     let backend_cfg = format!(
-        "[identity]\nworkload_api = \"{workload}\"\n[admin]\nlisten = \"{}\"\n\
+        "[identity]\nworkload_api = \"{workload}\"\nsvid_dir = \"{}\"\n[admin]\nlisten = \"{}\"\n\
          [[mtls.inbound]]\nlisten = \"{inbound}\"\nforward_to = \"{app}\"\nallow = [\"{FRONTEND_ID}\"]\nhandshake_timeout = \"2s\"\n",
+        dir.path().join("svid").display(),
         addr()
     );
     let frontend_cfg = format!(
@@ -499,6 +500,26 @@ async fn rotation_keeps_old_connections_and_new_handshakes_use_the_new_svid() {
         serials.contains(status["svid"]["serial"].as_str().unwrap()),
         "the current SVID is the one presented"
     );
+    // The optional PEM files follow the rotations: the certificate on disk is the current SVID.
+    let svid_dir = m._dir.path().join("svid");
+    let pem = std::fs::read(svid_dir.join("svid.pem")).unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let on_disk = p
+        .parse_x509()
+        .unwrap()
+        .raw_serial_as_string()
+        .replace(':', "");
+    assert_eq!(on_disk, status["svid"]["serial"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(svid_dir.join("svid_key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o400);
+    assert!(std::fs::read_to_string(svid_dir.join("bundle.pem"))
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
     // The keep-alive connection really was one connection the whole time.
     let inbound = &status["mtls"]["inbound"][0];
     assert!(

@@ -302,8 +302,23 @@ fn assert_no_token_material(log: &str) {
 async fn forced_rotation_through_the_admin_endpoint() {
     let h = Harness::start(Setup {
         revoke_grace: "1s",
+        // The same role also rendered in `env` format for apps that source it.
+        extra: "\n[[secrets.database]]\nname = \"db-env\"\nrole = \"backend-role\"\nhost = \"127.0.0.1\"\nport = 5432\ndatabase = \"appdb\"\nformat = \"env\"\n".into(),
         ..Setup::default()
     });
+    let env_file = std::fs::read_to_string(h.layout.secrets_dir.join("db-env.env")).unwrap();
+    for key in [
+        "DB_USERNAME='v-backend-role-",
+        "DB_PASSWORD='",
+        "DB_HOST='127.0.0.1'",
+        "DB_PORT='5432'",
+        "DB_DATABASE='appdb'",
+        "DB_LEASE_ID='database/creds/backend-role/",
+        "DB_EXPIRES_AT='",
+        "DB_VERSION='1'",
+    ] {
+        assert!(env_file.contains(key), "{key} missing from the env file");
+    }
     let before = h.read_db_file();
     let (code, body) = admin_post(&h, "/rotate/db");
     assert_eq!(code, 202, "{body}");
