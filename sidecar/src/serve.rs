@@ -10,8 +10,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to send its request headers.
@@ -36,26 +38,37 @@ where
     }
 }
 
-/// Accepts TCP connections until cancelled.
-pub async fn serve_tcp<H, F>(listener: TcpListener, handler: H, cancel: CancellationToken)
-where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Full<Bytes>>, std::convert::Infallible>> + Send + 'static,
-{
+/// The next TCP connection (with `TCP_NODELAY`), or `None` once cancelled.
+/// A failed accept (e.g. out of file descriptors) is logged and retried.
+pub async fn next_tcp(
+    listener: &TcpListener,
+    cancel: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => {
+                Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_conn(stream, handler.clone()));
+                    return Some((stream, remote));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => return None,
         }
+    }
+}
+
+/// Serves HTTP/1.1 on TCP connections until cancelled.
+pub async fn serve_tcp<H, F>(listener: TcpListener, handler: H, cancel: CancellationToken)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Full<Bytes>>, std::convert::Infallible>> + Send + 'static,
+{
+    while let Some((stream, _)) = next_tcp(&listener, &cancel).await {
+        tokio::spawn(serve_conn(stream, handler.clone()));
     }
 }
 

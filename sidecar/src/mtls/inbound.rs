@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{presented_id, ActiveGuard};
 use crate::config::InboundConfig;
-use crate::serve::{HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
+use crate::serve::{next_tcp, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 use crate::state::ListenerStats;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -66,19 +66,7 @@ pub(super) async fn serve(
         Err(_) => return, // validated in config
     };
     let cfg = Arc::new(cfg);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = cancel.cancelled() => return,
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, remote)) = next_tcp(&listener, &cancel).await {
         let acceptor = TlsAcceptor::from(config.load_full());
         let (cfg, stats, header) = (cfg.clone(), stats.clone(), header.clone());
         tokio::spawn(async move {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ActiveGuard;
 use crate::config::OutboundConfig;
+use crate::serve::next_tcp;
 use crate::state::ListenerStats;
 
 pub(super) async fn serve(
@@ -37,19 +38,7 @@ pub(super) async fn serve(
             return;
         }
     };
-    loop {
-        let (mut app, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = cancel.cancelled() => return,
-        };
-        let _ = app.set_nodelay(true);
+    while let Some((mut app, _)) = next_tcp(&listener, &cancel).await {
         let connector = TlsConnector::from(config.load_full());
         let (cfg, stats, server_name) = (cfg.clone(), stats.clone(), server_name.clone());
         tokio::spawn(async move {
