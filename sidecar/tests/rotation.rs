@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{parse_time, Harness, Setup};
+use common::{assert_no_token_material, parse_time, Harness, Setup};
 use serde_json::{json, Value};
 
 /// What a reader polling the credentials file saw.
@@ -280,22 +280,6 @@ async fn no_lease_dies_with_its_token_when_the_token_max_ttl_is_short() {
         "rotations {rotations} > logins {logins}"
     );
     assert_no_token_material(&h.sidecar.log());
-}
-
-/// No OpenBao token (`s.` + 24 chars) and no JWT (`eyJ…`) in `log`.
-fn assert_no_token_material(log: &str) {
-    for word in
-        log.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-'))
-    {
-        let token_like = word.len() >= 26
-            && (word.starts_with("s.") || word.starts_with("hvs."))
-            && word[2..].chars().all(|c| c.is_ascii_alphanumeric());
-        assert!(!token_like, "token-like string in the log: {}…", &word[..6]);
-        assert!(
-            !(word.starts_with("eyJ") && word.len() > 40),
-            "JWT in the log"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,7 +127,41 @@ impl Drop for Harness {
                 self.sidecar.process().log_path().display(),
                 tail(&self.sidecar.log(), 80)
             );
+            return;
         }
+        // Every test also asserts that no secret reached the sidecar's log.
+        let log = self.sidecar.log();
+        assert_no_token_material(&log);
+        for name in ["db.json", "db-migrator.json", "jwt-signing-key.json"] {
+            let Ok(bytes) = std::fs::read(self.layout.secrets_dir.join(name)) else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            for secret in [&v["password"], &v["data"]["key"]] {
+                if let Some(s) = secret.as_str() {
+                    assert!(
+                        !log.contains(s),
+                        "a secret from {name} is in the sidecar log"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// No OpenBao token (`s.` + 24 chars) and no JWT (`eyJ…`) in `log`.
+pub fn assert_no_token_material(log: &str) {
+    for word in
+        log.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-'))
+    {
+        let token_like = word.len() >= 26
+            && (word.starts_with("s.") || word.starts_with("hvs."))
+            && word[2..].chars().all(|c| c.is_ascii_alphanumeric());
+        assert!(!token_like, "an OpenBao token is in the log (not shown)");
+        assert!(
+            !(word.starts_with("eyJ") && word.len() > 40),
+            "JWT in the log"
+        );
     }
 }
 
