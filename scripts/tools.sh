@@ -46,7 +46,7 @@ if spire_ok; then
 elif $check_only; then
   missing+=("SPIRE $SPIRE_VERSION")
 else
-  grep -q "github.com/spiffe/spire v$SPIRE_VERSION\$" tools/spire/go.mod ||
+  grep -Eq "^[[:space:]]*github.com/spiffe/spire v${SPIRE_VERSION}( |\$)" tools/spire/go.mod ||
     fail "spire: version pin" "edit tools/spire/go.mod so it requires github.com/spiffe/spire v$SPIRE_VERSION (deploy/versions.env)"
   command -v go >/dev/null || fail "spire: go toolchain" "install Go >= 1.26 (https://go.dev/doc/install), then make tools"
   say "building SPIRE $SPIRE_VERSION with go install (several minutes on 2 cores)..."
