@@ -1,1 +1,63 @@
-//! Offline checks of deploy/ (filled in by the deploy issue).
+//! Offline checks of everything `make deploy` applies.
+//!
+//! Kubernetes, kind and Cilium cannot run on the machines that build this
+//! project, so the deployment is checked by construction, against the real
+//! schemas and the real binaries:
+//!
+//! ```text
+//!  deploy/k8s/**.yaml ─┐                    .tools/schemas/ (deploy/scripts/schemas.sh)
+//!  policies/cilium/    ├─▶ manifest ──▶ schema ◀── kubernetes swagger.json, Cilium CRDs,
+//!  policies/spire/k8s/ │                          ClusterSPIFFEID CRD
+//!  helm template cilium┘        │
+//!                               └──▶ cilium::Evaluator ──▶ the policy table (allowed/denied/auth)
+//!  policies/spire/workloads.toml ──▶ spire::render ──▶ policies/spire/k8s/clusterspiffeids.yaml
+//!  deploy/docker/*.Dockerfile ──▶ dockerfile::parse ──▶ COPY sources, binary names
+//! ```
+//!
+//! The tests in `tests/` drive these modules; SPIRE and OpenBao configs go
+//! through the real `spire-server`/`spire-agent validate`, `bao policy fmt`
+//! and `bao operator diagnose`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cilium;
+pub mod dockerfile;
+pub mod manifest;
+pub mod repo;
+pub mod schema;
+pub mod spire;
+
+/// Why a check could not even run (as opposed to a finding it reports).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file is not what it should be (bad YAML/TOML/JSON, missing field, ...).
+    #[error("{path}: {problem}")]
+    Malformed {
+        /// The file (or a label for in-memory text).
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The schemas are not installed and could not be fetched.
+    #[error("schemas missing: {0}\n  Fetch them with `bash deploy/scripts/schemas.sh` (needs Go and the Go module proxy).")]
+    SchemasMissing(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = CheckError> = std::result::Result<T, E>;
+
+pub(crate) fn read(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| CheckError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

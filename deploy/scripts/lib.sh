@@ -1,0 +1,45 @@
+# Shared by deploy.sh, teardown.sh, demo-cluster.sh and schemas.sh. Sourced, not run.
+# Uses only bash builtins until require_tools has passed, so a machine without
+# the tools gets the clear message below and nothing else happens.
+
+# Repository root, from this file's location (no external command needed).
+here=${BASH_SOURCE[0]%/*}
+[ "$here" = "${BASH_SOURCE[0]}" ] && here=.
+ZT_ROOT=$(cd "$here/../.." && pwd)
+# shellcheck source=../versions.env
+. "$ZT_ROOT/deploy/versions.env"
+
+# The kind cluster and the kubectl/helm context every command is pinned to,
+# so `make deploy` never touches another cluster in your kubeconfig.
+CLUSTER=zt-demo
+CTX=kind-$CLUSTER
+
+say() { printf '\033[1m[%s]\033[0m %s\n' "${ZT_STEP:-deploy}" "$*" >&2; }
+die() { printf '[%s] ERROR: %s\n' "${ZT_STEP:-deploy}" "$*" >&2; exit 1; }
+
+install_hint() {
+  case $1 in
+    docker) echo "docker: https://docs.docker.com/engine/install/ (the daemon must be running)" ;;
+    kind) echo "kind $KIND_VERSION: https://kind.sigs.k8s.io/docs/user/quick-start/#installation" ;;
+    kubectl) echo "kubectl (1.${KUBERNETES_VERSION#1.}, or within one minor): https://kubernetes.io/docs/tasks/tools/" ;;
+    helm) echo "helm 3: https://helm.sh/docs/intro/install/" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# require_tools TOOL...: exit 69 (EX_UNAVAILABLE) naming every missing tool
+# before anything has been run or changed.
+require_tools() {
+  local missing=() t
+  for t in "$@"; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  {
+    printf '[%s] ERROR: missing required tool(s): %s\n' "${ZT_STEP:-deploy}" "${missing[*]}"
+    printf '  Install:\n'
+    for t in "${missing[@]}"; do printf '    - %s\n' "$(install_hint "$t")"; done
+    printf '  Nothing was changed. See docs/deploy.md#prerequisites.\n'
+  } >&2
+  exit 69
+}
