@@ -1,0 +1,344 @@
+//! [`BackendClient`]: every call the frontend makes, to the backend API and
+//! to its own sidecar's admin endpoint.
+
+use std::time::Duration;
+
+use reqwest::{header, Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::models::*;
+use crate::config::FrontendConfig;
+
+/// Largest response body read from the backend or the sidecar; more is
+/// treated as a protocol error rather than buffered.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why a backend call failed. Messages never contain a token or password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// No connection could be made (refused, reset): the backend, or the
+    /// sidecar in front of it, is down.
+    #[error("the backend is unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the configured timeout.
+    #[error("the backend did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The mesh answered 502/503/504 without an API error of the backend's
+    /// own (e.g. the sidecar's `upstream_unavailable`).
+    #[error("the backend is unavailable (HTTP {status}{})", code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
+    Unavailable {
+        /// HTTP status.
+        status: u16,
+        /// Error code, if the body had one.
+        code: Option<String>,
+    },
+    /// 401: the session token is missing, expired or forged.
+    #[error("the backend refused the session (401)")]
+    Unauthorized,
+    /// A structured API error (`{"error": {"code", "message"}}`).
+    #[error("backend error {status} {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable snake_case code.
+        code: String,
+        /// Message for humans.
+        message: String,
+        /// `Retry-After` seconds, when sent.
+        retry_after: Option<u64>,
+    },
+    /// An answer that does not follow the contract.
+    #[error("unexpected answer from the backend: {0}")]
+    Protocol(String),
+}
+
+impl BackendError {
+    /// The API error code, if this is one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            BackendError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// HTTP client for the backend API (through the frontend sidecar's outbound
+/// listener) and the frontend sidecar's admin endpoint.
+#[derive(Debug, Clone)]
+pub struct BackendClient {
+    http: reqwest::Client,
+    base: String,
+    admin: String,
+    timeout: Duration,
+}
+
+fn trimmed(url: &reqwest::Url) -> String {
+    url.as_str().trim_end_matches('/').to_string()
+}
+
+impl BackendClient {
+    /// A client for the configured URLs.
+    pub fn new(config: &FrontendConfig) -> Result<Self, BackendError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.backend_timeout)
+            .connect_timeout(config.backend_timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            // The backend is reached on loopback through our sidecar; an
+            // HTTP_PROXY in the environment must not reroute it.
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| BackendError::Protocol(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: trimmed(&config.backend_url),
+            admin: trimmed(&config.sidecar_admin_url),
+            timeout: config.backend_timeout,
+        })
+    }
+
+    /// `POST /api/auth/login`.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<LoginResponse, BackendError> {
+        self.call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(&LoginRequest { username, password }),
+        )
+        .await
+    }
+
+    /// `POST /api/auth/register`.
+    pub async fn register(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password: &str,
+    ) -> Result<User, BackendError> {
+        #[derive(serde::Deserialize)]
+        struct Created {
+            user: User,
+        }
+        let c: Created = self
+            .call(
+                Method::POST,
+                "/api/auth/register",
+                None,
+                Some(&RegisterRequest {
+                    username,
+                    email,
+                    password,
+                }),
+            )
+            .await?;
+        Ok(c.user)
+    }
+
+    /// `GET /api/auth/me`.
+    pub async fn me(&self, token: &str) -> Result<User, BackendError> {
+        self.call::<(), _>(Method::GET, "/api/auth/me", Some(token), None)
+            .await
+    }
+
+    /// `GET /api/github/status`.
+    pub async fn github_status(&self, token: &str) -> Result<GithubStatus, BackendError> {
+        self.call::<(), _>(Method::GET, "/api/github/status", Some(token), None)
+            .await
+    }
+
+    /// `POST /api/github/configure`.
+    pub async fn github_configure(
+        &self,
+        token: &str,
+        github_token: &str,
+    ) -> Result<ConfigureResponse, BackendError> {
+        self.call(
+            Method::POST,
+            "/api/github/configure",
+            Some(token),
+            Some(&ConfigureRequest {
+                token: github_token,
+            }),
+        )
+        .await
+    }
+
+    /// `DELETE /api/github/token`.
+    pub async fn github_remove(&self, token: &str) -> Result<(), BackendError> {
+        let _: Option<serde_json::Value> = self
+            .call::<(), _>(Method::DELETE, "/api/github/token", Some(token), None)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /api/github/repos?page=&per_page=`.
+    pub async fn github_repos(
+        &self,
+        token: &str,
+        page: u32,
+        per_page: u32,
+    ) -> Result<RepoPage, BackendError> {
+        let path = format!("/api/github/repos?page={page}&per_page={per_page}");
+        self.call::<(), _>(Method::GET, &path, Some(token), None)
+            .await
+    }
+
+    /// `GET /api/github/user`.
+    pub async fn github_user(&self, token: &str) -> Result<GithubUser, BackendError> {
+        self.call::<(), _>(Method::GET, "/api/github/user", Some(token), None)
+            .await
+    }
+
+    /// `GET /api/zt/status`.
+    pub async fn zt_status(&self, token: &str) -> Result<ZtStatus, BackendError> {
+        self.call::<(), _>(Method::GET, "/api/zt/status", Some(token), None)
+            .await
+    }
+
+    /// The frontend sidecar's `GET /status` (contract 3).
+    pub async fn own_sidecar_status(&self) -> Result<SidecarStatus, BackendError> {
+        let url = format!("{}/status", self.admin);
+        let resp = self.send(self.http.get(url)).await?;
+        let status = resp.status();
+        let body = read_limited(resp).await?;
+        if !status.is_success() {
+            return Err(BackendError::Unavailable {
+                status: status.as_u16(),
+                code: None,
+            });
+        }
+        decode(&body)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, BackendError> {
+        req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                BackendError::Timeout(self.timeout)
+            } else {
+                // reqwest's message names the URL and the cause; it never
+                // contains headers or bodies (where tokens live).
+                BackendError::Unreachable(error_chain(&e))
+            }
+        })
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&B>,
+    ) -> Result<T, BackendError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(header::ACCEPT, "application/json");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bytes = read_limited(resp).await?;
+        if status.is_success() {
+            if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+                return decode(b"null");
+            }
+            return decode(&bytes);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(BackendError::Unauthorized);
+        }
+        let detail = serde_json::from_slice::<ErrorBody>(&bytes)
+            .ok()
+            .map(|b| b.error);
+        let gateway = matches!(status.as_u16(), 502..=504);
+        match detail {
+            // The sidecar's own refusal when it cannot reach the backend.
+            Some(d) if gateway && d.code == "upstream_unavailable" => {
+                Err(BackendError::Unavailable {
+                    status: status.as_u16(),
+                    code: Some(d.code),
+                })
+            }
+            Some(d) if !d.code.is_empty() => Err(BackendError::Api {
+                status: status.as_u16(),
+                code: d.code,
+                message: d.message,
+                retry_after,
+            }),
+            _ if gateway || status == StatusCode::SERVICE_UNAVAILABLE => {
+                Err(BackendError::Unavailable {
+                    status: status.as_u16(),
+                    code: None,
+                })
+            }
+            _ => Err(BackendError::Protocol(format!(
+                "HTTP {} without an error body",
+                status.as_u16()
+            ))),
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, BackendError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(BackendError::Protocol(format!(
+            "response larger than {MAX_RESPONSE_BYTES} bytes"
+        )));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BackendError::Unreachable(error_chain(&e)))?
+    {
+        if out.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(BackendError::Protocol(format!(
+                "response larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendError> {
+    // serde's own message can quote the offending value (a token, say):
+    // report only the kind and position.
+    serde_json::from_slice(bytes).map_err(|e| {
+        BackendError::Protocol(format!(
+            "invalid JSON ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
