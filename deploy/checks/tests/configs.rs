@@ -264,7 +264,7 @@ fn openbao_server_config_passes_bao_operator_diagnose() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        said.replace(|c: char| c == '\u{1b}', "")
+        said.replace('\u{1b}', "")
     };
     let said = run(&local);
     for bad in ["[ failure ]", "Unknown or unsupported field"] {
