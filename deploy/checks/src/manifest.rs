@@ -175,3 +175,36 @@ pub fn deployed() -> Result<Vec<Manifest>> {
     }
     Ok(all)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml11_octal_mode_becomes_what_kubernetes_reads() {
+        let m = &parse(
+            "a:\n  defaultMode: 0400\n  quoted: \"0400\"\n  port: 8080\n  zero: 0\n  nine: 0900\n",
+            "t",
+        )
+        .unwrap()[0]
+            .value;
+        assert_eq!(m["a"]["defaultMode"], 256);
+        assert_eq!(m["a"]["quoted"], "0400");
+        assert_eq!(m["a"]["port"], 8080);
+        assert_eq!(m["a"]["zero"], 0);
+        assert_eq!(
+            m["a"]["nine"], "0900",
+            "not octal: left as the parser reads it"
+        );
+    }
+
+    #[test]
+    fn garbage_yaml_is_an_error_naming_the_source() {
+        let err = parse("a: [1, 2\n", "broken.yaml").unwrap_err().to_string();
+        assert!(err.contains("broken.yaml"), "{err}");
+        assert!(
+            parse("- 1\n- 2\n", "list.yaml").is_err(),
+            "a top-level list is not a manifest"
+        );
+    }
+}

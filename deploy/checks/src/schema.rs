@@ -403,3 +403,37 @@ pub fn make_strict(schema: &mut Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_unicode_classes_become_ecma_braces() {
+        assert_eq!(go_pattern_to_ecma(r"^\PC*$"), r"^\P{C}*$");
+        assert_eq!(go_pattern_to_ecma(r"\pL\p{N}\\p"), r"\p{L}\p{N}\\p");
+        assert_eq!(go_pattern_to_ecma(r"^[a-z]+\.x$"), r"^[a-z]+\.x$");
+    }
+
+    #[test]
+    fn strict_refuses_unknown_properties_but_respects_preserve_unknown_fields() {
+        let mut s = json!({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {}}},
+            "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"c": {}}}},
+            "oneOf": [{"properties": {"a": {}}, "required": ["a"]}]});
+        make_strict(&mut s);
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["a"]["additionalProperties"], false);
+        assert!(s["properties"]["open"]
+            .get("additionalProperties")
+            .is_none());
+        assert!(s["oneOf"][0].get("additionalProperties").is_none());
+    }
+
+    #[test]
+    fn nulls_are_dropped_like_the_api_server_does() {
+        assert_eq!(
+            without_nulls(&json!({"a": null, "b": [{"c": null, "d": 1}]})),
+            json!({"b": [{"d": 1}]})
+        );
+    }
+}
