@@ -9,7 +9,7 @@ set -eu
 : "${BAO_ADDR:?}" "${KEYS_SECRET:?}" "${POD_NAMESPACE:?}" "${PG_HOST:?}" "${PG_PORT:?}"
 : "${PG_SUPERUSER_PASSWORD_FILE:?}" "${OPENBAO_PG_ADMIN_PASSWORD_FILE:?}" "${JWKS_URL:?}" "${JWT_ISSUER:?}"
 POLICIES=/opt/zt/policies
-KEYS=/work/keys.json
+KEYS=/keys/keys.json
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 retry() { # retry <what> <command...>: up to 60 tries, 5 s apart
