@@ -5,19 +5,22 @@ CARGO ?= cargo
 STATE ?= .zt
 export CARGO_TERM_COLOR ?= never
 
-RELEASE_BINS := -p zt-sidecar -p app-backend -p app-frontend -p github-standin -p devstack
-DEVSTACK := target/release/devstack
+# PROFILE=debug reuses the test build (the make-up test does this).
+PROFILE ?= release
+BINS := -p zt-sidecar -p app-backend -p app-frontend -p github-standin -p devstack
+DEVSTACK := target/$(PROFILE)/devstack
 
-.PHONY: help tools test lint up down status demo bench bench-sidecar bench-mtls bench-backend build
+.PHONY: help tools test lint up down status demo bench bench-sidecar bench-mtls bench-backend build deploy teardown
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-tools: ## Install SPIRE, OpenBao, PostgreSQL, Chromium (pinned; idempotent) into .tools/
+tools: ## Install SPIRE, OpenBao, PostgreSQL, Chromium and the Kubernetes schemas (pinned; idempotent) into .tools/
 	@bash scripts/tools.sh
+	@bash deploy/scripts/schemas.sh
 
-build: ## Release build of every binary
-	$(CARGO) build --release --locked $(RELEASE_BINS)
+build: ## Release build of every binary (PROFILE=debug for a debug build)
+	$(CARGO) build --locked $(if $(filter debug,$(PROFILE)),,--release) $(BINS)
 
 lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
@@ -26,17 +29,23 @@ lint: ## cargo fmt --check and clippy -D warnings
 test: tools lint ## Install tools if needed, lint, then run every test against the real components
 	$(CARGO) test --workspace --locked
 
-up: tools build ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
+up: tools $(if $(SKIP_BUILD),,build) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
 	@$(DEVSTACK) up --state $(STATE)
 
 down: ## Stop the platform started with `make up`
 	@if [ -x $(DEVSTACK) ]; then $(DEVSTACK) down --state $(STATE); else echo "nothing to stop (not built)"; fi
 
-demo: build ## Guided walkthrough of the seed's demo (starts the platform if needed); NO_PAUSE=1 for scripts
-	@$(DEVSTACK) demo --state $(STATE) $(if $(NO_PAUSE),--no-pause,)
+demo: $(if $(CLUSTER),,$(if $(SKIP_BUILD),,build)) ## Guided walkthrough of the seed's demo (starts the platform if needed); NO_PAUSE=1 for scripts, CLUSTER=1 on the kind cluster
+	@if [ -n "$(CLUSTER)" ]; then bash deploy/scripts/demo-cluster.sh; else $(DEVSTACK) demo --state $(STATE) $(if $(NO_PAUSE),--no-pause,); fi
 
 status: ## Health of every component of the running platform
 	@$(DEVSTACK) status --state $(STATE)
+
+deploy: ## kind cluster with Cilium, SPIRE, OpenBao, PostgreSQL and both apps (docs/deploy.md)
+	@bash deploy/scripts/deploy.sh
+
+teardown: ## Delete the kind cluster made by make deploy
+	@bash deploy/scripts/teardown.sh
 
 bench: bench-sidecar bench-mtls bench-backend ## All benchmarks (results in bench/results/)
 

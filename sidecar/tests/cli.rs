@@ -81,3 +81,52 @@ fn a_listener_that_cannot_bind_is_a_clear_startup_error() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("admin.listen: cannot listen on"), "{err}");
 }
+
+#[test]
+fn probe_reports_a_missing_or_unready_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    // Nothing listens there.
+    let (code, _, err) = sidecar(&["probe", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the admin listener"), "{err}");
+    // A sidecar that is up but has no identity (no Workload API) is alive, not ready.
+    let cfg = format!("[identity]\nworkload_api = \"unix:{}/none.sock\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n", dir.path().display());
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zt-sidecar"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut healthz = None;
+    for _ in 0..50 {
+        let (code, _, _) = sidecar(
+            &[
+                "probe",
+                "--config",
+                path.to_str().unwrap(),
+                "--path",
+                "/healthz",
+            ],
+            &[],
+        );
+        if code == 0 {
+            healthz = Some(code);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (ready, _, err) = sidecar(&["probe", "--config", path.to_str().unwrap()], &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(healthz, Some(0), "healthz probe never succeeded");
+    assert_eq!(ready, 1, "not ready without an SVID");
+    assert!(err.contains("503"), "{err}");
+    assert!(err.contains("no X.509-SVID"), "{err}");
+}

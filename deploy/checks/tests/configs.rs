@@ -337,25 +337,20 @@ fn sidecar_configs_are_accepted_by_zt_sidecar_and_match_the_pods() {
             agent.contains(&format!("/run/spire/agent-sockets/{socket}\"")),
             "{deploy}: the agent does not create {socket}"
         );
-        // The startup probe hits the admin listener.
-        let port = c
-            .pointer("/admin/listen")
-            .and_then(Value::as_str)
-            .unwrap()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap();
-        let probe_port = sidecar["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == sidecar["startupProbe"]["httpGet"]["port"])
-            .unwrap()["containerPort"]
-            .as_u64();
-        assert_eq!(probe_port, Some(port), "{deploy}: startup probe port");
-        assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/readyz");
+        // The admin listener stays on loopback; the kubelet probes it through
+        // `zt-sidecar probe --config <the mounted config>` (exec).
+        let admin = c.pointer("/admin/listen").and_then(Value::as_str).unwrap();
+        assert!(admin.starts_with("127.0.0.1:"), "{deploy}: admin.listen {admin} must be loopback");
+        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            let cmd: Vec<&str> = sidecar[probe]["exec"]["command"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{deploy}: {probe} must be an exec probe"))
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(&cmd[..4], ["/usr/local/bin/zt-sidecar", "probe", "--config", "/etc/zt/sidecar.toml"], "{deploy}: {probe}");
+            assert_eq!(sidecar["args"][2], "/etc/zt/sidecar.toml", "{deploy}: the probe reads the config the sidecar runs with");
+        }
     }
     // The backend: OpenBao role bound to its ID; files for its group; mTLS allow-list.
     let setup: toml::Value = toml::from_str(
