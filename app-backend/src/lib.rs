@@ -1,1 +1,119 @@
-//! app-backend (filled in by its own issue).
+//! # app-backend
+//!
+//! The platform's "real application": users with argon2id passwords and
+//! HS256 JWTs on PostgreSQL, and per-user GitHub tokens in OpenBao. It never
+//! talks to SPIRE or OpenBao itself: its zt-sidecar writes credentials files
+//! and proxies the allow-listed OpenBao calls.
+//!
+//! ```text
+//!   zt-sidecar ──writes──▶ <secrets>/db.json, db-migrator.json, jwt-signing-key.json
+//!       ▲                        │ inotify + 2 s poll
+//!       │ unix:openbao.sock      ▼
+//!   app-backend ── KV (GitHub tokens)    ArcSwap<deadpool Pool>  ──▶ PostgreSQL (runtime user)
+//!       │                                 migrations at start-up  ──▶ PostgreSQL (app_owner)
+//!       └──▶ GitHub API (or the local stand-in)
+//! ```
+//!
+//! `configure` registers every route, so `main` and tests build the same
+//! app; [`run::run`] wires state, background tasks and the HTTP server.
+//! Contracts: docs/contracts.md (1: files, 2: proxy, 3: sidecar admin, 5: this API).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod errors;
+pub mod extract;
+pub mod github;
+pub mod handlers;
+pub mod metrics;
+pub mod models;
+pub mod openbao;
+pub mod run;
+pub mod secrets;
+pub mod sidecar;
+pub mod state;
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+
+use crate::errors::method_not_allowed;
+use crate::handlers::{auth as auth_h, github as github_h, health, openapi, zt};
+use crate::state::AppState;
+
+/// Largest JSON request body (every valid body is far smaller).
+pub const MAX_JSON_BODY: usize = 16 * 1024;
+
+/// Registers every route, the JSON/query error handlers and the 404/405
+/// JSON answers. The caller adds `web::Data<AppState>`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_JSON_BODY)
+            .error_handler(errors::json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(errors::query_error))
+    .service(route("/healthz", web::get().to(health::healthz)))
+    .service(route("/readyz", web::get().to(health::readyz)))
+    .service(route("/metrics", web::get().to(health::metrics)))
+    .service(route("/api/openapi.json", web::get().to(openapi::document)))
+    .service(route(
+        "/api/auth/register",
+        web::post().to(auth_h::register),
+    ))
+    .service(route("/api/auth/login", web::post().to(auth_h::login)))
+    .service(route("/api/auth/me", web::get().to(auth_h::me)))
+    .service(route(
+        "/api/github/configure",
+        web::post().to(github_h::configure),
+    ))
+    .service(route("/api/github/status", web::get().to(github_h::status)))
+    .service(route(
+        "/api/github/token",
+        web::delete().to(github_h::delete_token),
+    ))
+    .service(route("/api/github/repos", web::get().to(github_h::repos)))
+    .service(route("/api/github/user", web::get().to(github_h::user)))
+    .service(route("/api/zt/status", web::get().to(zt::status)))
+    .default_service(web::to(errors::not_found));
+}
+
+fn route(path: &str, r: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(r)
+        .default_service(web::to(method_not_allowed))
+}
+
+/// Middleware: metrics per route and one debug line per request (method,
+/// route, status, time — never headers or bodies).
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let res = next.call(req).await?;
+    let took = start.elapsed();
+    let route = res.request().match_pattern();
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+        state.metrics.observe_http(
+            method.as_str(),
+            route.as_deref(),
+            res.status().as_u16(),
+            took,
+        );
+    }
+    tracing::debug!(
+        method = %method,
+        route = route.as_deref().unwrap_or("unmatched"),
+        status = res.status().as_u16(),
+        micros = took.as_micros() as u64,
+        "request"
+    );
+    Ok(res)
+}

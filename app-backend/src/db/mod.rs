@@ -1,0 +1,260 @@
+//! PostgreSQL: a deadpool pool built from the sidecar's `db.json`, swapped
+//! atomically when the credentials rotate.
+//!
+//! ```text
+//!  db.json v3 ──▶ new Pool ──SELECT 1──▶ ArcSwap ◀── every request loads the current pool
+//!                                           │
+//!                             old pool ─────┘ close(): idle connections go now, busy ones
+//!                                             when their request returns them
+//! ```
+//!
+//! The sidecar revokes the old user `revoke_grace` (30 s) after writing the
+//! new file, terminating its sessions; by then new work runs on the new pool.
+//! A query whose session was terminated anyway (or a request that picked the
+//! old pool just as it closed) is retried once on the current pool.
+
+pub mod migrate;
+pub mod queries;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::metrics::{Metrics, PoolSample};
+use crate::secrets::DbCredentials;
+
+/// `application_name` of the backend's sessions (visible in `pg_stat_activity`).
+pub const APPLICATION_NAME: &str = "app-backend";
+/// How long a request waits for a free connection.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a connection may take.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a database operation failed. Never contains credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// No credentials have been loaded yet.
+    #[error("no database credentials loaded yet")]
+    NotReady,
+    /// No connection could be had (timeout, server unreachable, login refused).
+    #[error("no database connection: {0}")]
+    Pool(#[from] PoolError),
+    /// The pool could not be built (a programming error: no runtime).
+    #[error("cannot build a database pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+    /// The statement failed.
+    #[error("query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl DbError {
+    /// The SQLSTATE of a failed statement.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            DbError::Query(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// The violated constraint of a failed statement.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Query(e) => e.as_db_error().and_then(|d| d.constraint()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `e` means the session is gone (terminated by the revocation of
+/// its user, server restart, broken socket) rather than a bad statement.
+pub fn is_session_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        return [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code);
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// The pool in use and the credentials it was built from.
+struct PoolEntry {
+    pool: Pool,
+    creds: DbCredentials,
+}
+
+/// The swappable pool.
+pub struct Database {
+    current: ArcSwapOption<PoolEntry>,
+    swap: tokio::sync::Mutex<()>,
+    pool_size: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("user", &self.current_user())
+            .field("version", &self.version())
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// Builds a pool for `creds` (no connection is opened yet).
+pub fn build_pool(
+    creds: &DbCredentials,
+    max_size: usize,
+) -> Result<Pool, deadpool_postgres::BuildError> {
+    let manager = Manager::from_config(
+        creds.pg_config(APPLICATION_NAME),
+        NoTls,
+        ManagerConfig {
+            // A closed connection is noticed without a round trip; a session
+            // killed mid-flight is covered by the retry in `Database::run`.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(WAIT_TIMEOUT))
+        .create_timeout(Some(CREATE_TIMEOUT))
+        .recycle_timeout(Some(CREATE_TIMEOUT))
+        .build()
+}
+
+impl Database {
+    /// An empty database handle: requests fail with [`DbError::NotReady`]
+    /// until [`Database::apply`] installs credentials.
+    pub fn new(pool_size: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            swap: tokio::sync::Mutex::new(()),
+            pool_size,
+            metrics,
+        }
+    }
+
+    /// Moves to `creds` if they supersede the credentials in use: builds a
+    /// pool, proves it with `SELECT 1`, swaps it in and closes the old one.
+    /// `Ok(false)` when nothing changed (e.g. a renewal rewrote the file).
+    /// On error the old pool stays in use.
+    pub async fn apply(&self, creds: DbCredentials) -> Result<bool, DbError> {
+        let _one_at_a_time = self.swap.lock().await;
+        let old = self.current.load_full();
+        if let Some(cur) = &old {
+            if !creds.supersedes(&cur.creds) {
+                return Ok(false);
+            }
+        }
+        let pool = build_pool(&creds, self.pool_size)?;
+        let client = pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        drop(client);
+        let (user, version) = (creds.username.clone(), creds.version);
+        self.current
+            .store(Some(Arc::new(PoolEntry { pool, creds })));
+        self.metrics.db_credentials_version.set(version);
+        match old {
+            Some(old) => {
+                self.metrics.db_pool_swaps.inc();
+                let st = old.pool.status();
+                old.pool.close();
+                tracing::info!(
+                    old_user = %old.creds.username, old_version = old.creds.version,
+                    new_user = %user, new_version = version,
+                    old_busy_connections = st.size.saturating_sub(st.available),
+                    "database credentials rotated: new requests use the new pool; the old pool is closed (busy connections close when returned)"
+                );
+            }
+            None => tracing::info!(user = %user, version, "database pool ready"),
+        }
+        Ok(true)
+    }
+
+    /// The PostgreSQL user of the pool in use.
+    pub fn current_user(&self) -> Option<String> {
+        self.current
+            .load()
+            .as_ref()
+            .map(|e| e.creds.username.clone())
+    }
+
+    /// The credentials version of the pool in use.
+    pub fn version(&self) -> Option<u64> {
+        self.current.load().as_ref().map(|e| e.creds.version)
+    }
+
+    /// Pool numbers for `/metrics` and `/api/zt/status`.
+    pub fn sample(&self) -> PoolSample {
+        match self.current.load().as_ref() {
+            Some(e) => {
+                let s = e.pool.status();
+                PoolSample {
+                    size: s.size,
+                    available: s.available,
+                    waiting: s.waiting,
+                    max_size: s.max_size,
+                }
+            }
+            None => PoolSample::default(),
+        }
+    }
+
+    /// A connection from the pool in use. A pool closed by a rotation between
+    /// loading it and asking it is skipped for the new one.
+    pub async fn client(&self) -> Result<Object, DbError> {
+        for _ in 0..3 {
+            let Some(entry) = self.current.load_full() else {
+                return Err(DbError::NotReady);
+            };
+            match entry.pool.get().await {
+                Ok(c) => return Ok(c),
+                Err(PoolError::Closed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DbError::NotReady)
+    }
+
+    /// Runs `f` on a connection; if its session was lost (see
+    /// [`is_session_lost`]), runs it once more on a fresh connection.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, DbError>
+    where
+        F: Fn(Object) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let client = self.client().await?;
+        match f(client).await {
+            Ok(v) => Ok(v),
+            Err(e) if is_session_lost(&e) => {
+                self.metrics.db_query_retries.inc();
+                tracing::info!(error = %e, "database session lost (e.g. ended by a credential rotation); retrying once on a fresh connection");
+                let client = self.client().await?;
+                Ok(f(client).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

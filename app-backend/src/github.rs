@@ -1,0 +1,233 @@
+//! The GitHub REST API client (`GET /user`, `GET /user/repos`). Its base URL
+//! comes from configuration: GitHub itself, or the local stand-in in tests.
+//!
+//! Failures are classified for the API's error mapping:
+//! 401 / non-rate-limit 403 → [`GithubError::Rejected`], 403 with
+//! `x-ratelimit-remaining: 0` or 429 → [`GithubError::RateLimited`], no
+//! answer in time → [`GithubError::Timeout`], anything else →
+//! [`GithubError::Unavailable`]. The token is sent only to the configured
+//! base URL (no redirects are followed) and never logged.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, LINK};
+use reqwest::StatusCode;
+
+use crate::models::{GithubUser, Repo};
+use crate::secrets::Sensitive;
+
+/// `User-Agent` sent to GitHub (it requires one).
+pub const USER_AGENT: &str = concat!("zt-platform-app-backend/", env!("CARGO_PKG_VERSION"));
+/// The API version header GitHub recommends pinning.
+pub const API_VERSION: &str = "2022-11-28";
+/// Largest response body accepted (100 repositories are about 600 KiB).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// A failed GitHub call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GithubError {
+    /// 401, or 403 without rate limiting: the token is not (or no longer) usable.
+    #[error("GitHub rejected the token ({0})")]
+    Rejected(u16),
+    /// The rate limit is exhausted; `reset` is GitHub's Unix time, if sent.
+    #[error("GitHub rate limit exhausted")]
+    RateLimited {
+        /// `x-ratelimit-reset`.
+        reset: Option<i64>,
+    },
+    /// No answer within the timeout.
+    #[error("GitHub did not answer in time")]
+    Timeout,
+    /// Unreachable, 5xx, unexpected status or body.
+    #[error("GitHub unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The client; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GithubClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> GithubError {
+    let remaining_zero = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    let reset = headers
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    match status {
+        StatusCode::UNAUTHORIZED => GithubError::Rejected(401),
+        StatusCode::TOO_MANY_REQUESTS => GithubError::RateLimited { reset },
+        StatusCode::FORBIDDEN => {
+            // Secondary rate limits come without the header but say so.
+            let says_rate_limit = String::from_utf8_lossy(&body[..body.len().min(2048)])
+                .to_ascii_lowercase()
+                .contains("rate limit");
+            if remaining_zero || says_rate_limit {
+                GithubError::RateLimited { reset }
+            } else {
+                GithubError::Rejected(403)
+            }
+        }
+        s => GithubError::Unavailable(format!("status {}", s.as_u16())),
+    }
+}
+
+/// Whether a `Link` header has `rel="next"`.
+pub fn has_next(link: Option<&str>) -> bool {
+    link.is_some_and(|l| {
+        l.split(',').any(|part| {
+            part.split(';')
+                .skip(1)
+                .any(|p| p.trim().replace(' ', "") == "rel=\"next\"")
+        })
+    })
+}
+
+impl GithubClient {
+    /// A client for `base` (no trailing slash) with a per-request `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        token: &Sensitive,
+    ) -> Result<(HeaderMap, Vec<u8>), GithubError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .header(ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", API_VERSION)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    GithubError::Timeout
+                } else {
+                    // `without_url`: the error text then names no URL at all.
+                    GithubError::Unavailable(e.without_url().to_string())
+                }
+            })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(GithubError::Unavailable("response too large".into()));
+        }
+        let body = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                GithubError::Timeout
+            } else {
+                GithubError::Unavailable(e.without_url().to_string())
+            }
+        })?;
+        if body.len() > MAX_BODY {
+            return Err(GithubError::Unavailable("response too large".into()));
+        }
+        if !status.is_success() {
+            return Err(classify(status, &headers, &body));
+        }
+        Ok((headers, body.to_vec()))
+    }
+
+    /// `GET /user`: whose token this is.
+    pub async fn user(&self, token: &Sensitive) -> Result<GithubUser, GithubError> {
+        let (_, body) = self.get("/user", token).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| GithubError::Unavailable(format!("unexpected /user body: {e}")))
+    }
+
+    /// `GET /user/repos?sort=updated`: one page, newest update first, and
+    /// whether there is a next page.
+    pub async fn repos(
+        &self,
+        token: &Sensitive,
+        page: u32,
+        per_page: u32,
+    ) -> Result<(Vec<Repo>, bool), GithubError> {
+        let path =
+            format!("/user/repos?sort=updated&direction=desc&page={page}&per_page={per_page}");
+        let (headers, body) = self.get(&path, token).await?;
+        let mut repos: Vec<Repo> = serde_json::from_slice(&body)
+            .map_err(|e| GithubError::Unavailable(format!("unexpected /user/repos body: {e}")))?;
+        // GitHub's timestamps are RFC 3339 UTC ("…Z"): text order is time order.
+        repos.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        let next = has_next(headers.get(LINK).and_then(|v| v.to_str().ok()));
+        Ok((repos, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers_are_read_like_githubs() {
+        assert!(has_next(Some(
+            r#"<https://api.github.com/user/repos?page=2>; rel="next", <https://api.github.com/user/repos?page=5>; rel="last""#
+        )));
+        assert!(!has_next(Some(
+            r#"<https://api.github.com/user/repos?page=1>; rel="prev", <https://api.github.com/user/repos?page=1>; rel="first""#
+        )));
+        assert!(!has_next(None));
+        assert!(!has_next(Some("garbage")));
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let mut rl = HeaderMap::new();
+        rl.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        rl.insert("x-ratelimit-reset", "1790000000".parse().unwrap());
+        assert_eq!(
+            classify(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b""),
+            GithubError::Rejected(401)
+        );
+        assert_eq!(
+            classify(StatusCode::FORBIDDEN, &rl, b""),
+            GithubError::RateLimited {
+                reset: Some(1_790_000_000)
+            }
+        );
+        assert_eq!(
+            classify(
+                StatusCode::FORBIDDEN,
+                &HeaderMap::new(),
+                br#"{"message":"You have exceeded a secondary rate limit"}"#
+            ),
+            GithubError::RateLimited { reset: None }
+        );
+        assert_eq!(
+            classify(StatusCode::FORBIDDEN, &HeaderMap::new(), b"{}"),
+            GithubError::Rejected(403)
+        );
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), b""),
+            GithubError::RateLimited { reset: None }
+        );
+        assert!(matches!(
+            classify(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), b""),
+            GithubError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, &HeaderMap::new(), b""),
+            GithubError::Unavailable(_)
+        ));
+    }
+}

@@ -1,0 +1,179 @@
+//! `POST /api/auth/register`, `POST /api/auth/login`, `GET /api/auth/me`.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+use tokio_postgres::error::SqlState;
+
+use crate::auth::jwt::{JwtError, TOKEN_TTL_SECS};
+use crate::auth::{client_key, AuthUser};
+use crate::db::queries::{self, AuditEntry};
+use crate::errors::{AppError, ErrorBody};
+use crate::extract::ValidJson;
+use crate::handlers::audit;
+use crate::models::{
+    LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, User, USERNAME_MAX,
+};
+use crate::state::AppState;
+
+/// Longest username looked up at login (longer ones cannot exist).
+const LOGIN_USERNAME_MAX: usize = USERNAME_MAX * 4;
+
+/// A bounded, NUL-free copy of client input for the audit log.
+fn for_audit(s: &str) -> String {
+    s.chars().filter(|c| *c != '\0').take(64).collect()
+}
+
+/// Create an account.
+#[utoipa::path(
+    post, path = "/api/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = RegisterResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "`username_taken` or `email_taken`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: the message names the field", body = ErrorBody),
+    )
+)]
+pub async fn register(
+    state: web::Data<AppState>,
+    body: ValidJson<RegisterRequest>,
+) -> Result<HttpResponse, AppError> {
+    let new = body.into_inner().validate()?;
+    let hash = state
+        .hasher
+        .hash(new.password.expose().to_string())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let details = json!({ "username": new.username, "email_given": new.email.is_some() });
+    match queries::insert_user(
+        &state.db,
+        &new.username,
+        new.email.as_deref(),
+        &hash,
+        &details,
+    )
+    .await
+    {
+        Ok(u) => {
+            state.metrics.outcome("register", "created");
+            tracing::info!(user_id = u.id, username = %u.username, "user registered");
+            Ok(HttpResponse::Created().json(RegisterResponse { user: u.into() }))
+        }
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            state.metrics.outcome("register", "conflict");
+            if e.constraint().is_some_and(|c| c.contains("email")) {
+                Err(AppError::EmailTaken)
+            } else {
+                Err(AppError::UsernameTaken)
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Log in; returns a bearer token valid for an hour.
+#[utoipa::path(
+    post, path = "/api/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials` (one message whether or not the user exists)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failures from this client; see `Retry-After`", body = ErrorBody),
+    )
+)]
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: ValidJson<LoginRequest>,
+) -> Result<HttpResponse, AppError> {
+    let client = client_key(&req);
+    if let Err(secs) = state.limiter.check(&client, Instant::now()) {
+        state.metrics.outcome("login", "rate_limited");
+        return Err(AppError::RateLimited(secs));
+    }
+    let LoginRequest { username, password } = body.into_inner();
+    // Names that cannot exist (too long, NUL: PostgreSQL refuses it in text)
+    // still cost one argon2 verification, like unknown names.
+    let lookup = username.chars().count() <= LOGIN_USERNAME_MAX && !username.contains('\0');
+    let found = if lookup {
+        queries::user_for_login(&state.db, &username).await?
+    } else {
+        None
+    };
+    let (user, hash) = match found {
+        Some((u, h)) => (Some(u), Some(h)),
+        None => (None, None),
+    };
+    let ok = state
+        .hasher
+        .verify(password.expose().to_string(), hash)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        (_, user) => {
+            state.limiter.record_failure(&client, Instant::now());
+            state.metrics.outcome("login", "failure");
+            audit(
+                &state,
+                AuditEntry {
+                    user_id: user.as_ref().map(|u| u.id),
+                    action: "auth.login.failure",
+                    resource: "auth".into(),
+                    details: json!({
+                        "username": for_audit(&username),
+                        "reason": if user.is_some() { "wrong_password" } else { "unknown_user" },
+                        "client": for_audit(&client),
+                    }),
+                },
+            )
+            .await;
+            return Err(AppError::InvalidCredentials);
+        }
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let token = state
+        .keys
+        .issue(user.id, &user.username, now)
+        .map_err(|e| match e {
+            JwtError::NoKey => AppError::Internal("no JWT signing key loaded".into()),
+            e => AppError::Internal(e.to_string()),
+        })?;
+    state.metrics.outcome("login", "success");
+    audit(
+        &state,
+        AuditEntry {
+            user_id: Some(user.id),
+            action: "auth.login.success",
+            resource: format!("user:{}", user.id),
+            details: json!({ "client": for_audit(&client) }),
+        },
+    )
+    .await;
+    Ok(HttpResponse::Ok().json(LoginResponse {
+        access_token: token,
+        token_type: "bearer".into(),
+        expires_in: TOKEN_TTL_SECS,
+        user: user.into(),
+    }))
+}
+
+/// The logged-in user.
+#[utoipa::path(
+    get, path = "/api/auth/me", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub async fn me(user: AuthUser, state: web::Data<AppState>) -> Result<web::Json<User>, AppError> {
+    match queries::user_by_id(&state.db, user.user_id).await? {
+        Some(u) => Ok(web::Json(u.into())),
+        None => Err(AppError::Unauthorized("the token's user no longer exists")),
+    }
+}

@@ -1,0 +1,460 @@
+//! Request and response bodies of the API (docs/contracts.md, contract 5),
+//! and the parsing of input into validated values.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::PrimitiveDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::db::queries::UserRow;
+use crate::errors::AppError;
+use crate::secrets::Sensitive;
+
+/// Username length bounds and alphabet (`[a-z0-9_.-]`).
+pub const USERNAME_MIN: usize = 3;
+/// See [`USERNAME_MIN`].
+pub const USERNAME_MAX: usize = 50;
+/// Shortest password (the seed's rule).
+pub const PASSWORD_MIN: usize = 6;
+/// Longest password (argon2 does not need more; bounds the work per request).
+pub const PASSWORD_MAX: usize = 1024;
+/// Longest email (`users.email VARCHAR(100)`).
+pub const EMAIL_MAX: usize = 100;
+/// Longest GitHub token accepted (GitHub's are under 100 characters).
+pub const GITHUB_TOKEN_MAX: usize = 255;
+
+/// Formats a `TIMESTAMP` (UTC) as RFC 3339.
+pub fn timestamp(t: PrimitiveDateTime) -> String {
+    t.assume_utc().format(&Rfc3339).unwrap_or_default()
+}
+
+/// A user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct User {
+    /// Numeric id.
+    pub id: i32,
+    /// Username.
+    pub username: String,
+    /// Email, if given.
+    pub email: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: Option<String>,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        Self {
+            id: r.id,
+            username: r.username,
+            email: r.email,
+            created_at: r.created_at.map(timestamp),
+        }
+    }
+}
+
+/// `POST /api/auth/register`
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// 3–50 characters of `a-z 0-9 _ . -`.
+    pub username: String,
+    /// Optional email (at most 100 characters).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// At least 6 characters.
+    #[schema(value_type = String, format = Password)]
+    pub password: Sensitive,
+}
+
+/// A registration that passed validation.
+#[derive(Debug)]
+pub struct NewUser {
+    /// Valid username.
+    pub username: String,
+    /// Valid, lower-cased email.
+    pub email: Option<String>,
+    /// The password (not yet hashed).
+    pub password: Sensitive,
+}
+
+impl RegisterRequest {
+    /// Parses into a [`NewUser`] or a 422 naming the field.
+    pub fn validate(self) -> Result<NewUser, AppError> {
+        let username = self.username;
+        let n = username.chars().count();
+        if !(USERNAME_MIN..=USERNAME_MAX).contains(&n)
+            || !username.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
+            })
+        {
+            return Err(AppError::Validation(format!(
+                "username: must be {USERNAME_MIN}–{USERNAME_MAX} characters of a-z, 0-9, '_', '.', '-'"
+            )));
+        }
+        let email = match self.email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) => Some(parse_email(e)?),
+        };
+        let p = self.password.expose().chars().count();
+        if p < PASSWORD_MIN {
+            return Err(AppError::Validation(format!(
+                "password: must be at least {PASSWORD_MIN} characters"
+            )));
+        }
+        if p > PASSWORD_MAX {
+            return Err(AppError::Validation(format!(
+                "password: must be at most {PASSWORD_MAX} characters"
+            )));
+        }
+        Ok(NewUser {
+            username,
+            email,
+            password: self.password,
+        })
+    }
+}
+
+fn parse_email(e: &str) -> Result<String, AppError> {
+    let bad = || {
+        AppError::Validation(format!(
+            "email: must look like name@example.org and be at most {EMAIL_MAX} characters"
+        ))
+    };
+    if e.chars().count() > EMAIL_MAX || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = e.rsplit_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || local.contains('@')
+        || domain.len() < 3
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+        || !domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
+    {
+        return Err(bad());
+    }
+    Ok(e.to_lowercase())
+}
+
+/// `POST /api/auth/login`
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    /// Username.
+    pub username: String,
+    /// Password.
+    #[schema(value_type = String, format = Password)]
+    pub password: Sensitive,
+}
+
+/// `201` of `POST /api/auth/register`
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegisterResponse {
+    /// The new user.
+    pub user: User,
+}
+
+/// `200` of `POST /api/auth/login`
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    /// HS256 JWT; send as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires (3600).
+    pub expires_in: i64,
+    /// Who logged in.
+    pub user: User,
+}
+
+/// `POST /api/github/configure`
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ConfigureRequest {
+    /// A GitHub personal access token. Checked against GitHub, stored in
+    /// OpenBao, never returned, logged or written to PostgreSQL.
+    #[schema(value_type = String, format = Password)]
+    pub token: Sensitive,
+}
+
+impl ConfigureRequest {
+    /// The token, if it is one: 1–255 printable ASCII characters without spaces.
+    pub fn validate(self) -> Result<Sensitive, AppError> {
+        let t = self.token.expose().trim();
+        if t.is_empty() || t.len() > GITHUB_TOKEN_MAX || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(AppError::Validation(format!(
+                "token: must be 1–{GITHUB_TOKEN_MAX} printable characters without spaces"
+            )));
+        }
+        Ok(Sensitive::new(t))
+    }
+}
+
+/// A GitHub profile (nullable strings as GitHub returns them).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct GithubUser {
+    /// Login.
+    pub login: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// Profile URL.
+    pub html_url: Option<String>,
+    /// Public repositories.
+    #[serde(default)]
+    pub public_repos: u64,
+    /// Followers.
+    #[serde(default)]
+    pub followers: u64,
+    /// Following.
+    #[serde(default)]
+    pub following: u64,
+    /// Bio.
+    pub bio: Option<String>,
+    /// Company.
+    pub company: Option<String>,
+    /// Location.
+    pub location: Option<String>,
+}
+
+/// `200` of `POST /api/github/configure`
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConfigureResponse {
+    /// Always `true`.
+    pub configured: bool,
+    /// Whose token it is.
+    pub github_user: GithubUser,
+}
+
+/// `GET /api/github/status`
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct GithubStatus {
+    /// Whether a token is stored.
+    pub configured: bool,
+    /// When it was stored (RFC 3339).
+    pub configured_at: Option<String>,
+    /// When it was last used (RFC 3339).
+    pub last_accessed: Option<String>,
+}
+
+/// A repository.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Repo {
+    /// Short name.
+    pub name: String,
+    /// `owner/name`.
+    pub full_name: String,
+    /// Private?
+    #[serde(default)]
+    pub private: bool,
+    /// Web URL.
+    pub html_url: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Main language.
+    pub language: Option<String>,
+    /// Stars.
+    #[serde(default)]
+    pub stargazers_count: u64,
+    /// Last update, RFC 3339.
+    pub updated_at: Option<String>,
+}
+
+/// `GET /api/github/repos`
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReposResponse {
+    /// This page, newest update first.
+    pub repos: Vec<Repo>,
+    /// Page number (from 1).
+    pub page: u32,
+    /// Page size.
+    pub per_page: u32,
+    /// Whether GitHub has a next page.
+    pub has_next: bool,
+}
+
+/// Query of `GET /api/github/repos`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReposQuery {
+    /// Page, from 1 (default 1, at most 1000).
+    pub page: Option<u32>,
+    /// Page size, 1–100 (default 30).
+    pub per_page: Option<u32>,
+}
+
+impl ReposQuery {
+    /// `(page, per_page)` with defaults, or a 400.
+    pub fn validate(&self) -> Result<(u32, u32), AppError> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(30);
+        if !(1..=1000).contains(&page) {
+            return Err(AppError::InvalidQuery(
+                "page must be between 1 and 1000".into(),
+            ));
+        }
+        if !(1..=100).contains(&per_page) {
+            return Err(AppError::InvalidQuery(
+                "per_page must be between 1 and 100".into(),
+            ));
+        }
+        Ok((page, per_page))
+    }
+}
+
+/// `database` part of `GET /api/zt/status`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseInfo {
+    /// The PostgreSQL user the backend's pool uses, as PostgreSQL reports it.
+    pub current_user: String,
+    /// PostgreSQL's `server_version`.
+    pub server_version: String,
+}
+
+/// `backend` part of `GET /api/zt/status`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BackendInfo {
+    /// KV version of the JWT signing key in use.
+    pub jwt_key_version: Option<u64>,
+    /// Version of the database credentials file the pool was built from.
+    pub db_credentials_version: Option<u64>,
+    /// Pool swaps since start (one per rotation).
+    pub db_pool_swaps: u64,
+}
+
+/// `GET /api/zt/status`
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ZtStatus {
+    /// The sidecar's `/status` JSON, unchanged (docs/contracts.md, contract 3).
+    #[schema(value_type = Object)]
+    pub sidecar: Value,
+    /// What PostgreSQL says about the backend's session.
+    pub database: DatabaseInfo,
+    /// The backend's own view.
+    pub backend: BackendInfo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(username: &str, email: Option<&str>, password: &str) -> RegisterRequest {
+        RegisterRequest {
+            username: username.into(),
+            email: email.map(String::from),
+            password: Sensitive::new(password),
+        }
+    }
+
+    #[test]
+    fn usernames_follow_the_issue_rules() {
+        for ok in [
+            "abc",
+            "jake",
+            "hitchcock_scully",
+            "a.b-c_9",
+            &"x".repeat(50),
+        ] {
+            assert!(reg(ok, None, "secret").validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            &"x".repeat(51),
+            "Jake",
+            "jake peralta",
+            "jake'; DROP TABLE users; --",
+            "jäke",
+            "<script>",
+            "",
+            "a\u{0}b",
+        ] {
+            let e = reg(bad, None, "secret").validate().unwrap_err();
+            assert!(e.to_string().contains("username"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn emails_are_optional_checked_and_lowercased() {
+        assert_eq!(reg("abc", None, "secret").validate().unwrap().email, None);
+        assert_eq!(
+            reg("abc", Some("  "), "secret").validate().unwrap().email,
+            None
+        );
+        assert_eq!(
+            reg("abc", Some("Amy.Santiago@99.Precinct"), "secret")
+                .validate()
+                .unwrap()
+                .email
+                .as_deref(),
+            Some("amy.santiago@99.precinct")
+        );
+        for bad in [
+            "nope",
+            "@99.precinct",
+            "a@b",
+            "a@.b.c",
+            "a@b..c",
+            "a b@c.d",
+            "a@b.c'; DROP TABLE users;--",
+            &format!("{}@x.org", "a".repeat(95)),
+        ] {
+            let e = reg("abc", Some(bad), "secret").validate().unwrap_err();
+            assert!(e.to_string().contains("email"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn passwords_need_six_characters_and_no_more_than_1024() {
+        assert!(reg("abc", None, "12345")
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("password"));
+        assert!(reg("abc", None, "123456").validate().is_ok());
+        assert!(
+            reg("abc", None, "ääääää").validate().is_ok(),
+            "characters, not bytes"
+        );
+        assert!(reg("abc", None, &"p".repeat(1025)).validate().is_err());
+    }
+
+    #[test]
+    fn github_tokens_are_printable_and_bounded() {
+        let v = |t: &str| {
+            ConfigureRequest {
+                token: Sensitive::new(t),
+            }
+            .validate()
+        };
+        assert_eq!(v(" ghp_abc ").unwrap().expose(), "ghp_abc");
+        for bad in [
+            "",
+            "   ",
+            "ghp abc",
+            "ghp\r\nX-Evil: 1",
+            &"x".repeat(256),
+            "tök",
+        ] {
+            assert!(v(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn repo_paging_has_bounds() {
+        let q = |p, pp| {
+            ReposQuery {
+                page: p,
+                per_page: pp,
+            }
+            .validate()
+        };
+        assert_eq!(q(None, None).unwrap(), (1, 30));
+        assert_eq!(q(Some(2), Some(100)).unwrap(), (2, 100));
+        assert!(q(Some(0), None).is_err());
+        assert!(q(None, Some(0)).is_err());
+        assert!(q(None, Some(101)).is_err());
+        assert!(q(Some(1001), None).is_err());
+    }
+}

@@ -1,0 +1,395 @@
+//! The files the zt-sidecar writes (docs/contracts.md, contract 1), parsed
+//! into typed values. Their contents never reach logs: passwords and keys
+//! are [`Sensitive`].
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// File name of the runtime database credentials.
+pub const DB_FILE: &str = "db.json";
+/// File name of the migrator (schema owner) credentials.
+pub const MIGRATOR_FILE: &str = "db-migrator.json";
+/// File name of the JWT signing key.
+pub const SIGNING_KEY_FILE: &str = "jwt-signing-key.json";
+/// Largest secrets file read (they are a few hundred bytes).
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// A string that must not be printed: `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::fmt::Display for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why a secrets file could not be used. Messages never contain file contents.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The file does not exist (yet).
+    #[error("{file} does not exist")]
+    Missing {
+        /// File name.
+        file: String,
+    },
+    /// Reading failed (permissions, I/O).
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// File name.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is larger than any valid secrets file.
+    #[error("{file} is larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge {
+        /// File name.
+        file: String,
+    },
+    /// The JSON does not have the contract's shape. Only the position and
+    /// category are reported: serde's message could quote a secret value.
+    #[error("{file} is not valid ({what} at line {line}, column {column})")]
+    Invalid {
+        /// File name.
+        file: String,
+        /// Category (syntax, data, …).
+        what: &'static str,
+        /// Line of the problem.
+        line: usize,
+        /// Column of the problem.
+        column: usize,
+    },
+    /// The JSON parsed but a value is unusable.
+    #[error("{file}: {problem}")]
+    Unusable {
+        /// File name.
+        file: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, FileError> {
+    let path = dir.join(name);
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FileError::Missing { file: name.into() })
+        }
+        Err(e) => {
+            return Err(FileError::Read {
+                file: name.into(),
+                source: e,
+            })
+        }
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(FileError::TooLarge { file: name.into() });
+    }
+    std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => FileError::Missing { file: name.into() },
+        _ => FileError::Read {
+            file: name.into(),
+            source: e,
+        },
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T, FileError> {
+    serde_json::from_slice(bytes).map_err(|e| FileError::Invalid {
+        file: name.into(),
+        what: match e.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "JSON syntax error",
+            serde_json::error::Category::Data => "missing field or wrong type",
+            serde_json::error::Category::Eof => "unexpected end",
+        },
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
+/// Dynamic database credentials (`db.json`, `db-migrator.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DbCredentials {
+    /// PostgreSQL user (created by OpenBao).
+    pub username: String,
+    /// Its password.
+    pub password: Sensitive,
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// OpenBao lease id: changes with every new set of credentials.
+    pub lease_id: String,
+    /// RFC 3339.
+    pub issued_at: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// Starts at 1, +1 per rotation; restarts at 1 with a restarted sidecar.
+    pub version: u64,
+}
+
+impl DbCredentials {
+    /// Reads `<dir>/<name>`.
+    pub fn load(dir: &Path, name: &str) -> Result<Self, FileError> {
+        let c: Self = parse(name, &read(dir, name)?)?;
+        let unusable = |problem: &str| FileError::Unusable {
+            file: name.into(),
+            problem: problem.into(),
+        };
+        if c.username.is_empty() || c.username.len() > 63 {
+            return Err(unusable("username is empty or longer than 63 bytes"));
+        }
+        if c.host.is_empty() || c.database.is_empty() {
+            return Err(unusable("host and database must not be empty"));
+        }
+        if c.port == 0 {
+            return Err(unusable("port must not be 0"));
+        }
+        Ok(c)
+    }
+
+    /// Whether `other` is a different set of credentials this app should move
+    /// to: a higher version, or another lease (a restarted sidecar counts from
+    /// 1 again). A renewal (same lease, same version) is not.
+    pub fn supersedes(&self, other: &DbCredentials) -> bool {
+        self.version > other.version || self.lease_id != other.lease_id
+    }
+
+    /// A tokio-postgres configuration for these credentials (UTC session time
+    /// zone, so `TIMESTAMP DEFAULT NOW()` columns hold UTC).
+    pub fn pg_config(&self, application_name: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.username)
+            .password(self.password.expose())
+            .dbname(&self.database)
+            .application_name(application_name)
+            .options("-c TimeZone=UTC")
+            .connect_timeout(std::time::Duration::from_secs(5));
+        c
+    }
+}
+
+#[derive(Deserialize)]
+struct KvFile {
+    version: u64,
+    data: KvData,
+}
+
+#[derive(Deserialize)]
+struct KvData {
+    key: Option<Sensitive>,
+    previous_key: Option<Sensitive>,
+}
+
+/// Shortest accepted HMAC key (RFC 7518 §3.2: at least the hash size).
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// The JWT signing key (`jwt-signing-key.json`, KV v2 rendering).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyFile {
+    /// OpenBao's KV version of the secret.
+    pub version: u64,
+    /// Signs new tokens (base64-decoded `data.key`).
+    pub key: Vec<u8>,
+    /// Still verifies tokens signed before a key change (`data.previous_key`).
+    pub previous_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SigningKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyFile")
+            .field("version", &self.version)
+            .field("key", &"<redacted>")
+            .field(
+                "previous_key",
+                &self.previous_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+fn decode_key(file: &str, field: &str, v: &Sensitive) -> Result<Vec<u8>, FileError> {
+    use base64::Engine as _;
+    let s = v.expose().trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
+        .map_err(|_| FileError::Unusable {
+            file: file.into(),
+            problem: format!("data.{field} is not base64"),
+        })?;
+    if bytes.len() < MIN_KEY_BYTES {
+        return Err(FileError::Unusable {
+            file: file.into(),
+            problem: format!(
+                "data.{field} decodes to {} bytes; an HS256 key needs at least {MIN_KEY_BYTES}",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+impl SigningKeyFile {
+    /// Reads `<dir>/jwt-signing-key.json`. `data.key` is base64 of at least
+    /// [`MIN_KEY_BYTES`] random bytes (what `policies/openbao/setup.toml` generates).
+    pub fn load(dir: &Path) -> Result<Self, FileError> {
+        let name = SIGNING_KEY_FILE;
+        let f: KvFile = parse(name, &read(dir, name)?)?;
+        let key = f.data.key.as_ref().ok_or_else(|| FileError::Unusable {
+            file: name.into(),
+            problem: "data.key is missing".into(),
+        })?;
+        let key = decode_key(name, "key", key)?;
+        let previous_key = match &f.data.previous_key {
+            Some(p) if !p.expose().trim().is_empty() => Some(decode_key(name, "previous_key", p)?),
+            _ => None,
+        };
+        Ok(Self {
+            version: f.version,
+            key,
+            previous_key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWORD: &str = "A1a-hunter2-secret-password";
+
+    fn db_json(version: u64, lease: &str) -> String {
+        format!(
+            r#"{{"username":"v-backend-role-abc-1","password":"{PASSWORD}","host":"127.0.0.1","port":15432,
+"database":"appdb","lease_id":"{lease}","issued_at":"2026-11-28T14:08:20Z","expires_at":"2026-11-28T15:08:20Z","version":{version}}}"#
+        )
+    }
+
+    #[test]
+    fn db_credentials_parse_and_never_print_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(DB_FILE),
+            db_json(3, "database/creds/backend-role/x"),
+        )
+        .unwrap();
+        let c = DbCredentials::load(dir.path(), DB_FILE).unwrap();
+        assert_eq!(c.version, 3);
+        assert_eq!(c.password.expose(), PASSWORD);
+        assert!(!format!("{c:?}").contains(PASSWORD));
+        assert!(!format!("{:?}", c.pg_config("t")).contains(PASSWORD));
+    }
+
+    #[test]
+    fn supersedes_on_higher_version_or_other_lease_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |v, l| {
+            std::fs::write(dir.path().join(DB_FILE), db_json(v, l)).unwrap();
+            DbCredentials::load(dir.path(), DB_FILE).unwrap()
+        };
+        let a = load(2, "lease-a");
+        assert!(load(3, "lease-b").supersedes(&a));
+        assert!(
+            !load(2, "lease-a").supersedes(&a),
+            "a renewal is not a rotation"
+        );
+        assert!(
+            load(1, "lease-c").supersedes(&a),
+            "a restarted sidecar starts at 1 again"
+        );
+    }
+
+    #[test]
+    fn broken_files_are_errors_that_do_not_quote_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            format!("{{\"username\": \"u\", \"password\": \"{PASSWORD}\""),
+            format!("{{\"password\": \"{PASSWORD}\", \"port\": \"{PASSWORD}\"}}"),
+            PASSWORD.to_string(),
+            String::new(),
+            db_json(1, "l").replace("15432", "0"),
+        ];
+        for body in cases {
+            std::fs::write(dir.path().join(DB_FILE), &body).unwrap();
+            let e = DbCredentials::load(dir.path(), DB_FILE).unwrap_err();
+            assert!(!e.to_string().contains(PASSWORD), "{e}");
+            assert!(e.to_string().contains(DB_FILE), "{e}");
+        }
+        assert!(matches!(
+            DbCredentials::load(dir.path(), "absent.json"),
+            Err(FileError::Missing { .. })
+        ));
+        std::fs::write(dir.path().join(DB_FILE), vec![b' '; 100_000]).unwrap();
+        assert!(matches!(
+            DbCredentials::load(dir.path(), DB_FILE),
+            Err(FileError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn signing_keys_are_base64_of_at_least_32_bytes() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let k = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
+        let p = base64::engine::general_purpose::STANDARD.encode([9u8; 64]);
+        let write = |body: String| std::fs::write(dir.path().join(SIGNING_KEY_FILE), body).unwrap();
+        write(format!(
+            r#"{{"version":2,"created_time":"t","data":{{"key":"{k}","previous_key":"{p}"}}}}"#
+        ));
+        let f = SigningKeyFile::load(dir.path()).unwrap();
+        assert_eq!(
+            (
+                f.version,
+                f.key.len(),
+                f.previous_key.as_ref().map(Vec::len)
+            ),
+            (2, 64, Some(64))
+        );
+        assert!(!format!("{f:?}").contains(&k[..10]));
+        write(format!(r#"{{"version":1,"data":{{"key":"{k}"}}}}"#));
+        assert!(SigningKeyFile::load(dir.path())
+            .unwrap()
+            .previous_key
+            .is_none());
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 16]);
+        for bad in [
+            format!(r#"{{"version":1,"data":{{"key":"{short}"}}}}"#),
+            r#"{"version":1,"data":{"key":"not base64 at all!"}}"#.to_string(),
+            r#"{"version":1,"data":{}}"#.to_string(),
+            format!(r#"{{"version":1,"data":{{"key":"{k}","previous_key":"%%%"}}}}"#),
+        ] {
+            write(bad.clone());
+            let e = SigningKeyFile::load(dir.path()).unwrap_err();
+            assert!(matches!(e, FileError::Unusable { .. }), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The zt-sidecar's admin endpoint (docs/contracts.md, contract 3): its
+//! `/status` JSON for `GET /api/zt/status`. It holds no secret values.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long `/status` may take.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest `/status` body accepted.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Client of the sidecar's admin endpoint.
+#[derive(Debug, Clone)]
+pub struct SidecarAdmin {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl SidecarAdmin {
+    /// A client for `base` (e.g. `http://127.0.0.1:15000`).
+    pub fn new(base: &str) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(STATUS_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// `GET /status` as JSON; the error says why not.
+    pub async fn status(&self) -> Result<Value, String> {
+        let resp = self
+            .http
+            .get(format!("{}/status", self.base))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("/status answered {}", resp.status()));
+        }
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > MAX_BODY {
+            return Err("/status body too large".into());
+        }
+        let v: Value =
+            serde_json::from_slice(&body).map_err(|e| format!("/status is not JSON: {e}"))?;
+        if !v.is_object() {
+            return Err("/status is not a JSON object".into());
+        }
+        Ok(v)
+    }
+}

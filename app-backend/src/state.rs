@@ -1,0 +1,290 @@
+//! The application state shared by every worker, the reconcile step that
+//! applies the sidecar's files to it, and the start-up sequence
+//! (migrations → schema check → seed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password::{HashError, PasswordHasher};
+use crate::auth::ratelimit::LoginLimiter;
+use crate::config::Config;
+use crate::db::migrate::{self, MigrateError};
+use crate::db::Database;
+use crate::github::GithubClient;
+use crate::metrics::Metrics;
+use crate::openbao::SecretStore;
+use crate::secrets::{DbCredentials, FileError, SigningKeyFile, DB_FILE, MIGRATOR_FILE};
+use crate::sidecar::SidecarAdmin;
+
+/// Where start-up is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Waiting for `db-migrator.json` (at most `BACKEND_MIGRATOR_WAIT`).
+    WaitingForMigrator,
+    /// Applying migrations.
+    Migrating,
+    /// Waiting for `db.json` and a working pool.
+    WaitingForDatabase,
+    /// The schema is older than this binary needs (migrations did not run).
+    SchemaBehind {
+        /// Version found.
+        have: i64,
+        /// Version needed.
+        need: i64,
+    },
+    /// Inserting the seed users.
+    Seeding,
+    /// Done: requests may be served.
+    Ready,
+}
+
+impl Phase {
+    /// For `/readyz`.
+    pub fn describe(&self) -> String {
+        match self {
+            Phase::WaitingForMigrator => "waiting for db-migrator.json".into(),
+            Phase::Migrating => "applying migrations".into(),
+            Phase::WaitingForDatabase => "waiting for db.json and a working database pool".into(),
+            Phase::SchemaBehind { have, need } => format!(
+                "schema is at version {have}, this binary needs {need}: migrations have not run (is db-migrator.json provided?)"
+            ),
+            Phase::Seeding => "seeding demo users".into(),
+            Phase::Ready => "ok".into(),
+        }
+    }
+}
+
+/// Could not build the state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// argon2 set-up failed.
+    #[error("password hasher: {0}")]
+    Hasher(#[from] HashError),
+    /// An HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Start-up failed for good (the process exits 1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// Migrations failed (after retrying until `BACKEND_MIGRATOR_WAIT`).
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// The migrator file exists but is unusable.
+    #[error("{0}")]
+    MigratorFile(#[from] FileError),
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration.
+    pub config: Config,
+    /// PostgreSQL.
+    pub db: Database,
+    /// JWT keys.
+    pub keys: JwtKeys,
+    /// argon2id.
+    pub hasher: PasswordHasher,
+    /// Failed-login limiter.
+    pub limiter: LoginLimiter,
+    /// OpenBao KV through the sidecar.
+    pub store: SecretStore,
+    /// GitHub.
+    pub github: GithubClient,
+    /// The sidecar's admin endpoint.
+    pub sidecar: SidecarAdmin,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    phase: Mutex<Phase>,
+    file_errors: Mutex<HashMap<&'static str, String>>,
+}
+
+impl AppState {
+    /// Builds the state (computes the dummy password hash: tens of ms).
+    pub fn new(config: Config) -> Result<Self, StateError> {
+        let metrics = Arc::new(Metrics::default());
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Ok(Self {
+            db: Database::new(config.db_pool_size, metrics.clone()),
+            keys: JwtKeys::default(),
+            hasher: PasswordHasher::new(cores)?,
+            limiter: LoginLimiter::new(config.login_max_failures, config.login_failure_window),
+            store: SecretStore::new(config.openbao_proxy.clone(), config.openbao_timeout),
+            github: GithubClient::new(&config.github_api_url, config.github_timeout)?,
+            sidecar: SidecarAdmin::new(&config.sidecar_admin_url)?,
+            metrics,
+            phase: Mutex::new(Phase::WaitingForMigrator),
+            file_errors: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    /// The start-up phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_phase(&self, p: Phase) {
+        let mut cur = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        if *cur != p {
+            tracing::debug!(phase = %p.describe(), "start-up phase");
+            *cur = p;
+        }
+    }
+
+    /// Logs a problem with `file` once (until it changes or clears).
+    fn file_problem(&self, file: &'static str, problem: Option<String>) {
+        let mut errs = self
+            .file_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match problem {
+            Some(p) => {
+                if errs.get(file) != Some(&p) {
+                    tracing::warn!(file, problem = %p, "cannot use secrets file (will retry)");
+                    errs.insert(file, p);
+                }
+            }
+            None => {
+                if errs.remove(file).is_some() {
+                    tracing::info!(file, "secrets file usable again");
+                }
+            }
+        }
+    }
+
+    /// Re-reads `db.json` and `jwt-signing-key.json` and applies what changed.
+    pub async fn reconcile_secrets(&self) {
+        let dir = &self.config.secrets_dir;
+        match DbCredentials::load(dir, DB_FILE) {
+            Ok(c) => match self.db.apply(c).await {
+                Ok(_) => self.file_problem(DB_FILE, None),
+                Err(e) => self.file_problem(
+                    DB_FILE,
+                    Some(format!("new credentials do not work yet: {e}")),
+                ),
+            },
+            // Gone (e.g. the sidecar removed it on shutdown): keep the pool we have.
+            Err(FileError::Missing { .. }) if self.db.version().is_some() => {}
+            Err(e) => self.file_problem(DB_FILE, Some(e.to_string())),
+        }
+        match SigningKeyFile::load(dir) {
+            Ok(f) => {
+                if self.keys.apply(&f) {
+                    tracing::info!(
+                        version = f.version,
+                        previous_key = f.previous_key.is_some(),
+                        "JWT signing key loaded"
+                    );
+                    self.metrics.jwt_key_version.set(f.version);
+                }
+                self.file_problem(crate::secrets::SIGNING_KEY_FILE, None);
+            }
+            Err(FileError::Missing { .. }) if self.keys.loaded() => {}
+            Err(e) => self.file_problem(crate::secrets::SIGNING_KEY_FILE, Some(e.to_string())),
+        }
+    }
+
+    /// Migrations (if `db-migrator.json` appears within the wait), then the
+    /// schema check and the seed through the runtime pool. Returns when the
+    /// backend is ready; an error is fatal.
+    pub async fn startup(&self) -> Result<(), StartupError> {
+        self.run_migrations().await?;
+        self.set_phase(Phase::WaitingForDatabase);
+        let need = migrate::latest_version();
+        let mut last_err = String::new();
+        loop {
+            if self.db.version().is_some() {
+                match migrate::schema_version(&self.db).await {
+                    Ok(have) if have >= need => break,
+                    Ok(have) => {
+                        if self.phase() != (Phase::SchemaBehind { have, need }) {
+                            tracing::error!(have, need, "the database schema is older than this binary needs and no migrator credentials were provided; not ready");
+                        }
+                        self.set_phase(Phase::SchemaBehind { have, need });
+                    }
+                    Err(e) => {
+                        let s = e.to_string();
+                        if s != last_err {
+                            tracing::warn!(error = %s, "cannot read the schema version yet");
+                            last_err = s;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.set_phase(Phase::Seeding);
+        loop {
+            match migrate::seed_users(&self.db, &self.hasher).await {
+                Ok(inserted) => {
+                    if inserted.is_empty() {
+                        tracing::info!("demo users already present");
+                    } else {
+                        tracing::info!(users = ?inserted, "seeded demo users");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "seeding demo users failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        self.set_phase(Phase::Ready);
+        tracing::info!("start-up complete");
+        Ok(())
+    }
+
+    async fn run_migrations(&self) -> Result<(), StartupError> {
+        let wait = self.config.migrator_wait;
+        let deadline = Instant::now() + wait;
+        self.set_phase(Phase::WaitingForMigrator);
+        loop {
+            match DbCredentials::load(&self.config.secrets_dir, MIGRATOR_FILE) {
+                Ok(creds) => {
+                    self.set_phase(Phase::Migrating);
+                    match migrate::migrate(&creds).await {
+                        Ok(r) => {
+                            tracing::info!(applied = ?r.applied, already = ?r.already, user = %creds.username, "schema migrations done (as app_owner)");
+                            return Ok(());
+                        }
+                        Err(e @ MigrateError::Changed { .. }) => return Err(e.into()),
+                        Err(e) if Instant::now() >= deadline => return Err(e.into()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "migration attempt failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                Err(FileError::Missing { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(FileError::Missing { .. }) => {
+                    tracing::warn!(
+                        wait = %humantime::format_duration(wait),
+                        "db-migrator.json did not appear: starting without running migrations (the schema must already be in place; /readyz checks its version)"
+                    );
+                    return Ok(());
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "db-migrator.json unusable; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1064 @@
+//! Every endpoint of the backend against the real stack: devstack (SPIRE,
+//! OpenBao, PostgreSQL) + the real zt-sidecar (files, OpenBao proxy, admin)
+//! + the app-backend binary; GitHub is the local stand-in.
+//!
+//! One stack, many steps (each a function named after what it proves): a
+//! stack costs real servers, and the machine has two cores.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use common::*;
+use github_standin::{Mode, DEMO_REPOS, DEMO_TOKEN, SECOND_TOKEN};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+const SEED: [(&str, &str); 6] = [
+    ("jake", "jake99"),
+    ("amy", "amy99"),
+    ("rosa", "rosa99"),
+    ("terry", "terry99"),
+    ("charles", "charles99"),
+    ("gina", "gina99"),
+];
+
+struct Ctx {
+    // Dropped in this order: the backend before the stack it runs on.
+    backend: Backend,
+    stack: Stack,
+    c: Client,
+    url: String,
+    seen: SecretsSeen,
+    /// Counter for fresh client identities (rate limiting is per client).
+    client_n: u32,
+}
+
+impl Ctx {
+    fn u(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A request as if from a distinct browser behind the frontend.
+    fn fresh_client(&mut self) -> [(&'static str, String); 2] {
+        self.client_n += 1;
+        [
+            (
+                "x-spiffe-peer-id",
+                "spiffe://demo.local/ns/99-apps/sa/frontend".into(),
+            ),
+            (
+                "x-forwarded-for",
+                format!("198.51.100.{}", self.client_n % 250),
+            ),
+        ]
+    }
+
+    fn login(&mut self, user: &str, password: &str) -> String {
+        self.seen.add(password);
+        let t = login(&self.c, &self.url, user, password);
+        self.seen.add(&t);
+        t
+    }
+
+    fn failed_login(&mut self, body: Value) -> (u16, Value) {
+        let mut req = self.c.post(self.u("/api/auth/login")).json(&body);
+        for (k, v) in self.fresh_client() {
+            req = req.header(k, v);
+        }
+        call(req)
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        call(self.c.get(self.u(path)).bearer_auth(token))
+    }
+
+    fn user_id(&self, token: &str) -> i64 {
+        let (s, me) = self.get("/api/auth/me", token);
+        assert_eq!(s, 200, "{me}");
+        me["id"].as_i64().unwrap()
+    }
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "every error has a message: {body}"
+    );
+}
+
+#[test]
+fn the_whole_api_against_the_real_stack() {
+    let stack = Stack::start(Setup::default());
+    let backend = stack.start_backend(
+        "app-backend",
+        &[
+            ("RUST_LOG", "debug"),
+            ("GITHUB_TIMEOUT", "1s"),
+            ("BACKEND_LOGIN_MAX_FAILURES", "5"),
+            ("BACKEND_LOGIN_FAILURE_WINDOW", "10m"),
+        ],
+    );
+    let url = backend.url.clone();
+    let mut ctx = Ctx {
+        stack,
+        backend,
+        c: http(),
+        url,
+        seen: SecretsSeen::default(),
+        client_n: 0,
+    };
+    ctx.seen.add_files(&ctx.stack.layout.secrets_dir);
+    ctx.seen.add(DEMO_TOKEN);
+    ctx.seen.add(SECOND_TOKEN);
+
+    operations_endpoints_answer(&mut ctx);
+    all_six_seed_users_log_in(&mut ctx);
+    failed_logins_look_the_same_whether_or_not_the_user_exists(&mut ctx);
+    registration_validates_and_refuses_duplicates(&mut ctx);
+    sql_injection_is_stored_or_refused_harmlessly(&mut ctx);
+    every_authenticated_endpoint_refuses_bad_tokens(&mut ctx);
+    malformed_requests_get_clear_4xx(&mut ctx);
+    github_configure_repos_user_and_status(&mut ctx);
+    user_a_cannot_touch_user_bs_token(&mut ctx);
+    github_failures_are_mapped(&mut ctx);
+    zt_status_shows_sidecar_and_database_user(&mut ctx);
+    deleting_a_token_removes_every_version_from_openbao(&mut ctx);
+    failed_logins_are_rate_limited_per_client(&mut ctx);
+    audit_log_has_a_row_per_action(&mut ctx);
+    openbao_briefly_down_only_affects_what_needs_it(&mut ctx);
+    no_secret_reaches_the_log(&mut ctx);
+}
+
+fn operations_endpoints_answer(ctx: &mut Ctx) {
+    let r = ctx.c.get(ctx.u("/healthz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "ok\n");
+    let (s, ready) = call(ctx.c.get(ctx.u("/readyz")));
+    assert_eq!(s, 200, "{ready}");
+    assert_eq!(ready["checks"]["database"], "ok");
+    assert_eq!(ready["checks"]["jwt_signing_key"], "ok");
+    let metrics = ctx.c.get(ctx.u("/metrics")).send().unwrap().text().unwrap();
+    for m in [
+        "backend_ready 1",
+        "backend_db_credentials_version 1",
+        "backend_jwt_key_version 1",
+        "backend_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"}",
+    ] {
+        assert!(metrics.contains(m), "{m} missing from /metrics:\n{metrics}");
+    }
+    let (s, doc) = call(ctx.c.get(ctx.u("/api/openapi.json")));
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/auth/me",
+        "/api/github/configure",
+        "/api/github/status",
+        "/api/github/token",
+        "/api/github/repos",
+        "/api/github/user",
+        "/api/zt/status",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/openapi.json",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+fn all_six_seed_users_log_in(ctx: &mut Ctx) {
+    for (user, password) in SEED {
+        let (s, body) = call(
+            ctx.c
+                .post(ctx.u("/api/auth/login"))
+                .json(&json!({"username": user, "password": password})),
+        );
+        assert_eq!(s, 200, "{user}: {body}");
+        assert_eq!(body["token_type"], "bearer");
+        assert_eq!(body["expires_in"], 3600);
+        assert_eq!(body["user"]["username"], user);
+        assert!(body["user"]["email"]
+            .as_str()
+            .unwrap()
+            .ends_with("@99.precinct"));
+        assert!(body["user"]["created_at"].as_str().unwrap().ends_with('Z'));
+        let token = body["access_token"].as_str().unwrap().to_string();
+        ctx.seen.add(&token);
+        ctx.seen.add(password);
+        // The claims the contract names, HS256.
+        let parts: Vec<&str> = token.split('.').collect();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "HS256");
+        assert_eq!(claims["username"], user);
+        assert_eq!(claims["user_id"], body["user"]["id"]);
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            3600
+        );
+        let (s, me) = ctx.get("/api/auth/me", &token);
+        assert_eq!(s, 200);
+        assert_eq!(me, body["user"]);
+    }
+    // Stored as argon2id with the OWASP parameters.
+    let hash = ctx
+        .stack
+        .psql("SELECT password_hash FROM users WHERE username = 'jake'");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+}
+
+fn failed_logins_look_the_same_whether_or_not_the_user_exists(ctx: &mut Ctx) {
+    let mut wrong = Duration::ZERO;
+    let mut unknown = Duration::ZERO;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let (s1, b1) = ctx.failed_login(json!({"username": "jake", "password": "not-jake99"}));
+        wrong += t.elapsed();
+        let t = Instant::now();
+        let (s2, b2) =
+            ctx.failed_login(json!({"username": "adrian-pimento", "password": "not-jake99"}));
+        unknown += t.elapsed();
+        assert_error(s1, &b1, 401, "invalid_credentials");
+        assert_eq!(b1["error"]["message"], "Invalid username or password");
+        assert_eq!(
+            (s1, &b1),
+            (s2, &b2),
+            "same answer for a wrong password and an unknown user"
+        );
+    }
+    // An unknown user still costs an argon2 verification (against a dummy
+    // hash). Without it the answer would come ~100x sooner; the bound is loose.
+    assert!(
+        unknown * 2 >= wrong,
+        "unknown user answered much faster ({unknown:?}) than a wrong password ({wrong:?})"
+    );
+}
+
+fn registration_validates_and_refuses_duplicates(ctx: &mut Ctx) {
+    let (s, body) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&json!({
+        "username": "hitchcock", "email": "Hitchcock@99.precinct", "password": "scully4ever"
+    })));
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["user"]["username"], "hitchcock");
+    assert_eq!(body["user"]["email"], "hitchcock@99.precinct");
+    assert!(body["user"]["id"].as_i64().unwrap() > 6);
+    let t = ctx.login("hitchcock", "scully4ever");
+    let (_, me) = ctx.get("/api/auth/me", &t);
+    assert_eq!(me, body["user"]);
+    // Email is optional.
+    let (s, body) = call(
+        ctx.c
+            .post(ctx.u("/api/auth/register"))
+            .json(&json!({"username": "scully", "password": "hitchcock4ever"})),
+    );
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["user"]["email"], Value::Null);
+
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/auth/register"))
+            .json(&json!({"username": "jake", "password": "another1"})),
+    );
+    assert_error(s, &b, 409, "username_taken");
+    let (s, b) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&json!({
+        "username": "jake2", "email": "JAKE.PERALTA@99.precinct", "password": "another1"
+    })));
+    assert_error(s, &b, 409, "email_taken");
+
+    for (body, field) in [
+        (json!({"username": "ab", "password": "secret"}), "username"),
+        (
+            json!({"username": "x".repeat(51), "password": "secret"}),
+            "username",
+        ),
+        (
+            json!({"username": "Jake", "password": "secret"}),
+            "username",
+        ),
+        (
+            json!({"username": "new_user", "password": "12345"}),
+            "password",
+        ),
+        (
+            json!({"username": "new_user", "email": "nope", "password": "secret"}),
+            "email",
+        ),
+        (json!({"username": "new_user"}), "password"),
+        (json!({"password": "secret"}), "username"),
+        (json!({"username": 5, "password": "secret"}), "username"),
+    ] {
+        let (s, b) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&body));
+        assert_error(s, &b, 422, "validation_failed");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(field),
+            "{body} → {b}"
+        );
+    }
+    assert_eq!(
+        ctx.stack
+            .psql("SELECT count(*) FROM users WHERE username IN ('ab', 'new_user', 'jake2')"),
+        "0"
+    );
+}
+
+fn sql_injection_is_stored_or_refused_harmlessly(ctx: &mut Ctx) {
+    let evil = [
+        "'; DROP TABLE users; --",
+        "' OR '1'='1",
+        "\" OR 1=1 --",
+        "x'); DELETE FROM users; --",
+        "1; UPDATE users SET password_hash = 'x'",
+        "\\'; SELECT pg_sleep(5); --",
+        "a\u{0}b",
+    ];
+    let users_before = ctx.stack.psql("SELECT count(*) FROM users");
+    for e in evil {
+        // Username: refused by validation.
+        let (s, b) = call(
+            ctx.c
+                .post(ctx.u("/api/auth/register"))
+                .json(&json!({"username": e, "password": "secret1"})),
+        );
+        assert_error(s, &b, 422, "validation_failed");
+        // Login with it as username or password: a plain failed login.
+        let (s, b) = ctx.failed_login(json!({"username": e, "password": e}));
+        assert_error(s, &b, 401, "invalid_credentials");
+        let (s, b) = ctx.failed_login(json!({"username": "jake", "password": e}));
+        assert_error(s, &b, 401, "invalid_credentials");
+    }
+    // Passwords and emails are data: stored verbatim, and they work.
+    let password = "'; DROP TABLE users; -- ' OR '1'='1";
+    let email = "o'hara+x');--@evil.example";
+    let (s, b) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&json!({
+        "username": "bobby_tables", "email": email, "password": password
+    })));
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["user"]["email"], email);
+    let t = ctx.login("bobby_tables", password);
+    assert_eq!(ctx.get("/api/auth/me", &t).1["email"], email);
+    // A NUL in a password is just a character.
+    let (s, b) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&json!({
+        "username": "nul_pw", "password": "abc\u{0}def"
+    })));
+    assert_eq!(s, 201, "{b}");
+    ctx.login("nul_pw", "abc\u{0}def");
+    // Injection in the GitHub token and the query string.
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/github/configure"))
+            .bearer_auth(&t)
+            .json(&json!({"token": "ghp_'OR'1'='1"})),
+    );
+    assert_error(s, &b, 400, "github_token_rejected");
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/github/configure"))
+            .bearer_auth(&t)
+            .json(&json!({"token": "x'; DROP TABLE users; --"})),
+    );
+    assert_error(s, &b, 422, "validation_failed");
+    for q in [
+        "page=1;DROP TABLE users",
+        "per_page=1%27%20OR%20%271%27=%271",
+        "page=-1",
+    ] {
+        let (s, b) = ctx.get(&format!("/api/github/repos?{q}"), &t);
+        assert_error(s, &b, 400, "invalid_query");
+    }
+    // Everything is still there.
+    let users_after: i64 = ctx
+        .stack
+        .psql("SELECT count(*) FROM users")
+        .parse()
+        .unwrap();
+    assert_eq!(users_after, users_before.parse::<i64>().unwrap() + 2);
+    assert_eq!(
+        ctx.stack
+            .psql("SELECT count(*) FROM users WHERE password_hash NOT LIKE '$argon2id$%'"),
+        "0"
+    );
+    assert_eq!(ctx.stack.psql("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('users','github_integrations','audit_log')"), "3");
+}
+
+/// (method, path, body) of every endpoint that needs a token.
+fn authenticated_endpoints() -> Vec<(&'static str, &'static str, Option<Value>)> {
+    vec![
+        ("GET", "/api/auth/me", None),
+        (
+            "POST",
+            "/api/github/configure",
+            Some(json!({"token": DEMO_TOKEN})),
+        ),
+        ("GET", "/api/github/status", None),
+        ("DELETE", "/api/github/token", None),
+        ("GET", "/api/github/repos", None),
+        ("GET", "/api/github/user", None),
+        ("GET", "/api/zt/status", None),
+    ]
+}
+
+fn every_authenticated_endpoint_refuses_bad_tokens(ctx: &mut Ctx) {
+    ctx.stack.github.clear_requests();
+    let good = ctx.login("jake", "jake99");
+    let key_file = read_json(&ctx.stack.layout.secrets_dir.join("jwt-signing-key.json"));
+    let key = STANDARD
+        .decode(key_file["data"]["key"].as_str().unwrap())
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let sign = |claims: Value, alg: Algorithm, key: &[u8]| {
+        jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(key)).unwrap()
+    };
+    let jake_id = ctx.user_id(&good);
+    let claims = |iat: i64, exp: i64| json!({"user_id": jake_id, "username": "jake", "iat": iat, "exp": exp});
+    let expired = sign(claims(now - 7200, now - 3600), Algorithm::HS256, &key);
+    let other_key = sign(claims(now, now + 3600), Algorithm::HS256, &[42u8; 64]);
+    let hs512 = sign(claims(now, now + 3600), Algorithm::HS512, &key);
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims(now, now + 3600).to_string())
+    );
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut evil_claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    evil_claims["user_id"] = json!(jake_id + 1);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(evil_claims.to_string()),
+        parts[2]
+    );
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("another key", Some(format!("Bearer {other_key}"))),
+        ("alg none", Some(format!("Bearer {none}"))),
+        ("HS512", Some(format!("Bearer {hs512}"))),
+        ("tampered payload", Some(format!("Bearer {tampered}"))),
+        ("garbage", Some("Bearer not.a.jwt".into())),
+        ("wrong scheme", Some(format!("Basic {good}"))),
+        ("no scheme", Some(good.clone())),
+        ("oversize", Some(format!("Bearer {}", "a".repeat(8000)))),
+    ];
+    for (method, path, body) in authenticated_endpoints() {
+        for (what, auth) in &cases {
+            let mut req = ctx.c.request(method.parse().unwrap(), ctx.u(path));
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let r = req.send().unwrap();
+            assert_eq!(r.status(), 401, "{method} {path} with {what}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
+            let b: Value = r.json().unwrap();
+            assert_eq!(
+                b["error"]["code"], "unauthorized",
+                "{method} {path} with {what}"
+            );
+        }
+    }
+    assert_eq!(
+        ctx.stack.github.requests().len(),
+        0,
+        "refused requests never reach GitHub"
+    );
+}
+
+fn malformed_requests_get_clear_4xx(ctx: &mut Ctx) {
+    let t = ctx.login("jake", "jake99");
+    let post = |path: &str, ctype: &str, body: Vec<u8>| {
+        call(
+            ctx.c
+                .post(ctx.u(path))
+                .bearer_auth(&t)
+                .header("content-type", ctype)
+                .body(body),
+        )
+    };
+    for path in [
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/github/configure",
+    ] {
+        let (s, b) = post(path, "application/json", b"{\"username\": ".to_vec());
+        assert_error(s, &b, 400, "malformed_json");
+        let (s, b) = post(path, "application/json", b"".to_vec());
+        assert_error(s, &b, 400, "malformed_json");
+        let (s, b) = post(path, "application/json", b"not json at all".to_vec());
+        assert_error(s, &b, 400, "malformed_json");
+        let (s, b) = post(path, "application/json", b"[1, 2, 3]".to_vec());
+        assert_error(s, &b, 422, "validation_failed");
+        let (s, b) = post(
+            path,
+            "application/json",
+            b"{\"username\": [], \"password\": {}, \"token\": 7}".to_vec(),
+        );
+        assert_error(s, &b, 422, "validation_failed");
+        let (s, b) = post(path, "text/plain", b"{}".to_vec());
+        assert_error(s, &b, 415, "unsupported_media_type");
+        let big = format!(
+            "{{\"username\": \"{}\", \"password\": \"x\", \"token\": \"x\"}}",
+            "a".repeat(32 * 1024)
+        );
+        let (s, b) = post(path, "application/json", big.into_bytes());
+        assert_error(s, &b, 413, "payload_too_large");
+    }
+    // Chunked oversize body (no Content-Length).
+    let r = ctx
+        .c
+        .post(ctx.u("/api/auth/login"))
+        .header("content-type", "application/json")
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(
+            vec![b' '; 40 * 1024],
+        )))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    for path in [
+        "/nope",
+        "/api",
+        "/api/auth",
+        "/api/github/token/1",
+        "/api/../etc/passwd",
+        "/api/auth/me%00",
+    ] {
+        let (s, b) = call(ctx.c.get(ctx.u(path)).bearer_auth(&t));
+        assert_error(s, &b, 404, "not_found");
+    }
+    for (m, path) in [
+        ("GET", "/api/auth/login"),
+        ("PUT", "/api/auth/me"),
+        ("POST", "/api/github/token"),
+        ("DELETE", "/healthz"),
+    ] {
+        let (s, b) = call(
+            ctx.c
+                .request(m.parse().unwrap(), ctx.u(path))
+                .bearer_auth(&t),
+        );
+        assert_error(s, &b, 405, "method_not_allowed");
+    }
+    for q in [
+        "page=abc",
+        "per_page=1000",
+        "page=0",
+        "per_page=",
+        "page=99999999999999999999",
+    ] {
+        let (s, b) = ctx.get(&format!("/api/github/repos?{q}"), &t);
+        assert_error(s, &b, 400, "invalid_query");
+    }
+}
+
+fn github_configure_repos_user_and_status(ctx: &mut Ctx) {
+    let t = ctx.login("jake", "jake99");
+    let jake = ctx.user_id(&t);
+    let (s, st) = ctx.get("/api/github/status", &t);
+    assert_eq!(
+        (s, &st),
+        (
+            200,
+            &json!({"configured": false, "configured_at": null, "last_accessed": null})
+        )
+    );
+    let (s, b) = ctx.get("/api/github/repos", &t);
+    assert_error(s, &b, 404, "not_configured");
+    let (s, b) = ctx.get("/api/github/user", &t);
+    assert_error(s, &b, 404, "not_configured");
+
+    ctx.stack.github.clear_requests();
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/github/configure"))
+            .bearer_auth(&t)
+            .json(&json!({"token": format!("  {DEMO_TOKEN} ")})),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["configured"], true);
+    assert_eq!(b["github_user"]["login"], "jake-peralta");
+    assert_eq!(b["github_user"]["name"], "Jake Peralta");
+    for k in [
+        "avatar_url",
+        "html_url",
+        "public_repos",
+        "followers",
+        "following",
+        "bio",
+        "company",
+        "location",
+    ] {
+        assert!(b["github_user"].get(k).is_some(), "{k}");
+    }
+    assert!(
+        !b.to_string().contains(DEMO_TOKEN),
+        "the token is never returned"
+    );
+    let reqs = ctx.stack.github.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        (reqs[0].path.as_str(), reqs[0].login.as_deref()),
+        ("/user", Some("jake-peralta"))
+    );
+    // In OpenBao, at the user's own path (read with the root token: the backend has none).
+    let kv = ctx
+        .stack
+        .infra
+        .root_bao()
+        .read(&format!("secret/data/github/users/{jake}"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kv["data"]["data"]["token"], DEMO_TOKEN,
+        "stored trimmed, exactly"
+    );
+    // Not in PostgreSQL.
+    let dump = ctx.stack.psql(
+        "SELECT coalesce((SELECT string_agg(t::text, '|') FROM github_integrations t), '') || \
+                coalesce((SELECT string_agg(a::text, '|') FROM audit_log a), '')",
+    );
+    assert!(
+        dump.contains("auth.login.success"),
+        "the dump covers the audit log"
+    );
+    assert!(!dump.contains("ghp_"), "a GitHub token reached PostgreSQL");
+
+    let (s, st) = ctx.get("/api/github/status", &t);
+    assert_eq!(s, 200);
+    assert_eq!(st["configured"], true);
+    assert!(st["configured_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(st["last_accessed"], Value::Null);
+
+    let (s, p1) = ctx.get("/api/github/repos?per_page=30", &t);
+    assert_eq!(s, 200, "{p1}");
+    assert_eq!(
+        (
+            p1["page"].as_u64(),
+            p1["per_page"].as_u64(),
+            p1["has_next"].as_bool()
+        ),
+        (Some(1), Some(30), Some(true))
+    );
+    let repos = p1["repos"].as_array().unwrap();
+    assert_eq!(repos.len(), 30);
+    let updated: Vec<&str> = repos
+        .iter()
+        .map(|r| r["updated_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = updated.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(updated, sorted, "newest update first");
+    for k in [
+        "name",
+        "full_name",
+        "private",
+        "html_url",
+        "description",
+        "language",
+        "stargazers_count",
+        "updated_at",
+    ] {
+        assert!(repos[0].get(k).is_some(), "{k}");
+    }
+    let (_, p2) = ctx.get("/api/github/repos?page=2&per_page=30", &t);
+    assert_eq!(p2["repos"].as_array().unwrap().len(), DEMO_REPOS - 30);
+    assert_eq!(p2["has_next"], false);
+    assert!(p2["repos"][0]["updated_at"].as_str().unwrap() <= updated[29]);
+    let (_, all) = ctx.get("/api/github/repos?per_page=100", &t);
+    assert_eq!(all["repos"].as_array().unwrap().len(), DEMO_REPOS);
+
+    let (s, profile) = ctx.get("/api/github/user", &t);
+    assert_eq!(s, 200);
+    assert_eq!(profile["login"], "jake-peralta");
+    let (_, st) = ctx.get("/api/github/status", &t);
+    assert!(st["last_accessed"].as_str().is_some(), "{st}");
+    // The backend sent the stored token (Bearer) for every call.
+    for r in ctx.stack.github.requests() {
+        assert_eq!(r.auth, github_standin::AuthScheme::Bearer);
+        assert_eq!(r.login.as_deref(), Some("jake-peralta"));
+    }
+}
+
+fn user_a_cannot_touch_user_bs_token(ctx: &mut Ctx) {
+    let jake_t = ctx.login("jake", "jake99");
+    let amy_t = ctx.login("amy", "amy99");
+    let (jake, amy) = (ctx.user_id(&jake_t), ctx.user_id(&amy_t));
+    let bao = ctx.stack.infra.root_bao();
+    // Amy sees nothing of Jake's, and cannot delete it.
+    assert_eq!(ctx.get("/api/github/status", &amy_t).1["configured"], false);
+    let (s, b) = ctx.get("/api/github/repos", &amy_t);
+    assert_error(s, &b, 404, "not_configured");
+    let (s, b) = call(ctx.c.delete(ctx.u("/api/github/token")).bearer_auth(&amy_t));
+    assert_error(s, &b, 404, "not_configured");
+    assert!(
+        bao.read(&format!("secret/data/github/users/{jake}"))
+            .unwrap()
+            .is_some(),
+        "Jake's token survived Amy's delete"
+    );
+    assert!(bao
+        .read(&format!("secret/metadata/github/users/{amy}"))
+        .unwrap()
+        .is_none());
+    // A token whose user_id claim was changed to Jake's is refused (signature).
+    let parts: Vec<&str> = amy_t.split('.').collect();
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["user_id"] = json!(jake);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    assert_eq!(ctx.get("/api/github/repos", &forged).0, 401);
+    // Amy stores her own: another path, another token; each sees their own repos.
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/github/configure"))
+            .bearer_auth(&amy_t)
+            .json(&json!({"token": SECOND_TOKEN})),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["github_user"]["login"], "amy-santiago");
+    let amy_kv = bao
+        .read(&format!("secret/data/github/users/{amy}"))
+        .unwrap()
+        .unwrap();
+    let jake_kv = bao
+        .read(&format!("secret/data/github/users/{jake}"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(amy_kv["data"]["data"]["token"], SECOND_TOKEN);
+    assert_eq!(jake_kv["data"]["data"]["token"], DEMO_TOKEN);
+    let (_, amy_repos) = ctx.get("/api/github/repos", &amy_t);
+    assert_eq!(amy_repos["repos"].as_array().unwrap().len(), 3);
+    assert!(amy_repos["repos"][0]["full_name"]
+        .as_str()
+        .unwrap()
+        .starts_with("amy-santiago/"));
+    let (_, jake_repos) = ctx.get("/api/github/repos", &jake_t);
+    assert!(jake_repos["repos"][0]["full_name"]
+        .as_str()
+        .unwrap()
+        .starts_with("jake-peralta/"));
+    // Amy removes hers; Jake's is untouched.
+    assert_eq!(
+        ctx.c
+            .delete(ctx.u("/api/github/token"))
+            .bearer_auth(&amy_t)
+            .send()
+            .unwrap()
+            .status(),
+        204
+    );
+    assert!(bao
+        .read(&format!("secret/metadata/github/users/{amy}"))
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        bao.read(&format!("secret/data/github/users/{jake}"))
+            .unwrap()
+            .unwrap()["data"]["data"]["token"],
+        DEMO_TOKEN
+    );
+    // The proxy the backend talks to refuses everything outside the users' paths
+    // (e.g. the signing key), so no request could reach another secret.
+    let sock = &ctx.stack.layout.proxy_socket;
+    let (code, body) = uds_get(sock, "/v1/secret/data/backend/jwt-signing-key");
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = uds_get(
+        sock,
+        "/v1/secret/data/github/users/../../backend/jwt-signing-key",
+    );
+    assert_eq!(code, 403);
+}
+
+/// A raw GET over the proxy socket (like the backend, with no token).
+fn uds_get(sock: &std::path::Path, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: openbao\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+fn github_failures_are_mapped(ctx: &mut Ctx) {
+    let t = ctx.login("jake", "jake99");
+    let gh = &ctx.stack.github;
+    let configure = |token: &str| {
+        call(
+            ctx.c
+                .post(ctx.u("/api/github/configure"))
+                .bearer_auth(&t)
+                .json(&json!({"token": token})),
+        )
+    };
+    // With a stored token (repos and user).
+    let cases = [
+        (Mode::Unauthorized, 502, "github_token_rejected"),
+        (Mode::RateLimited, 502, "github_rate_limited"),
+        (Mode::ServerError, 502, "github_unavailable"),
+        (Mode::Slow(Duration::from_secs(3)), 504, "github_timeout"),
+    ];
+    for (mode, status, code) in cases {
+        gh.set_mode(mode);
+        for path in ["/api/github/repos", "/api/github/user"] {
+            let (s, b) = ctx.get(path, &t);
+            assert_error(s, &b, status, code);
+            assert!(!b.to_string().contains("ghp_"), "{b}");
+        }
+    }
+    // While configuring a new token: GitHub's 401 is the client's mistake (400).
+    gh.set_mode(Mode::Unauthorized);
+    let (s, b) = configure(DEMO_TOKEN);
+    assert_error(s, &b, 400, "github_token_rejected");
+    gh.set_mode(Mode::RateLimited);
+    let (s, b) = configure(DEMO_TOKEN);
+    assert_error(s, &b, 502, "github_rate_limited");
+    gh.set_mode(Mode::ServerError);
+    let (s, b) = configure(DEMO_TOKEN);
+    assert_error(s, &b, 502, "github_unavailable");
+    gh.set_mode(Mode::Slow(Duration::from_secs(3)));
+    let (s, b) = configure(DEMO_TOKEN);
+    assert_error(s, &b, 504, "github_timeout");
+    gh.set_mode(Mode::Normal);
+    let (s, b) = configure("ghp_unknown_to_github");
+    assert_error(s, &b, 400, "github_token_rejected");
+    // None of the failed attempts replaced the stored token.
+    let (s, repos) = ctx.get("/api/github/repos", &t);
+    assert_eq!(s, 200, "{repos}");
+    assert!(repos["repos"][0]["full_name"]
+        .as_str()
+        .unwrap()
+        .starts_with("jake-peralta/"));
+    // GitHub unreachable altogether: a backend pointed at a closed port.
+    let dead = ctx.stack.start_backend(
+        "app-backend-dead-github",
+        &[
+            (
+                "GITHUB_API_URL",
+                &format!("http://127.0.0.1:{}", devstack::free_port().unwrap()),
+            ),
+            ("BACKEND_MIGRATOR_WAIT", "1s"),
+        ],
+    );
+    let (s, b) = call(
+        ctx.c
+            .get(format!("{}/api/github/repos", dead.url))
+            .bearer_auth(&t),
+    );
+    assert_error(s, &b, 502, "github_unavailable");
+}
+
+fn zt_status_shows_sidecar_and_database_user(ctx: &mut Ctx) {
+    let t = ctx.login("rosa", "rosa99");
+    let (s, z) = ctx.get("/api/zt/status", &t);
+    assert_eq!(s, 200, "{z}");
+    assert_eq!(
+        z["sidecar"]["spiffe_id"],
+        "spiffe://demo.local/ns/99-apps/sa/backend"
+    );
+    assert_eq!(z["sidecar"]["ready"], true);
+    let db = ctx.stack.db_file();
+    assert_eq!(
+        z["database"]["current_user"], db["username"],
+        "the pool uses the sidecar's current user"
+    );
+    assert!(z["database"]["current_user"]
+        .as_str()
+        .unwrap()
+        .starts_with("v-backend-role-"));
+    assert!(z["database"]["server_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("15"));
+    assert_eq!(z["backend"]["jwt_key_version"], 1);
+    assert_eq!(z["backend"]["db_credentials_version"], db["version"]);
+    assert!(!z.to_string().contains(db["password"].as_str().unwrap()));
+}
+
+fn deleting_a_token_removes_every_version_from_openbao(ctx: &mut Ctx) {
+    let t = ctx.login("jake", "jake99");
+    let jake = ctx.user_id(&t);
+    let bao = ctx.stack.infra.root_bao();
+    // A second version first.
+    let (s, _) = call(
+        ctx.c
+            .post(ctx.u("/api/github/configure"))
+            .bearer_auth(&t)
+            .json(&json!({"token": DEMO_TOKEN})),
+    );
+    assert_eq!(s, 200);
+    let meta = bao
+        .read(&format!("secret/metadata/github/users/{jake}"))
+        .unwrap()
+        .unwrap();
+    assert!(meta["data"]["current_version"].as_u64().unwrap() >= 2);
+    let r = ctx
+        .c
+        .delete(ctx.u("/api/github/token"))
+        .bearer_auth(&t)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        bao.read(&format!("secret/metadata/github/users/{jake}"))
+            .unwrap()
+            .is_none(),
+        "every version is gone"
+    );
+    assert_eq!(ctx.get("/api/github/status", &t).1["configured"], false);
+    let (s, b) = ctx.get("/api/github/repos", &t);
+    assert_error(s, &b, 404, "not_configured");
+    let (s, b) = call(ctx.c.delete(ctx.u("/api/github/token")).bearer_auth(&t));
+    assert_error(s, &b, 404, "not_configured");
+}
+
+fn failed_logins_are_rate_limited_per_client(ctx: &mut Ctx) {
+    let attacker = [
+        (
+            "x-spiffe-peer-id",
+            "spiffe://demo.local/ns/99-apps/sa/frontend",
+        ),
+        ("x-forwarded-for", "10.9.9.9, 203.0.113.7"),
+    ];
+    let attempt = |password: &str| {
+        let mut req = ctx
+            .c
+            .post(ctx.u("/api/auth/login"))
+            .json(&json!({"username": "terry", "password": password}));
+        for (k, v) in attacker {
+            req = req.header(k, v);
+        }
+        req.send().unwrap()
+    };
+    for i in 0..5 {
+        assert_eq!(attempt(&format!("yoghurt{i}")).status(), 401);
+    }
+    let r = attempt("yoghurt-again");
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&retry), "{retry}");
+    let b: Value = r.json().unwrap();
+    assert_eq!(b["error"]["code"], "rate_limited");
+    // Even the right password waits; another client does not.
+    assert_eq!(attempt("terry99").status(), 429);
+    let (s, _) = ctx.failed_login(json!({"username": "terry", "password": "terry99"}));
+    assert_eq!(s, 200);
+}
+
+fn audit_log_has_a_row_per_action(ctx: &mut Ctx) {
+    let actions = ctx
+        .stack
+        .psql("SELECT string_agg(DISTINCT action, ',' ORDER BY action) FROM audit_log");
+    for a in [
+        "auth.login.failure",
+        "auth.login.success",
+        "auth.register",
+        "github.configure",
+        "github.remove",
+        "github.repos",
+    ] {
+        assert!(
+            actions.split(',').any(|x| x == a),
+            "{a} missing from {actions}"
+        );
+    }
+    let unknown = ctx.stack.psql("SELECT details->>'reason' FROM audit_log WHERE action = 'auth.login.failure' AND details->>'username' = 'adrian-pimento' LIMIT 1");
+    assert_eq!(unknown, "unknown_user");
+    let wrong = ctx.stack.psql("SELECT details->>'reason' FROM audit_log WHERE action = 'auth.login.failure' AND details->>'username' = 'jake' AND user_id IS NOT NULL LIMIT 1");
+    assert_eq!(wrong, "wrong_password");
+    assert_eq!(ctx.stack.psql("SELECT count(*) FROM audit_log WHERE details::text LIKE '%99%' AND action = 'auth.login.success' AND details::text LIKE '%jake99%'"), "0");
+}
+
+fn openbao_briefly_down_only_affects_what_needs_it(ctx: &mut Ctx) {
+    let t = ctx.login("gina", "gina99");
+    let (s, _) = call(
+        ctx.c
+            .post(ctx.u("/api/github/configure"))
+            .bearer_auth(&t)
+            .json(&json!({"token": DEMO_TOKEN})),
+    );
+    assert_eq!(s, 200);
+    ctx.stack.infra.openbao.stop();
+    // No OpenBao needed: still fine.
+    let t2 = ctx.login("charles", "charles99");
+    assert_eq!(ctx.get("/api/auth/me", &t2).0, 200);
+    assert_eq!(ctx.get("/api/github/status", &t).1["configured"], true);
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/auth/register"))
+            .json(&json!({"username": "pimento", "password": "adrian99"})),
+    );
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(ctx.get("/api/zt/status", &t2).0, 200);
+    // OpenBao needed: a clear 503, quickly.
+    let (s, b) = ctx.get("/api/github/repos", &t);
+    assert_error(s, &b, 503, "secret_store_unavailable");
+    ctx.stack.infra.openbao.restart().unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "GitHub repos work again after OpenBao is back",
+        || (ctx.get("/api/github/repos", &t).0 == 200).then_some(()),
+    );
+}
+
+fn no_secret_reaches_the_log(ctx: &mut Ctx) {
+    ctx.seen.add_files(&ctx.stack.layout.secrets_dir);
+    let log = ctx.backend.log();
+    assert!(
+        log.contains("database pool ready"),
+        "the log is being captured"
+    );
+    assert!(log.contains("DEBUG"), "debug logging was on");
+    ctx.seen.assert_absent("the backend's log", &log);
+    assert!(
+        !log.contains("$argon2id$"),
+        "a password hash reached the log"
+    );
+    assert!(
+        !log.contains("\u{1b}["),
+        "no terminal colours in a log file"
+    );
+    // Nor in the stand-in's recorded requests' rendering, nor PostgreSQL.
+    let pg = ctx
+        .stack
+        .psql("SELECT coalesce(string_agg(a::text, '|'), '') FROM audit_log a");
+    ctx.seen.assert_absent("the audit log", &pg);
+}

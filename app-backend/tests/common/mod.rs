@@ -1,0 +1,339 @@
+//! Test harness: the REAL stack (devstack: SPIRE, OpenBao, PostgreSQL), the
+//! REAL zt-sidecar binary registered as the backend workload, the GitHub
+//! stand-in (the one allowed stand-in), and the app-backend binary as a
+//! process, configured through its environment like in production.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use devstack::process::Supervised;
+use devstack::sidecar::{
+    backend_config, install_copy, workspace_binary, BackendLayout, Sidecar, SIDECAR_BIN_ENV,
+};
+use devstack::spire::BACKEND_ID;
+use devstack::{free_port, Devstack, Options};
+use github_standin::GithubStandIn;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::{json, Value};
+
+/// How the stack is set up.
+pub struct Setup {
+    /// (ttl, max_ttl) of both database roles' leases.
+    pub db_ttl: Option<(Duration, Duration)>,
+    /// The sidecar's `rotate_before`.
+    pub rotate_before: &'static str,
+    /// The sidecar's `revoke_grace`.
+    pub revoke_grace: &'static str,
+    /// Start the sidecar (files, proxy) right away.
+    pub start_sidecar: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            db_ttl: None,
+            rotate_before: "10m",
+            revoke_grace: "30s",
+            start_sidecar: true,
+        }
+    }
+}
+
+pub struct Stack {
+    pub sidecar: Option<Sidecar>,
+    pub github: GithubStandIn,
+    pub layout: BackendLayout,
+    pub infra: Devstack,
+    sidecar_binary: PathBuf,
+    sidecar_config: String,
+    /// Kept (not removed) when a test fails.
+    tmp: Option<tempfile::TempDir>,
+    pub dir: PathBuf,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(s) = &self.sidecar {
+                eprintln!("--- sidecar log ---\n{}", tail(&s.log(), 40));
+            }
+            if let Some(t) = self.tmp.take() {
+                eprintln!(
+                    "app-backend tests: kept {} for inspection",
+                    t.keep().display()
+                );
+            }
+        }
+    }
+}
+
+/// A running app-backend process.
+pub struct Backend {
+    pub process: Supervised,
+    pub url: String,
+}
+
+impl Backend {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- app-backend log ({}) ---\n{}",
+                self.process.log_path().display(),
+                tail(&self.log(), 60)
+            );
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Stack {
+    pub fn start(setup: Setup) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("app-backend-test-")
+            .tempdir()
+            .unwrap();
+        let sidecar_bin = workspace_binary("zt-sidecar", SIDECAR_BIN_ENV).expect(
+            "the zt-sidecar binary is needed: `cargo build -p zt-sidecar` (cargo test --workspace builds it)",
+        );
+        let binary = install_copy(&sidecar_bin, dir.path(), "backend").unwrap();
+        let path = dir.path().to_path_buf();
+        let mut opts = Options::default()
+            .register_binary(BACKEND_ID, &binary)
+            .unwrap();
+        if let Some((ttl, max)) = setup.db_ttl {
+            opts.db_ttls = vec![
+                ("backend-role".into(), ttl, max),
+                ("backend-migrator".into(), ttl, max),
+            ];
+        }
+        let infra = Devstack::start(opts).expect("devstack");
+        let layout = BackendLayout::new(&dir.path().join("run")).unwrap();
+        let sidecar_config =
+            backend_config(&infra, &layout, setup.rotate_before, setup.revoke_grace, "");
+        let github = GithubStandIn::start().unwrap();
+        let mut s = Self {
+            sidecar: None,
+            github,
+            layout,
+            infra,
+            sidecar_binary: binary,
+            sidecar_config,
+            tmp: Some(dir),
+            dir: path,
+        };
+        if setup.start_sidecar {
+            s.start_sidecar();
+        }
+        s
+    }
+
+    pub fn start_sidecar(&mut self) {
+        let mut sidecar = Sidecar::start(
+            "backend-sidecar",
+            &self.sidecar_binary,
+            &self.dir,
+            &self.sidecar_config,
+            self.layout.admin,
+        )
+        .unwrap();
+        if let Err(e) = sidecar.wait_ready(Duration::from_secs(60)) {
+            panic!(
+                "sidecar not ready: {e:#}\n--- sidecar log ---\n{}",
+                tail(&sidecar.log(), 60)
+            );
+        }
+        self.sidecar = Some(sidecar);
+    }
+
+    pub fn sidecar(&self) -> &Sidecar {
+        self.sidecar.as_ref().expect("sidecar started")
+    }
+
+    /// The environment `make up` gives the backend, for this stack.
+    pub fn backend_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "ZT_SECRETS_DIR".into(),
+                self.layout.secrets_dir.display().to_string(),
+            ),
+            (
+                "ZT_OPENBAO_PROXY".into(),
+                format!("unix:{}", self.layout.proxy_socket.display()),
+            ),
+            (
+                "ZT_SIDECAR_ADMIN_URL".into(),
+                format!("http://{}", self.layout.admin),
+            ),
+            ("GITHUB_API_URL".into(), self.github.url().to_string()),
+        ]
+    }
+
+    /// Starts the backend binary with `backend_env()` plus `extra`, without waiting.
+    pub fn spawn_backend(&self, name: &str, extra: &[(&str, &str)]) -> Backend {
+        let port = free_port().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-backend"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("BACKEND_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info");
+        for (k, v) in self.backend_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let process = Supervised::spawn(name, cmd, &self.dir.join(format!("{name}.log"))).unwrap();
+        Backend {
+            process,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Starts the backend and waits for `/readyz` 200.
+    pub fn start_backend(&self, name: &str, extra: &[(&str, &str)]) -> Backend {
+        let mut b = self.spawn_backend(name, extra);
+        wait_ready(&mut b, Duration::from_secs(120));
+        b
+    }
+
+    pub fn psql(&self, sql: &str) -> String {
+        self.infra
+            .postgres
+            .psql("appdb", sql)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn db_file(&self) -> Value {
+        read_json(&self.layout.secrets_dir.join("db.json"))
+    }
+
+    /// Forces a make-before-break rotation of `db` through the sidecar's admin API.
+    pub fn force_rotation(&self) {
+        let r = http()
+            .post(format!("http://{}/rotate/db", self.layout.admin))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+    }
+}
+
+pub fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+pub fn wait_ready(b: &mut Backend, timeout: Duration) {
+    let url = format!("{}/readyz", b.url);
+    let c = http();
+    let res = b.process.wait_ready(timeout, || match c.get(&url).send() {
+        Ok(r) if r.status() == 200 => Ok(()),
+        Ok(r) => Err(format!("{} {}", r.status(), r.text().unwrap_or_default())),
+        Err(e) => Err(e.to_string()),
+    });
+    if let Err(e) = res {
+        panic!(
+            "backend not ready: {e}\n--- log ---\n{}",
+            tail(&b.log(), 60)
+        );
+    }
+}
+
+pub fn http() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(4)
+        .build()
+        .unwrap()
+}
+
+/// `(status, JSON body or Null)`.
+pub fn call(req: RequestBuilder) -> (u16, Value) {
+    let r: Response = req.send().unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Logs in; the access token.
+pub fn login(c: &Client, url: &str, user: &str, password: &str) -> String {
+    let (s, body) = call(
+        c.post(format!("{url}/api/auth/login"))
+            .json(&json!({"username": user, "password": password})),
+    );
+    assert_eq!(s, 200, "login {user}: {body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every secret value seen during a test, to prove none reached a log.
+#[derive(Default)]
+pub struct SecretsSeen(BTreeSet<String>);
+
+impl SecretsSeen {
+    pub fn add(&mut self, s: &str) {
+        if s.len() >= 6 {
+            self.0.insert(s.to_string());
+        }
+    }
+
+    /// Passwords of every credentials file and the signing keys, now.
+    pub fn add_files(&mut self, secrets_dir: &Path) {
+        for name in ["db.json", "db-migrator.json"] {
+            if let Ok(b) = std::fs::read(secrets_dir.join(name)) {
+                let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                if let Some(p) = v["password"].as_str() {
+                    self.add(p);
+                }
+            }
+        }
+        if let Ok(b) = std::fs::read(secrets_dir.join("jwt-signing-key.json")) {
+            let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+            for k in ["key", "previous_key"] {
+                if let Some(p) = v["data"][k].as_str() {
+                    self.add(p);
+                }
+            }
+        }
+    }
+
+    /// Panics naming the kind of secret (never the secret) found in `text`.
+    pub fn assert_absent(&self, what: &str, text: &str) {
+        assert!(!self.0.is_empty());
+        for s in &self.0 {
+            if text.contains(s.as_str()) {
+                panic!(
+                    "a secret ({} chars, starting {:?}) appears in {what}",
+                    s.len(),
+                    &s[..3]
+                );
+            }
+        }
+    }
+}
