@@ -191,6 +191,7 @@ pub fn error_page(
             nav: Vec::new(),
             flash: None,
             noscript_refresh: None,
+            account_links: false,
         },
         status: status.as_u16(),
         heading: heading.to_string(),

@@ -79,6 +79,9 @@ pub struct Layout {
     pub flash: Option<Flash>,
     /// Without JavaScript, reload the page every this many seconds.
     pub noscript_refresh: Option<u32>,
+    /// Signed out: offer "Sign in" / "Create account" (error pages, which
+    /// do not know who is asking, show neither).
+    pub account_links: bool,
 }
 
 /// Per-request page context: builds [`Layout`]s and the response (setting
@@ -123,6 +126,7 @@ impl<'a> Page<'a> {
                 .collect(),
             flash: None,
             noscript_refresh: None,
+            account_links: true,
         }
     }
 

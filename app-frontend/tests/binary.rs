@@ -86,7 +86,7 @@ fn serves_with_defaults_for_the_rest_and_drains_on_sigterm() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .env("FRONTEND_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

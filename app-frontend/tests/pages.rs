@@ -410,7 +410,8 @@ async fn register_signs_in_and_reports_each_problem_clearly() {
     let page = c.get("/register").await;
     let csrf = page.csrf();
     let calls = site.backend.api_calls();
-    let bad: [(&[(&str, &str)], u16, &str); 7] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+    let bad: [Case; 7] = [
         (
             &[
                 ("username", ""),

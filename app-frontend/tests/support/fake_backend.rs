@@ -183,16 +183,24 @@ fn user_json(name: &str, (id, _, email): &(i64, String, Option<String>)) -> Valu
     json!({"id": id, "username": name, "email": email, "created_at": "2026-11-01T09:00:00Z"})
 }
 
+fn in_secs(secs: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(secs))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
 fn zt_status(s: &FakeState) -> Value {
     json!({
         "sidecar": {
             "spiffe_id": "spiffe://demo.local/ns/99-apps/sa/backend",
             "ready": true,
-            "svid": {"expires_at": "2099-01-01T00:00:00Z", "serial": "5f3a9c", "rotations": 1},
-            "token": {"expires_at": "2099-01-01T00:00:00Z", "ttl_seconds": 3300, "policies": ["backend", "default"], "renewals": 3, "logins": 1},
+            "svid": {"expires_at": in_secs(2950), "serial": "5f3a9c", "rotations": 1},
+            "token": {"expires_at": in_secs(3300), "ttl_seconds": 3300, "policies": ["backend", "default"], "renewals": 3, "logins": 1},
             "secrets": [
                 {"name": "db", "kind": "database", "role": "backend-role", "username": s.db_user,
-                 "lease_id": "database/creds/backend-role/abc", "expires_at": "2099-01-01T00:00:00Z",
+                 "lease_id": "database/creds/backend-role/abc", "expires_at": in_secs(1800),
                  "version": s.db_rotations + 1, "rotations": s.db_rotations, "renewals": 2, "ready": true},
                 {"name": "jwt-signing-key", "kind": "kv", "path": "secret/backend/jwt-signing-key", "version": 1, "ready": true}
             ],
@@ -214,7 +222,7 @@ fn frontend_sidecar_status() -> Value {
     json!({
         "spiffe_id": "spiffe://demo.local/ns/99-apps/sa/frontend",
         "ready": true,
-        "svid": {"expires_at": "2099-01-01T00:00:00Z", "serial": "77aa01", "rotations": 0},
+        "svid": {"expires_at": in_secs(3100), "serial": "77aa01", "rotations": 0},
         "token": null, "secrets": [], "proxy": null,
         "mtls": {"inbound": [], "outbound": [{"listen": "127.0.0.1:15001", "upstream": "127.0.0.1:8443",
                  "server_id": "spiffe://demo.local/ns/99-apps/sa/backend", "accepted": 12}]}

@@ -3,6 +3,7 @@
 //! a capture of everything the frontend logs (to prove secrets stay out).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_backend;
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use app_frontend::FrontendConfig;
 
-pub use fake_backend::{FakeBackend, GOOD_GITHUB_TOKEN_PREFIX};
+pub use fake_backend::FakeBackend;
 
 /// Everything the frontend logged in this test process.
 #[derive(Clone, Default)]
