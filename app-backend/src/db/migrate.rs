@@ -60,7 +60,7 @@ REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM app_runtime;
 #[non_exhaustive]
 pub enum MigrateError {
     /// Connecting or a statement failed.
-    #[error("migration failed: {0}")]
+    #[error("migration failed: {}", crate::db::pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
     /// An applied migration's text differs from the embedded one.
     #[error("migration {version} ({name}) was changed after it was applied (checksum {applied} in the database, {embedded} in this binary); add a new migration instead")]

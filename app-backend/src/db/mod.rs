@@ -45,13 +45,13 @@ pub enum DbError {
     #[error("no database credentials loaded yet")]
     NotReady,
     /// No connection could be had (timeout, server unreachable, login refused).
-    #[error("no database connection: {0}")]
+    #[error("no database connection: {}", pool_message(.0))]
     Pool(#[from] PoolError),
     /// The pool could not be built (a programming error: no runtime).
     #[error("cannot build a database pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
     /// The statement failed.
-    #[error("query failed: {0}")]
+    #[error("query failed: {}", pg_message(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 
@@ -70,6 +70,23 @@ impl DbError {
             DbError::Query(e) => e.as_db_error().and_then(|d| d.constraint()),
             _ => None,
         }
+    }
+}
+
+/// tokio-postgres prints a server error as just "db error": add the
+/// SQLSTATE and PostgreSQL's message (never its DETAIL, which can quote
+/// row values).
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
+        None => e.to_string(),
+    }
+}
+
+fn pool_message(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(pg) => format!("cannot connect: {}", pg_message(pg)),
+        other => other.to_string(),
     }
 }
 

@@ -268,6 +268,14 @@ pub fn call(req: RequestBuilder) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Like [`call`], `None` when nothing answers (yet).
+pub fn try_call(req: RequestBuilder) -> Option<(u16, Value)> {
+    let r: Response = req.send().ok()?;
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
 /// Logs in; the access token.
 pub fn login(c: &Client, url: &str, user: &str, password: &str) -> String {
     let (s, body) = call(

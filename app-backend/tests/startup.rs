@@ -1,0 +1,248 @@
+//! Start-up and configuration: exit 64 on bad configuration, readiness
+//! before and after the sidecar's files appear, migrations as the owner role
+//! (idempotent, tamper-evident), starting without migrator credentials, the
+//! runtime role's limits, graceful shutdown — on the real stack.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+fn run_with(env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-backend"));
+    cmd.env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_variable() {
+    for (key, value) in [
+        ("BACKEND_LISTEN", "not-an-address"),
+        ("ZT_OPENBAO_PROXY", "http://192.0.2.1:8200"),
+        ("ZT_SIDECAR_ADMIN_URL", "file:///etc/passwd"),
+        ("GITHUB_API_URL", "api.github.com"),
+        ("GITHUB_TIMEOUT", "forever"),
+        ("BACKEND_DB_POOL_SIZE", "0"),
+        ("BACKEND_LOGIN_MAX_FAILURES", "-1"),
+        ("BACKEND_LOG_FORMAT", "yaml"),
+    ] {
+        let out = run_with(&[(key, value)]);
+        assert_eq!(out.status.code(), Some(64), "{key}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(&format!("invalid configuration: {key}: ")),
+            "{key}={value}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn a_taken_listen_address_exits_1_naming_the_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_with(&[
+        ("BACKEND_LISTEN", &addr),
+        ("ZT_SECRETS_DIR", dir.path().to_str().unwrap()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr} (BACKEND_LISTEN)")),
+        "{err}"
+    );
+}
+
+fn readyz(b: &Backend) -> (u16, Value) {
+    call(http().get(format!("{}/readyz", b.url)))
+}
+
+fn pg<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
+    let mut stack = Stack::start(Setup {
+        start_sidecar: false,
+        ..Setup::default()
+    });
+
+    // 1. Before the sidecar: alive, not ready, and says why.
+    let early = stack.spawn_backend("early", &[("BACKEND_MIGRATOR_WAIT", "120s")]);
+    eventually(
+        Duration::from_secs(30),
+        "the early backend answers /healthz",
+        || {
+            http()
+                .get(format!("{}/healthz", early.url))
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)
+        },
+    );
+    let (s, r) = readyz(&early);
+    assert_eq!(s, 503, "{r}");
+    assert_eq!(r["ready"], false);
+    assert_eq!(
+        r["checks"]["jwt_signing_key"],
+        "waiting for jwt-signing-key.json"
+    );
+    assert_eq!(r["checks"]["startup"], "waiting for db-migrator.json");
+    assert_eq!(
+        r["checks"]["database"],
+        "no database credentials loaded yet"
+    );
+
+    // 2. The sidecar writes the files (into a folder that did not exist):
+    //    migrations run as app_owner, the seed goes in, the backend is ready.
+    stack.start_sidecar();
+    let mut early = early;
+    wait_ready(&mut early, Duration::from_secs(120));
+    let log = early.log();
+    assert!(log.contains("applied migration"), "{log}");
+    assert!(log.contains("seeded demo users"), "{log}");
+    assert_eq!(stack.psql("SELECT string_agg(tableowner, ',') FROM (SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public') t"), "app_owner");
+    assert_eq!(stack.psql("SELECT count(*) FROM users WHERE username IN ('jake','amy','rosa','terry','charles','gina')"), "6");
+    assert_eq!(
+        stack.psql("SELECT version || ':' || name FROM schema_migrations"),
+        "1:initial_schema"
+    );
+
+    // 3. The runtime user has DML only: no DDL, no writes to schema_migrations.
+    let db = stack.db_file();
+    pg(async {
+        let conn = format!(
+            "host={} port={} user={} password={} dbname={}",
+            db["host"].as_str().unwrap(),
+            db["port"],
+            db["username"].as_str().unwrap(),
+            db["password"].as_str().unwrap(),
+            db["database"].as_str().unwrap()
+        );
+        let (c, task) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(task);
+        assert!(c.query_one("SELECT count(*) FROM users", &[]).await.is_ok());
+        assert!(c
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await
+            .is_ok());
+        for ddl in [
+            "CREATE TABLE evil (id int)",
+            "DROP TABLE users",
+            "ALTER TABLE users ADD COLUMN x int",
+            "DELETE FROM schema_migrations",
+            "UPDATE schema_migrations SET checksum = 'x'",
+        ] {
+            let e = c.batch_execute(ddl).await.unwrap_err();
+            assert_eq!(
+                e.code(),
+                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                "{ddl}: {e:?}"
+            );
+        }
+    });
+
+    // 4. A second start on the same database changes nothing.
+    let mut second = stack.start_backend("second", &[]);
+    let log = second.log();
+    assert!(log.contains("applied=[] already=[1]"), "{log}");
+    assert!(log.contains("demo users already present"), "{log}");
+    assert_eq!(stack.psql("SELECT count(*) FROM schema_migrations"), "1");
+    assert_eq!(stack.psql("SELECT count(*) FROM users"), "6");
+
+    // 5. No migrator credentials and a schema that is behind: not ready,
+    //    saying so; ready as soon as the schema is there.
+    let saved =
+        stack.psql("SELECT version || '|' || name || '|' || checksum FROM schema_migrations");
+    let nomig = stack.dir.join("nomig");
+    std::fs::create_dir_all(&nomig).unwrap();
+    for f in ["db.json", "jwt-signing-key.json"] {
+        std::fs::copy(stack.layout.secrets_dir.join(f), nomig.join(f)).unwrap();
+    }
+    stack.psql("DELETE FROM schema_migrations");
+    let mut behind = stack.spawn_backend(
+        "behind",
+        &[
+            ("ZT_SECRETS_DIR", nomig.to_str().unwrap()),
+            ("BACKEND_MIGRATOR_WAIT", "1s"),
+        ],
+    );
+    let r = eventually(
+        Duration::from_secs(60),
+        "readyz reports the schema version",
+        || {
+            let (s, r) = try_call(http().get(format!("{}/readyz", behind.url)))?;
+            (s == 503
+                && r["checks"]["startup"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("schema is at version 0, this binary needs 1")))
+            .then_some(r)
+        },
+    );
+    assert_eq!(r["checks"]["database"], "ok");
+    assert!(behind.log().contains("db-migrator.json did not appear"));
+    let parts: Vec<&str> = saved.split('|').collect();
+    stack.psql(&format!(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
+        parts[0], parts[1], parts[2]
+    ));
+    wait_ready(&mut behind, Duration::from_secs(30));
+    drop(behind);
+
+    // 6. An applied migration edited afterwards: refuse to start (exit 1).
+    stack.psql("UPDATE schema_migrations SET checksum = 'tampered'");
+    let mut tampered = stack.spawn_backend("tampered", &[]);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = tampered.process.exited() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "a tampered migration did not stop the backend"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        tampered.log().contains("was changed after it was applied"),
+        "{}",
+        tampered.log()
+    );
+    stack.psql(&format!(
+        "UPDATE schema_migrations SET checksum = '{}'",
+        parts[2]
+    ));
+
+    // 7. SIGTERM: a clean exit.
+    second.process.signal(Signal::SIGTERM);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = second.process.exited() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no exit within the shutdown grace"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(second.log().contains("app-backend stopped"));
+    drop(early);
+}
