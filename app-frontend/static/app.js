@@ -3,6 +3,7 @@
 //  - [data-copy] buttons copy their value
 //  - #zt-panel[data-refresh-url] reloads its content every data-refresh-ms
 //  - input[data-instant-filter] hides non-matching rows of the current page
+//  - img[data-avatar] that cannot load gives way to the initial next to it
 (function () {
   "use strict";
 
@@ -103,7 +104,19 @@
     });
   }
 
+  function avatarFallback() {
+    document.querySelectorAll("img[data-avatar]").forEach(function (img) {
+      var swap = function () {
+        img.hidden = true;
+        if (img.nextElementSibling) img.nextElementSibling.hidden = false;
+      };
+      if (img.complete && img.naturalWidth === 0) swap();
+      else img.addEventListener("error", swap);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    avatarFallback();
     tick();
     setInterval(tick, 1000);
     wireCopyButtons(document);

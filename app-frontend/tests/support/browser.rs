@@ -186,15 +186,22 @@ impl Browser {
         }
     }
 
-    /// Text of the first element matching `css`.
+    /// Visible text of the first element matching `css` (read in one
+    /// script call, so a panel swapped by the page's own script in between
+    /// cannot leave a stale element reference).
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
+        let v = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null;",
+                vec![json!(css)],
+            )
             .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+            .unwrap();
+        match v {
+            Value::String(s) => s,
+            _ => panic!("no element matches {css} on {}", self.path().await),
+        }
     }
 
     /// The whole page's visible text.
