@@ -413,12 +413,21 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
             d.ports.backend_inbound
         );
         let mut probe = start_probe(&d.state.join("bin/backend/zt-sidecar"), scratch.path(), "allowlist-probe", &cfg)?;
-        let mut code = 0;
+        // The probe's listener needs a moment; then the backend sidecar ends
+        // the TLS session with an alert, so the request gets no HTTP answer.
+        let mut answer = None;
         for _ in 0..50 {
-            if let Ok(mut r) = d.http.get(&format!("http://127.0.0.1:{out_port}/api/auth/me")).call() {
-                code = r.status().as_u16();
-                let _ = r.body_mut().read_to_string();
-                break;
+            match d.http.get(&format!("http://127.0.0.1:{out_port}/api/auth/me")).call() {
+                Ok(mut r) => {
+                    let _ = r.body_mut().read_to_string();
+                    answer = Some(format!("HTTP {}", r.status().as_u16()));
+                    break;
+                }
+                Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(e) => {
+                    answer = Some(format!("no HTTP answer ({e})"));
+                    break;
+                }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -428,10 +437,11 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|t| t.lines().rev().find(|l| l.contains("refused mTLS peer") && l.contains(BACKEND_ID)).map(str::to_string))
             .context("the backend sidecar logged no refusal")?;
-        if code == 200 {
+        let answer = answer.unwrap_or_else(|| "no answer".into());
+        if answer == "HTTP 200" {
             bail!("a non-allowed identity got a 200 from the backend");
         }
-        evidence("non-allowed peer → backend mTLS:", format!("HTTP {code}; backend sidecar log: {}", refusal.trim()));
+        evidence("non-allowed peer → backend mTLS:", format!("{answer}; backend sidecar log: {}", refusal.trim()));
         // (c) this very process is not registered.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let r = rt.block_on(async {
