@@ -340,7 +340,10 @@ fn sidecar_configs_are_accepted_by_zt_sidecar_and_match_the_pods() {
         // The admin listener stays on loopback; the kubelet probes it through
         // `zt-sidecar probe --config <the mounted config>` (exec).
         let admin = c.pointer("/admin/listen").and_then(Value::as_str).unwrap();
-        assert!(admin.starts_with("127.0.0.1:"), "{deploy}: admin.listen {admin} must be loopback");
+        assert!(
+            admin.starts_with("127.0.0.1:"),
+            "{deploy}: admin.listen {admin} must be loopback"
+        );
         for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
             let cmd: Vec<&str> = sidecar[probe]["exec"]["command"]
                 .as_array()
@@ -348,8 +351,20 @@ fn sidecar_configs_are_accepted_by_zt_sidecar_and_match_the_pods() {
                 .iter()
                 .filter_map(Value::as_str)
                 .collect();
-            assert_eq!(&cmd[..4], ["/usr/local/bin/zt-sidecar", "probe", "--config", "/etc/zt/sidecar.toml"], "{deploy}: {probe}");
-            assert_eq!(sidecar["args"][2], "/etc/zt/sidecar.toml", "{deploy}: the probe reads the config the sidecar runs with");
+            assert_eq!(
+                &cmd[..4],
+                [
+                    "/usr/local/bin/zt-sidecar",
+                    "probe",
+                    "--config",
+                    "/etc/zt/sidecar.toml"
+                ],
+                "{deploy}: {probe}"
+            );
+            assert_eq!(
+                sidecar["args"][2], "/etc/zt/sidecar.toml",
+                "{deploy}: the probe reads the config the sidecar runs with"
+            );
         }
     }
     // The backend: OpenBao role bound to its ID; files for its group; mTLS allow-list.
