@@ -54,3 +54,6 @@ bench-sidecar: ## zt-sidecar vs OpenBao Agent: RSS, time to first file, idle CPU
 
 bench-mtls: ## Latency/throughput: direct vs through the two mTLS sidecars (wrk)
 	@bash scripts/bench.sh mtls
+
+bench-backend: ## Backend: login p50/p99 (argon2id) and GET /api/auth/me req/s (wrk) on the real stack
+	@bash scripts/bench-backend.sh
