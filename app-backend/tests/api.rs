@@ -130,6 +130,7 @@ fn the_whole_api_against_the_real_stack() {
     user_a_cannot_touch_user_bs_token(&mut ctx);
     github_failures_are_mapped(&mut ctx);
     zt_status_shows_sidecar_and_database_user(&mut ctx);
+    terminated_sessions_are_replaced_without_failing_a_request(&mut ctx);
     deleting_a_token_removes_every_version_from_openbao(&mut ctx);
     failed_logins_are_rate_limited_per_client(&mut ctx);
     audit_log_has_a_row_per_action(&mut ctx);
@@ -907,6 +908,59 @@ fn zt_status_shows_sidecar_and_database_user(ctx: &mut Ctx) {
     assert_eq!(z["backend"]["jwt_key_version"], 1);
     assert_eq!(z["backend"]["db_credentials_version"], db["version"]);
     assert!(!z.to_string().contains(db["password"].as_str().unwrap()));
+}
+
+/// PostgreSQL ends all the backend's sessions (what a revocation does to the
+/// old user's) while clients keep calling: dead connections are dropped and a
+/// query that hit one is retried once on a fresh one; no request fails.
+fn terminated_sessions_are_replaced_without_failing_a_request(ctx: &mut Ctx) {
+    let t = ctx.login("amy", "amy99");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, t, stop) = (ctx.url.clone(), t.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let c = http();
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (s, b) = call(c.get(format!("{url}/api/github/status")).bearer_auth(&t));
+                    if s == 200 {
+                        ok += 1;
+                    } else {
+                        failed.push(format!("{s} {b}"));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    // Each round is one event like a revocation; rounds are further apart
+    // than it takes to open a connection (SCRAM is slow in debug builds).
+    let mut killed = 0;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(1000));
+        killed += ctx
+            .stack
+            .psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'app-backend'")
+            .parse::<u32>()
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.join().unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(killed >= 5, "sessions were terminated ({killed})");
+    assert!(ok > 50, "the load was real ({ok})");
+    assert!(
+        failed.is_empty(),
+        "{} requests failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
 }
 
 fn deleting_a_token_removes_every_version_from_openbao(ctx: &mut Ctx) {

@@ -11,7 +11,9 @@
 //! The sidecar revokes the old user `revoke_grace` (30 s) after writing the
 //! new file, terminating its sessions; by then new work runs on the new pool.
 //! A query whose session was terminated anyway (or a request that picked the
-//! old pool just as it closed) is retried once on the current pool.
+//! old pool just as it closed) is retried once on the current pool, on a
+//! connection opened for it (the idle ones are dropped: they were most likely
+//! ended too).
 
 pub mod migrate;
 pub mod queries;
@@ -267,7 +269,19 @@ impl Database {
             Ok(v) => Ok(v),
             Err(e) if is_session_lost(&e) => {
                 self.metrics.db_query_retries.inc();
-                tracing::info!(error = %e, "database session lost (e.g. ended by a credential rotation); retrying once on a fresh connection");
+                // A revocation or restart ends every session at once, and an
+                // idle connection may not have noticed yet: drop the idle ones
+                // so the retry runs on a connection opened now.
+                let dropped = self
+                    .current
+                    .load_full()
+                    .map(|entry| entry.pool.retain(|_, _| false).removed.len())
+                    .unwrap_or(0);
+                tracing::info!(
+                    error = %pg_message(&e),
+                    idle_connections_dropped = dropped,
+                    "database session lost (e.g. ended by a credential rotation); retrying once on a fresh connection"
+                );
                 let client = self.client().await?;
                 Ok(f(client).await?)
             }
