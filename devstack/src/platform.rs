@@ -178,21 +178,31 @@ pub struct Platform {
     tmp: Option<tempfile::TempDir>,
 }
 
-fn http_ok(url: &str) -> Result<(), String> {
-    let resp = ureq::get(url)
+/// `GET url` (no redirects, 3 s): `Ok("HTTP <code>")` for 2xx/3xx, else the
+/// status and the start of the body, or the transport error.
+pub fn http_check(url: &str) -> Result<String, String> {
+    let mut resp = ureq::get(url)
         .config()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(3)))
         .build()
         .call()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{url}: {e}"))?;
     let code = resp.status().as_u16();
     if (200..400).contains(&code) {
-        Ok(())
+        Ok(format!("HTTP {code}"))
     } else {
-        Err(format!("{url} answered {code}"))
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        Err(format!(
+            "{url}: HTTP {code} {}",
+            body.chars().take(120).collect::<String>()
+        ))
     }
+}
+
+fn http_ok(url: &str) -> Result<(), String> {
+    http_check(url).map(|_| ())
 }
 
 impl Platform {

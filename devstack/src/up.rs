@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use devstack::platform::{GithubApi, Platform, PlatformOptions, PlatformPorts};
+use devstack::platform::{http_check, GithubApi, Platform, PlatformOptions, PlatformPorts};
 use devstack::tools::Tools;
 use devstack::Options;
 use serde_json::{json, Value};
@@ -160,26 +160,7 @@ pub fn status(state: &Path) -> anyhow::Result<()> {
     let info: Value = serde_json::from_slice(&std::fs::read(info_file(state))?)?;
     let ports = PlatformPorts::FIXED;
     let tools = Tools::locate()?;
-    let http = |url: String| -> Result<String, String> {
-        let mut r = ureq::get(&url)
-            .config()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(3)))
-            .build()
-            .call()
-            .map_err(|e| e.to_string())?;
-        let code = r.status().as_u16();
-        let body = r.body_mut().read_to_string().unwrap_or_default();
-        if (200..400).contains(&code) {
-            Ok(format!("HTTP {code}"))
-        } else {
-            Err(format!(
-                "HTTP {code} {}",
-                body.chars().take(120).collect::<String>()
-            ))
-        }
-    };
+    let http = |url: String| http_check(&url);
     let tcp = |port: u16| -> Result<String, String> {
         std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
             .map(|_| "accepting connections".to_string())

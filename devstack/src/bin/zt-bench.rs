@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use devstack::bench::{cores, cpu_secs, machine_line, rss_kib, which, write_result, Wrk};
 use devstack::process::Supervised;
 use devstack::sidecar::{backend_config, install_copy, workspace_binary, BackendLayout, Sidecar};
 use devstack::spire::{BACKEND_ID, FRONTEND_ID};
@@ -64,47 +65,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
 fn header(title: &str) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let date = Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d %H:%M UTC")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    format!("# {title}\n\nMachine: {} cores ({cpu}), {date}. Release builds. Everything on loopback.\n\n", cores())
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
-}
-
-/// utime + stime of a process in seconds.
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("bad stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
+    format!(
+        "# {title}\n\n{} Release builds. Everything on loopback.\n\n",
+        machine_line()
+    )
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -178,7 +143,7 @@ fn finish_sidecar_bench(
 ) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(5));
     let (p_ours, p_theirs) = (ours_proc.process().pid(), theirs_proc.pid());
-    let (c0_ours, c0_theirs) = (cpu_secs(p_ours)?, cpu_secs(p_theirs)?);
+    let (c0_ours, c0_theirs) = (cpu_secs(p_ours), cpu_secs(p_theirs));
     let mut rss_ours = Vec::new();
     let mut rss_theirs = Vec::new();
     let start = Instant::now();
@@ -188,8 +153,8 @@ fn finish_sidecar_bench(
         std::thread::sleep(Duration::from_secs(1));
     }
     let idle = start.elapsed().as_secs_f64();
-    let cpu_ours = (cpu_secs(p_ours)? - c0_ours) / idle * 100.0;
-    let cpu_theirs = (cpu_secs(p_theirs)? - c0_theirs) / idle * 100.0;
+    let cpu_ours = (cpu_secs(p_ours) - c0_ours) / idle * 100.0;
+    let cpu_theirs = (cpu_secs(p_theirs) - c0_theirs) / idle * 100.0;
     let rss_o = *rss_ours.iter().max().unwrap_or(&0);
     let rss_t = *rss_theirs.iter().max().unwrap_or(&0);
     let (m_o, m_t) = (median(ours.clone()), median(theirs.clone()));
@@ -226,15 +191,6 @@ fn finish_sidecar_bench(
         theirs.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
     );
     write_result(out, &md)
-}
-
-fn write_result(out: &Path, md: &str) -> anyhow::Result<()> {
-    if let Some(d) = out.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::write(out, md)?;
-    println!("{md}\nwritten to {}", out.display());
-    Ok(())
 }
 
 fn fetch_jwt(stack: &Devstack) -> anyhow::Result<String> {
@@ -334,21 +290,15 @@ fn bench_mtls(out: &Path, secs: u64) -> anyhow::Result<()> {
     backend.wait_ready(Duration::from_secs(30))?;
     frontend.wait_ready(Duration::from_secs(30))?;
 
-    let run = |target: SocketAddr, threads: u32, conns: u32| -> anyhow::Result<WrkResult> {
-        let out = Command::new(&wrk)
-            .args([
-                "-t",
-                &threads.to_string(),
-                "-c",
-                &conns.to_string(),
-                "-d",
-                &format!("{secs}s"),
-                "--latency",
-            ])
-            .arg(format!("http://{target}/"))
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        WrkResult::parse(&text).with_context(|| format!("cannot parse wrk output:\n{text}"))
+    let run = |target: SocketAddr, threads: u32, conns: u32| {
+        Wrk::run(
+            &wrk,
+            &format!("http://{target}/"),
+            threads,
+            conns,
+            secs,
+            &[],
+        )
     };
     // Warm up both paths.
     let _ = run(app, 1, 1)?;
@@ -358,11 +308,7 @@ fn bench_mtls(out: &Path, secs: u64) -> anyhow::Result<()> {
     // CPU spent per request by each party during the throughput runs.
     let me = std::process::id();
     let pids = [me, frontend.process().pid(), backend.process().pid()];
-    let cpu = || {
-        pids.iter()
-            .map(|p| cpu_secs(*p).unwrap_or(0.0))
-            .collect::<Vec<_>>()
-    };
+    let cpu = || pids.iter().map(|p| cpu_secs(*p)).collect::<Vec<_>>();
     let c0 = cpu();
     let thr_direct = run(app, 2, 32)?;
     let c1 = cpu();
@@ -375,7 +321,7 @@ fn bench_mtls(out: &Path, secs: u64) -> anyhow::Result<()> {
     let handler_mesh = per_req(c1[0], c2[0], n_mesh);
     let outbound_cpu = per_req(c1[1], c2[1], n_mesh);
     let inbound_cpu = per_req(c1[2], c2[2], n_mesh);
-    let added_p50 = lat_mesh.p50_us - lat_direct.p50_us;
+    let added_p50 = lat_mesh.p50_us() - lat_direct.p50_us();
     let ratio = thr_mesh.rps / thr_direct.rps;
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     let md = format!(
@@ -396,8 +342,8 @@ fn bench_mtls(out: &Path, secs: u64) -> anyhow::Result<()> {
          Reproduce: `make bench-mtls`.\n",
         header("SPIFFE mTLS overhead"),
         cores(),
-        lat_direct.p50_us, lat_direct.p99_us, lat_direct.rps, thr_direct.rps, thr_direct.p99_us,
-        lat_mesh.p50_us, lat_mesh.p99_us, lat_mesh.rps, thr_mesh.rps, thr_mesh.p99_us,
+        lat_direct.p50_us(), lat_direct.p99_us(), lat_direct.rps, thr_direct.rps, thr_direct.p99_us(),
+        lat_mesh.p50_us(), lat_mesh.p99_us(), lat_mesh.rps, thr_mesh.rps, thr_mesh.p99_us(),
         added_p50,
         verdict(added_p50 <= 150.0),
         ratio * 100.0,
@@ -409,55 +355,6 @@ fn bench_mtls(out: &Path, secs: u64) -> anyhow::Result<()> {
         cores(),
     );
     write_result(out, &md)
-}
-
-struct WrkResult {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-impl WrkResult {
-    fn parse(text: &str) -> Option<Self> {
-        let us = |v: &str| -> Option<f64> {
-            let v = v.trim();
-            if let Some(x) = v.strip_suffix("us") {
-                x.parse().ok()
-            } else if let Some(x) = v.strip_suffix("ms") {
-                x.parse::<f64>().ok().map(|x| x * 1000.0)
-            } else if let Some(x) = v.strip_suffix('s') {
-                x.parse::<f64>().ok().map(|x| x * 1e6)
-            } else {
-                None
-            }
-        };
-        let pct = |p: &str| {
-            text.lines()
-                .find(|l| l.trim_start().starts_with(p))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(us)
-        };
-        let rps = text
-            .lines()
-            .find(|l| l.starts_with("Requests/sec:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(Self {
-            rps,
-            p50_us: pct("50%")?,
-            p99_us: pct("99%")?,
-        })
-    }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 /// A tiny HTTP handler on its own thread and runtime: answers "ok".

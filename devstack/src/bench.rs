@@ -1,0 +1,206 @@
+//! Shared pieces of the `make bench-*` programs: the machine line every
+//! result file starts with, process CPU accounting, and `wrk`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// Logical cores of this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// `Machine: <n> cores (<CPU model>), <UTC date>.` for result files.
+pub fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("Machine: {} cores ({cpu}), {date}.", cores())
+}
+
+/// utime + stime of a process in seconds (0 if it is gone).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of a process and its direct children (e.g. the postmaster and
+/// its sessions).
+pub fn tree_cpu_secs(parent: u32) -> f64 {
+    let mut total = cpu_secs(parent);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, r)| r.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok());
+            if ppid == Some(parent) {
+                total += cpu_secs(pid);
+            }
+        }
+    }
+    total
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+/// An executable on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Writes a result file (creating its folder) and prints it.
+pub fn write_result(out: &Path, md: &str) -> anyhow::Result<()> {
+    if let Some(d) = out.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(out, md)?;
+    println!("{md}\nwritten to {}", out.display());
+    Ok(())
+}
+
+/// One `wrk --latency` run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wrk {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// Requests completed.
+    pub requests: u64,
+    /// Responses that were not 2xx/3xx.
+    pub non_2xx: u64,
+    /// Socket errors (connect, read, write, timeout).
+    pub errors: u64,
+}
+
+fn latency(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+impl Wrk {
+    /// Parses `wrk --latency` output.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut w = Wrk::default();
+        for line in text.lines().map(str::trim) {
+            if let Some(v) = line.strip_prefix("50%") {
+                w.p50 = latency(v).context("50%")?;
+            } else if let Some(v) = line.strip_prefix("99%") {
+                w.p99 = latency(v).context("99%")?;
+            } else if let Some(v) = line.strip_prefix("Requests/sec:") {
+                w.rps = v.trim().parse()?;
+            } else if line.contains("requests in") {
+                w.requests = line.split_whitespace().next().unwrap_or("0").parse()?;
+            } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+                w.non_2xx = v.trim().parse()?;
+            } else if let Some(v) = line.strip_prefix("Socket errors:") {
+                w.errors = v
+                    .split(',')
+                    .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum();
+            }
+        }
+        if w.rps == 0.0 {
+            bail!("no Requests/sec in wrk output:\n{text}");
+        }
+        Ok(w)
+    }
+
+    /// Runs `wrk -t threads -c conns -d secs --latency [extra…] url`.
+    pub fn run(
+        wrk: &Path,
+        url: &str,
+        threads: u32,
+        conns: u32,
+        secs: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let out = Command::new(wrk)
+            .args([
+                "-t",
+                &threads.to_string(),
+                "-c",
+                &conns.to_string(),
+                "-d",
+                &format!("{secs}s"),
+                "--latency",
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .with_context(|| format!("cannot run {}", wrk.display()))?;
+        Self::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Median latency in microseconds.
+    pub fn p50_us(&self) -> f64 {
+        self.p50.as_secs_f64() * 1e6
+    }
+
+    /// p99 latency in microseconds.
+    pub fn p99_us(&self) -> f64 {
+        self.p99.as_secs_f64() * 1e6
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_latency_output() {
+        let text = "Running 10s test @ http://127.0.0.1:1/\n  1 threads and 1 connections\n  Latency Distribution\n     50%   21.00us\n     75%   30.00us\n     90%   40.00us\n     99%    1.20ms\n  431070 requests in 10.00s, 33.30MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 5\nRequests/sec:  43107.00\n";
+        let w = Wrk::parse(text).unwrap();
+        assert_eq!(w.rps, 43107.0);
+        assert_eq!(w.p50_us().round(), 21.0);
+        assert_eq!(w.p99_us().round(), 1200.0);
+        assert_eq!((w.requests, w.non_2xx, w.errors), (431070, 5, 3));
+        assert!(Wrk::parse("garbage").is_err());
+    }
+}
