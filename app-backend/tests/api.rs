@@ -864,15 +864,19 @@ fn github_failures_are_mapped(ctx: &mut Ctx) {
         .as_str()
         .unwrap()
         .starts_with("jake-peralta/"));
-    // GitHub unreachable altogether: a backend pointed at a closed port.
+    // GitHub (and the sidecar's admin endpoint) unreachable altogether: a
+    // second backend pointed at closed ports.
     let dead = ctx.stack.start_backend(
-        "app-backend-dead-github",
+        "app-backend-unreachable",
         &[
             (
                 "GITHUB_API_URL",
                 &format!("http://127.0.0.1:{}", devstack::free_port().unwrap()),
             ),
-            ("BACKEND_MIGRATOR_WAIT", "1s"),
+            (
+                "ZT_SIDECAR_ADMIN_URL",
+                &format!("http://127.0.0.1:{}", devstack::free_port().unwrap()),
+            ),
         ],
     );
     let (s, b) = call(
@@ -881,6 +885,12 @@ fn github_failures_are_mapped(ctx: &mut Ctx) {
             .bearer_auth(&t),
     );
     assert_error(s, &b, 502, "github_unavailable");
+    let (s, b) = call(
+        ctx.c
+            .get(format!("{}/api/zt/status", dead.url))
+            .bearer_auth(&t),
+    );
+    assert_error(s, &b, 502, "sidecar_unavailable");
 }
 
 fn zt_status_shows_sidecar_and_database_user(ctx: &mut Ctx) {
