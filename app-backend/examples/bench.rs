@@ -13,11 +13,12 @@
 //! bench [--out FILE] [--secs N]
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use devstack::bench::{cores, cpu_secs, machine_line, tree_cpu_secs, which, write_result, Wrk};
 use devstack::process::Supervised;
 use devstack::sidecar::{
     backend_config, install_copy, workspace_binary, BackendLayout, Sidecar, SIDECAR_BIN_ENV,
@@ -29,100 +30,12 @@ const GOAL_LOGIN_P50_MS: f64 = 50.0;
 const GOAL_ME_RPS: f64 = 5000.0;
 const GOAL_ME_P99_MS: f64 = 10.0;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    requests: u64,
-    non_2xx: u64,
-    errors: u64,
-}
-
-fn ms(v: &str) -> Option<f64> {
-    let v = v.trim();
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        "m" => n * 60_000.0,
-        _ => return None,
-    })
-}
-
-impl Wrk {
-    fn parse(text: &str) -> anyhow::Result<Self> {
-        let mut w = Wrk::default();
-        for line in text.lines().map(str::trim) {
-            if let Some(v) = line.strip_prefix("50%") {
-                w.p50_ms = ms(v).context("50%")?;
-            } else if let Some(v) = line.strip_prefix("99%") {
-                w.p99_ms = ms(v).context("99%")?;
-            } else if let Some(v) = line.strip_prefix("Requests/sec:") {
-                w.rps = v.trim().parse()?;
-            } else if line.contains("requests in") {
-                w.requests = line.split_whitespace().next().unwrap_or("0").parse()?;
-            } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
-                w.non_2xx = v.trim().parse()?;
-            } else if let Some(v) = line.strip_prefix("Socket errors:") {
-                w.errors = v
-                    .split(',')
-                    .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
-                    .sum();
-            }
-        }
-        if w.rps == 0.0 {
-            bail!("no Requests/sec in wrk output");
-        }
-        Ok(w)
-    }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-/// utime + stime of a process, seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// CPU seconds of the postmaster and all its children (the sessions).
-fn pg_cpu_secs(postmaster: u32) -> f64 {
-    let mut total = cpu_secs(postmaster);
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(") ")
-                .and_then(|(_, r)| r.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u32>().ok());
-            if ppid == Some(postmaster) {
-                total += cpu_secs(pid);
-            }
-        }
-    }
-    total
-}
-
 struct Run<'a> {
     wrk: PathBuf,
     url: &'a str,
     secs: u64,
     backend_pid: u32,
     postmaster_pid: u32,
-    scripts: &'a Path,
 }
 
 /// One wrk run with the CPU the backend and PostgreSQL spent per request (µs).
@@ -142,31 +55,14 @@ impl Run<'_> {
         extra: &[&str],
     ) -> anyhow::Result<Measured> {
         let cpu0 = cpu_secs(self.backend_pid);
-        let pg0 = pg_cpu_secs(self.postmaster_pid);
-        let out = Command::new(&self.wrk)
-            .args(["-t", &threads.to_string(), "-c", &conns.to_string()])
-            .args([
-                "-d",
-                &format!("{}s", self.secs),
-                "--latency",
-                "--timeout",
-                "10s",
-            ])
-            .args(extra)
-            .arg(format!("{}{path}", self.url))
-            .current_dir(self.scripts)
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        if !out.status.success() {
-            bail!(
-                "wrk failed: {}\n{text}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let w = Wrk::parse(&text).with_context(|| format!("cannot parse wrk output:\n{text}"))?;
+        let pg0 = tree_cpu_secs(self.postmaster_pid);
+        let mut args = vec!["--timeout", "10s"];
+        args.extend_from_slice(extra);
+        let url = format!("{}{path}", self.url);
+        let w = Wrk::run(&self.wrk, &url, threads, conns, self.secs, &args)?;
         if w.non_2xx > 0 || w.errors > 0 {
             bail!(
-                "{path}: {} non-2xx responses, {} socket errors:\n{text}",
+                "{path}: {} non-2xx responses, {} socket errors",
                 w.non_2xx,
                 w.errors
             );
@@ -175,9 +71,13 @@ impl Run<'_> {
         Ok(Measured {
             wrk: w,
             backend_us: (cpu_secs(self.backend_pid) - cpu0) * 1e6 / n,
-            pg_us: (pg_cpu_secs(self.postmaster_pid) - pg0) * 1e6 / n,
+            pg_us: (tree_cpu_secs(self.postmaster_pid) - pg0) * 1e6 / n,
         })
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn main() -> anyhow::Result<()> {
@@ -239,6 +139,8 @@ fn main() -> anyhow::Result<()> {
         scripts.join("login.lua"),
         "wrk.method = \"POST\"\nwrk.body = '{\"username\":\"jake\",\"password\":\"jake99\"}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
     )?;
+    let login_lua = scripts.join("login.lua");
+    let login_lua = login_lua.to_str().context("temp path is not UTF-8")?;
     let token = login_token(&url)?;
     let auth = format!("Authorization: Bearer {token}");
     let run = Run {
@@ -247,7 +149,6 @@ fn main() -> anyhow::Result<()> {
         secs,
         backend_pid: backend.pid(),
         postmaster_pid: stack.postgres.process().pid(),
-        scripts: &scripts,
     };
 
     // Warm-up (pool connections, prepared statements, page cache).
@@ -256,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     let mut login_rows = Vec::new();
     for conns in [1u32, 2] {
         eprintln!("[bench] POST /api/auth/login, {conns} connection(s), {secs} s…");
-        let m = run.wrk(1, conns, "/api/auth/login", &["-s", "login.lua"])?;
+        let m = run.wrk(1, conns, "/api/auth/login", &["-s", login_lua])?;
         login_rows.push((1, conns, m));
     }
     let mut me_rows = Vec::new();
@@ -269,16 +170,11 @@ fn main() -> anyhow::Result<()> {
     let login1 = login_rows[0].2.wrk;
     let best_me = me_rows
         .iter()
-        .filter(|(_, _, m)| m.wrk.p99_ms <= GOAL_ME_P99_MS)
+        .filter(|(_, _, m)| ms(m.wrk.p99) <= GOAL_ME_P99_MS)
         .max_by(|a, b| a.2.wrk.rps.total_cmp(&b.2.wrk.rps))
         .copied();
     let md = report(secs, &login_rows, &me_rows, login1, best_me);
-    if let Some(p) = out.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    std::fs::write(&out, &md)?;
-    println!("{md}");
-    eprintln!("[bench] wrote {}", out.display());
+    write_result(&out, &md)?;
     drop(backend);
     let _ = sidecar.terminate(Duration::from_secs(10));
     Ok(())
@@ -287,29 +183,17 @@ fn main() -> anyhow::Result<()> {
 type Row = (u32, u32, Measured);
 
 fn report(secs: u64, login: &[Row], me: &[Row], login1: Wrk, best_me: Option<Row>) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     let n = cores();
     let mut s = format!(
-        "# app-backend\n\nMachine: {n} cores ({cpu}), {date}. Release builds. Everything on loopback.\n\n\
+        "# app-backend\n\n{} Release builds. Everything on loopback.\n\n\
          The release `app-backend` behind its real zt-sidecar (credentials files, OpenBao proxy) on the real \
          PostgreSQL 15, OpenBao and SPIRE from devstack. Load generator: `wrk` (Debian 4.1.0), keep-alive \
          connections, {secs} s per run, on the same {n} cores as the backend, PostgreSQL and the rest of the \
          stack. Backend: {n} actix workers, pool of 16 connections, `RUST_LOG=warn`. CPU columns: CPU time \
          the backend process / all PostgreSQL processes spent per request during the run. The machine may be \
-         shared: other work on it shows up as noise, mostly in p99.\n\n"
+         shared: other work on it shows up as noise, mostly in p99.\n\n",
+        machine_line()
     );
     s.push_str(
         "## POST /api/auth/login (argon2id m=19456 KiB, t=2, p=1; JWT signing; audit row)\n\n",
@@ -320,8 +204,8 @@ fn report(secs: u64, login: &[Row], me: &[Row], login1: Wrk, best_me: Option<Row
     for (_, c, m) in login {
         s.push_str(&format!(
             "| {c} | {:.1} ms | {:.1} ms | {:.1} | {:.1} ms | {:.0} µs |\n",
-            m.wrk.p50_ms,
-            m.wrk.p99_ms,
+            ms(m.wrk.p50),
+            ms(m.wrk.p99),
             m.wrk.rps,
             m.backend_us / 1000.0,
             m.pg_us
@@ -331,8 +215,8 @@ fn report(secs: u64, login: &[Row], me: &[Row], login1: Wrk, best_me: Option<Row
         "\nLogin p50 with one client: **{:.1} ms** (goal ≤ {GOAL_LOGIN_P50_MS} ms: {}; the seed quotes ~100 ms). \
          An argon2id hash keeps one core busy for its whole duration, so logins/s is bounded by cores ÷ hash \
          time; the backend runs at most {n} hashes at once (one per core), more wait their turn.\n\n",
-        login1.p50_ms,
-        met(login1.p50_ms <= GOAL_LOGIN_P50_MS),
+        ms(login1.p50),
+        met(ms(login1.p50) <= GOAL_LOGIN_P50_MS),
     ));
     s.push_str("## GET /api/auth/me (HS256 check + one PostgreSQL query per request)\n\n");
     s.push_str(
@@ -341,7 +225,11 @@ fn report(secs: u64, login: &[Row], me: &[Row], login1: Wrk, best_me: Option<Row
     for (t, c, m) in me {
         s.push_str(&format!(
             "| {t} | {c} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {:.0} µs |\n",
-            m.wrk.rps, m.wrk.p50_ms, m.wrk.p99_ms, m.backend_us, m.pg_us
+            m.wrk.rps,
+            ms(m.wrk.p50),
+            ms(m.wrk.p99),
+            m.backend_us,
+            m.pg_us
         ));
     }
     match best_me {
@@ -349,7 +237,7 @@ fn report(secs: u64, login: &[Row], me: &[Row], login1: Wrk, best_me: Option<Row
             "\nBest throughput with p99 ≤ {GOAL_ME_P99_MS} ms: **{:.0} req/s** at {c} connection(s), {t} wrk \
              thread(s) (p99 {:.2} ms). Goal ≥ {GOAL_ME_RPS:.0} req/s with p99 ≤ {GOAL_ME_P99_MS} ms: {}.\n",
             m.wrk.rps,
-            m.wrk.p99_ms,
+            ms(m.wrk.p99),
             met(m.wrk.rps >= GOAL_ME_RPS)
         )),
         None => s.push_str(&format!(
@@ -357,20 +245,12 @@ fn report(secs: u64, login: &[Row], me: &[Row], login1: Wrk, best_me: Option<Row
         )),
     }
     s.push_str(
-        "With more connections than cores, throughput still grows but the tail grows faster: the backend's \
-         workers, PostgreSQL's sessions and wrk take turns on the same cores, and a request that loses its \
-         core for a scheduler slice waits milliseconds.\n\n",
+        "Throughput is bounded by the cores the backend, PostgreSQL and wrk share (see the CPU columns); past \
+         that point more connections only add queueing, and p99 is the figure that moves most between runs \
+         when other work shares the machine.\n\n",
     );
     s.push_str("Reproduce: `make bench-backend` (or `bash scripts/bench-backend.sh --secs 20`).\n");
     s
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|c| c.is_file())
-    })
 }
 
 fn ureq_get(url: &str) -> Result<u16, String> {
