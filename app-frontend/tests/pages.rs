@@ -111,6 +111,22 @@ async fn wrong_password_shows_an_error_and_sets_no_session_cookie() {
 }
 
 #[actix_web::test]
+async fn login_tells_the_backend_which_browser_it_is_for() {
+    // The backend's failed-login limit is per client: the frontend forwards
+    // the browser's TCP address (never a client-supplied X-Forwarded-For).
+    let site = Site::start();
+    let mut c = site.client();
+    c.login("jake", "jake99").await;
+    let login = site
+        .backend
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/api/auth/login")
+        .expect("a login call");
+    assert_eq!(login.forwarded_for.as_deref(), Some("127.0.0.1"));
+}
+
+#[actix_web::test]
 async fn cookie_is_secure_over_tls_or_when_configured() {
     let site = Site::start_with(&[("FRONTEND_COOKIE_SECURE", "true")]);
     let mut c = site.client();

@@ -99,17 +99,22 @@ impl BackendClient {
         })
     }
 
-    /// `POST /api/auth/login`.
+    /// `POST /api/auth/login` on behalf of the browser at `client` (sent as
+    /// `X-Forwarded-For`, so the backend's failed-login limit counts per
+    /// browser rather than one bucket for the whole frontend; the backend
+    /// trusts it only on mTLS-verified requests).
     pub async fn login(
         &self,
         username: &str,
         password: &str,
+        client: Option<std::net::IpAddr>,
     ) -> Result<LoginResponse, BackendError> {
-        self.call(
+        self.call_for(
             Method::POST,
             "/api/auth/login",
             None,
             Some(&LoginRequest { username, password }),
+            client,
         )
         .await
     }
@@ -235,10 +240,24 @@ impl BackendClient {
         token: Option<&str>,
         body: Option<&B>,
     ) -> Result<T, BackendError> {
+        self.call_for(method, path, token, body, None).await
+    }
+
+    async fn call_for<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&B>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<T, BackendError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .header(header::ACCEPT, "application/json");
+        if let Some(ip) = client {
+            req = req.header("X-Forwarded-For", ip.to_string());
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

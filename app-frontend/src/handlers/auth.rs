@@ -182,7 +182,11 @@ pub async fn login(
     )) {
         return fail(StatusCode::UNPROCESSABLE_ENTITY, m);
     }
-    match state.backend.login(username, &f.password).await {
+    match state
+        .backend
+        .login(username, &f.password, req.peer_addr().map(|a| a.ip()))
+        .await
+    {
         Ok(r) => {
             let secure = cookie_secure(&req, state.config.cookie_secure);
             let target = safe_next(&f.next).unwrap_or_else(|| "/".to_string());
@@ -299,7 +303,11 @@ pub async fn register(
     }
     tracing::info!(user = %username, "registered");
     let secure = cookie_secure(&req, state.config.cookie_secure);
-    match state.backend.login(username, &f.password).await {
+    match state
+        .backend
+        .login(username, &f.password, req.peer_addr().map(|a| a.ip()))
+        .await
+    {
         Ok(r) => Ok(HttpResponse::SeeOther()
             .cookie(session_cookie(&r.access_token, r.expires_in, secure))
             .insert_header((header::LOCATION, "/?msg=welcome"))

@@ -22,6 +22,7 @@ pub struct Seen {
     pub path: String,
     pub bearer: Option<String>,
     pub body: String,
+    pub forwarded_for: Option<String>,
 }
 
 /// Scriptable state.
@@ -247,6 +248,11 @@ async fn handle(
         path: req.uri().to_string(),
         bearer: bearer.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
+        forwarded_for: req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     });
     if path == "/status" {
         if s.sidecar_down {
