@@ -51,8 +51,26 @@ impl Ports {
     }
 }
 
-/// Asks the kernel for a free loopback TCP port.
+/// A free loopback TCP port.
+///
+/// Ports come from 20000–32767, below Linux's ephemeral range (32768+), so
+/// outgoing connections of any process cannot take one between our check and
+/// the component's bind; within this process a port is never handed out twice.
 pub fn free_port() -> std::io::Result<u16> {
+    use rand::Rng;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(20000..32768);
+        if handed.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return Ok(port);
+        }
+    }
+    // Fall back to the kernel's choice.
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
