@@ -81,11 +81,7 @@ fn a_taken_port_is_a_clear_error_not_a_panic() {
 
 #[test]
 fn serves_with_defaults_for_the_rest_and_drains_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = devstack::free_port().unwrap();
     let child = Command::new(BIN)
         .env("FRONTEND_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info")

@@ -85,11 +85,7 @@ fn a_listener_that_cannot_bind_is_a_clear_startup_error() {
 #[test]
 fn probe_reports_a_missing_or_unready_sidecar() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = devstack::free_port().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
     // Nothing listens there.

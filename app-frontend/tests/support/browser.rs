@@ -30,11 +30,7 @@ pub struct Browser {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    devstack::free_port().unwrap()
 }
 
 /// `<target dir>/screenshots/<suite>` (`target/` of the workspace unless
