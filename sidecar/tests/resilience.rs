@@ -41,8 +41,7 @@ fn readyz_truthful(h: &Harness, log: &mut Vec<String>) {
     if (code == 200 && expired) || (code != 200 && valid) {
         log.push(format!(
             "readyz {code} ({}) but earliest file {which} (now {:?})",
-            body,
-            now
+            body, now
         ));
     }
 }
