@@ -18,12 +18,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::ProxyAddress;
 use crate::secrets::Sensitive;
+
+/// An HTTP/1.1 client connection over `io`, driven by its own task.
+async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
 
 /// Largest response body read from the proxy.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -151,25 +164,13 @@ impl SecretStore {
                 let s = tokio::net::UnixStream::connect(p)
                     .await
                     .map_err(unreachable)?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                    .await
-                    .map_err(http)?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                sender
+                handshake(s).await.map_err(http)?
             }
             ProxyAddress::Tcp(a) => {
                 let s = tokio::net::TcpStream::connect(a)
                     .await
                     .map_err(unreachable)?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                    .await
-                    .map_err(http)?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                sender
+                handshake(s).await.map_err(http)?
             }
         };
         let req = Request::builder()
