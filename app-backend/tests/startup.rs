@@ -13,8 +13,12 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 fn run_with(env: &[(&str, &str)]) -> std::process::Output {
+    run_args(&[], env)
+}
+
+fn run_args(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-backend"));
-    cmd.env_clear();
+    cmd.args(args).env_clear();
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -61,6 +65,44 @@ fn a_taken_listen_address_exits_1_naming_the_variable() {
     );
 }
 
+#[test]
+fn probe_refuses_other_paths_and_reports_an_absent_backend() {
+    for args in [
+        &["probe", "/etc/passwd"][..],
+        &["probe", "/readyz", "extra"],
+        &["serve"],
+    ] {
+        let out = run_args(args, &[]);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("app-backend probe [/readyz|/healthz]"),
+            "{err}"
+        );
+    }
+    let port = devstack::free_port().unwrap();
+    let out = run_args(
+        &["probe"],
+        &[("BACKEND_LISTEN", &format!("127.0.0.1:{port}"))],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("/readyz: cannot reach 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+}
+
+/// `app-backend probe <path>` against `b`, as the kubelet runs it.
+fn probe(b: &Backend, path: &str) -> (Option<i32>, String) {
+    let listen = b.url.trim_start_matches("http://");
+    let out = run_args(&["probe", path], &[("BACKEND_LISTEN", listen)]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn readyz(b: &Backend) -> (u16, Value) {
     call(http().get(format!("{}/readyz", b.url)))
 }
@@ -105,12 +147,19 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
         r["checks"]["database"],
         "no database credentials loaded yet"
     );
+    // The exec probe says the same.
+    assert_eq!(probe(&early, "/healthz").0, Some(0));
+    let (code, err) = probe(&early, "/readyz");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.starts_with("/readyz: HTTP/1.1 503"), "{err}");
+    assert!(err.contains("waiting for db-migrator.json"), "{err}");
 
     // 2. The sidecar writes the files (into a folder that did not exist):
     //    migrations run as app_owner, the seed goes in, the backend is ready.
     stack.start_sidecar();
     let mut early = early;
     wait_ready(&mut early, Duration::from_secs(120));
+    assert_eq!(probe(&early, "/readyz"), (Some(0), String::new()));
     let log = early.log();
     assert!(log.contains("applied migration"), "{log}");
     assert!(log.contains("seeded demo users"), "{log}");

@@ -97,44 +97,13 @@ fn main() -> ExitCode {
     })
 }
 
-/// `GET <path>` on the admin listener with a 2 s deadline.
+/// `GET <path>` on the admin listener (see [`zt_probe`]).
 fn probe(config: &std::path::Path, path: &str) -> ExitCode {
-    use std::io::{Read, Write};
-    let config = match Config::load(config, &ProcessEnv) {
-        Ok(c) => c,
+    match Config::load(config, &ProcessEnv) {
+        Ok(c) => zt_probe::exit_code(c.admin.listen, path),
         Err(e) => {
             eprintln!("invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let mut addr = config.admin.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let timeout = std::time::Duration::from_secs(2);
-    let result = (|| -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })();
-    match result {
-        Ok(resp) if resp.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
-        Ok(resp) => {
-            eprintln!("{path}: {}", resp.lines().next().unwrap_or("no answer"));
-            if let Some((_, body)) = resp.split_once("\r\n\r\n") {
-                eprintln!("{body}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("cannot reach the admin listener at {addr}: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }

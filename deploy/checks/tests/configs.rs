@@ -291,6 +291,50 @@ fn sidecar_config(
         .unwrap_or_else(|e| panic!("{name}: invalid configuration: {e}"))
 }
 
+/// The value of env var `name` in container `c`.
+fn env_of<'a>(c: &'a Value, name: &str) -> &'a str {
+    c["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|v| v["name"] == name))
+        .and_then(|v| v["value"].as_str())
+        .unwrap_or_else(|| panic!("{} sets no {name}", c["name"]))
+}
+
+#[test]
+fn app_containers_are_probed_where_they_listen() {
+    let all = common::deployed();
+    // The backend listens on loopback only (the kubelet cannot reach it):
+    // exec probes through the binary itself.
+    let d = common::find(&all, "Deployment", "99-apps", "backend");
+    let c = d.value.pointer("/spec/template/spec/containers/0").unwrap();
+    let listen = env_of(c, "BACKEND_LISTEN");
+    assert!(
+        listen.starts_with("127.0.0.1:"),
+        "backend listens on {listen}"
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(
+            c[probe]["exec"]["command"],
+            serde_json::json!(["/usr/local/bin/app-backend", "probe", path]),
+            "backend {probe}"
+        );
+    }
+    // The frontend listens on the pod IP: TCP probes on its named port.
+    let d = common::find(&all, "Deployment", "99-apps", "frontend");
+    let c = d.value.pointer("/spec/template/spec/containers/0").unwrap();
+    let port = env_of(c, "FRONTEND_LISTEN").rsplit(':').next().unwrap();
+    let named = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "http")
+        .expect("frontend names its port http");
+    assert_eq!(named["containerPort"].to_string(), port);
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["tcpSocket"]["port"], "http", "frontend {probe}");
+    }
+}
+
 #[test]
 fn sidecar_configs_are_accepted_by_zt_sidecar_and_match_the_pods() {
     let all = common::deployed();
