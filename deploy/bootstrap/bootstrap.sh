@@ -39,10 +39,7 @@ devstack unseal-openbao --addr "$BAO_ADDR" --keys "$KEYS"
 
 say "4/5 applying policies/postgres/roles.sql on $PG_HOST:$PG_PORT"
 retry "PostgreSQL to accept connections" pg_isready -q -h "$PG_HOST" -p "$PG_PORT"
-PGPASSWORD=$(cat "$PG_SUPERUSER_PASSWORD_FILE") \
-  psql -q -X -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-  -v openbao_admin_password="$(cat "$OPENBAO_PG_ADMIN_PASSWORD_FILE")" \
-  -f "$POLICIES/postgres/roles.sql"
+POLICIES=$POLICIES /opt/zt/apply-roles.sh
 
 say "5/5 configuring OpenBao from policies/openbao"
 retry "the SPIRE OIDC discovery provider" devstack configure-openbao --addr "$BAO_ADDR" --token-file "$KEYS" \

@@ -35,5 +35,6 @@ COPY --from=build /out/devstack /usr/local/bin/devstack
 COPY --from=kubectl /bin/kubectl /usr/local/bin/kubectl
 COPY policies /opt/zt/policies
 COPY --chmod=0755 deploy/bootstrap/bootstrap.sh /opt/zt/bootstrap.sh
+COPY --chmod=0755 deploy/bootstrap/apply-roles.sh /opt/zt/apply-roles.sh
 USER 10002:10002
 ENTRYPOINT ["/opt/zt/bootstrap.sh"]

@@ -1,6 +1,9 @@
 -- Who may do what in PostgreSQL. Applied (idempotently) by devstack locally and
 -- by the bootstrap Job in Kubernetes, as the superuser, with psql:
---   psql -v openbao_admin_password=... -v ON_ERROR_STOP=1 -f roles.sql
+--   OPENBAO_ADMIN_PASSWORD=... psql -v ON_ERROR_STOP=1 \
+--     -c '\getenv openbao_admin_password OPENBAO_ADMIN_PASSWORD' -f roles.sql
+-- (the password in the environment, not in argv where `ps` shows it; devstack
+-- sends `\set openbao_admin_password '...'` on psql's stdin instead).
 --
 --   app_owner      NOLOGIN. Owns the schema and every table. Schema changes run
 --                  as this role (the backend's short-lived migrator user does
