@@ -23,6 +23,9 @@ const MAX_ANSWER: u64 = 64 * 1024;
 /// Why a probe failed.
 #[derive(Debug)]
 pub enum ProbeError {
+    /// The path is not an absolute HTTP path (it must start with `/` and
+    /// hold no spaces or control characters).
+    BadPath(String),
     /// No connection, or no complete answer in time.
     Unreachable {
         /// Where we tried.
@@ -42,6 +45,10 @@ pub enum ProbeError {
 impl std::fmt::Display for ProbeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ProbeError::BadPath(p) => write!(
+                f,
+                "{p:?} is not a path: it must start with / and hold no spaces or control characters"
+            ),
             ProbeError::Unreachable { addr, source } => {
                 write!(f, "cannot reach {addr}: {source}")
             }
@@ -70,6 +77,9 @@ pub fn connectable(mut addr: SocketAddr) -> SocketAddr {
 
 /// `GET path` on `addr` (HTTP/1.1, `Connection: close`): `Ok` on 200.
 pub fn get_ok(addr: SocketAddr, path: &str) -> Result<(), ProbeError> {
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ProbeError::BadPath(path.to_string()));
+    }
     let addr = connectable(addr);
     let unreachable = |source| ProbeError::Unreachable { addr, source };
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
@@ -167,6 +177,16 @@ mod tests {
         let addr = serve_once(b"");
         let e = get_ok(addr, "/readyz").unwrap_err().to_string();
         assert_eq!(e, "no HTTP answer");
+    }
+
+    #[test]
+    fn paths_that_would_change_the_request_are_refused() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for bad in ["readyz", "/readyz HTTP/1.0", "/readyz\r\nX-Evil: 1", ""] {
+            let e = get_ok(addr, bad).unwrap_err();
+            assert!(matches!(e, ProbeError::BadPath(_)), "{bad:?}: {e}");
+            assert!(e.to_string().contains("must start with /"), "{e}");
+        }
     }
 
     #[test]
