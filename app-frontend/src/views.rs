@@ -284,6 +284,18 @@ pub struct ReposPage {
     pub summary: String,
 }
 
+impl ReposPage {
+    /// Where "Try again" leads after a GitHub error: this page, or the
+    /// list's start when a filter is active.
+    pub fn retry_url(&self) -> String {
+        if self.q.is_empty() {
+            format!("/github/repos?page={}", self.page)
+        } else {
+            "/github/repos".into()
+        }
+    }
+}
+
 /// `/github/profile`.
 #[derive(Template)]
 #[template(path = "profile.html")]

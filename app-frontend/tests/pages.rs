@@ -881,12 +881,21 @@ async fn github_problems_become_readable_messages() {
         "github_rate_limited".into(),
         "GitHub's rate limit is exhausted; it resets at 15:04 UTC".into(),
     ));
-    for p in ["/github/repos", "/github/profile"] {
+    for (p, retry) in [
+        ("/github/repos?page=2", "/github/repos?page=2"),
+        ("/github/repos?q=zt", "/github/repos"),
+        ("/github/profile", "/github/profile"),
+    ] {
         let r = c.get(p).await;
         assert_eq!(r.status, 502, "{p}");
         assert!(
             r.body.contains(&html("GitHub's rate limit is exhausted")),
             "{}",
+            r.body
+        );
+        assert!(
+            r.body.contains(&format!(r#"<a href="{retry}" class="mt-4 inline-block font-semibold underline underline-offset-2">Try again</a>"#)),
+            "{p}: {}",
             r.body
         );
     }
