@@ -78,13 +78,17 @@ impl PasswordHasher {
         })
     }
 
-    /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) for `password`.
-    pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        let _permit = self
-            .permits
+    /// One of the hashing slots (hashes beyond the limit wait their turn).
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HashError> {
+        self.permits
             .acquire()
             .await
-            .map_err(|e| HashError::Task(e.to_string()))?;
+            .map_err(|e| HashError::Task(e.to_string()))
+    }
+
+    /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) for `password`.
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        let _permit = self.permit().await?;
         let argon = self.argon.clone();
         tokio::task::spawn_blocking(move || hash_with(&argon, password.as_bytes()))
             .await
@@ -99,11 +103,7 @@ impl PasswordHasher {
         password: String,
         stored: Option<String>,
     ) -> Result<bool, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| HashError::Task(e.to_string()))?;
+        let _permit = self.permit().await?;
         let argon = self.argon.clone();
         let exists = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy.as_ref().clone());

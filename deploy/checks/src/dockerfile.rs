@@ -39,6 +39,18 @@ impl Instruction {
     }
 }
 
+impl Instruction {
+    /// `KEYWORD args…` as joined from its lines, starting on line `line`.
+    fn from_text(line: usize, text: &str) -> Self {
+        let (kw, args) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        Instruction {
+            line,
+            keyword: kw.to_ascii_uppercase(),
+            args: args.trim().to_string(),
+        }
+    }
+}
+
 /// Splits a Dockerfile into instructions (comments and blank lines dropped).
 pub fn parse(text: &str) -> Vec<Instruction> {
     let mut out = Vec::new();
@@ -63,25 +75,12 @@ pub fn parse(text: &str) -> Vec<Instruction> {
         if continues {
             current = Some((start, acc));
         } else {
-            let (kw, args) = acc
-                .split_once(char::is_whitespace)
-                .unwrap_or((acc.as_str(), ""));
-            out.push(Instruction {
-                line: start,
-                keyword: kw.to_ascii_uppercase(),
-                args: args.trim().to_string(),
-            });
+            out.push(Instruction::from_text(start, &acc));
         }
     }
+    // A continuation on the last line ends the instruction there.
     if let Some((start, acc)) = current {
-        let (kw, args) = acc
-            .split_once(char::is_whitespace)
-            .unwrap_or((acc.as_str(), ""));
-        out.push(Instruction {
-            line: start,
-            keyword: kw.to_ascii_uppercase(),
-            args: args.trim().to_string(),
-        });
+        out.push(Instruction::from_text(start, &acc));
     }
     out
 }
