@@ -5,10 +5,14 @@ cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/bench.sh sidecar|mtls|backend}
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 bash scripts/tools.sh >/dev/null
-if [ "$name" = mtls ] && ! command -v wrk >/dev/null; then
-  echo "[bench] installing Debian's wrk (load generator)"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null ||
-    { echo "[bench] FAILED to install wrk; retry with: sudo apt-get install -y wrk" >&2; exit 1; }
+if [ "$name" = mtls ]; then
+  # wrk is the load generator; HAProxy is the anchor the sidecars are compared with.
+  for tool in wrk haproxy; do
+    command -v "$tool" >/dev/null && continue
+    echo "[bench] installing Debian's $tool"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null ||
+      { echo "[bench] FAILED to install $tool; retry with: sudo apt-get install -y $tool" >&2; exit 1; }
+  done
 fi
 cargo build --release --locked -p zt-sidecar -p devstack
 exec target/release/zt-bench "$name" --out "bench/results/$name.md" "${@:2}"
