@@ -302,12 +302,12 @@ fn bench_mtls(out: &Path, secs: u64, rounds: usize) -> anyhow::Result<()> {
     let backend_bin = install_copy(&bin, work.path(), "backend")?;
     let frontend_bin = install_copy(&bin, work.path(), "frontend")?;
     // The bench process fetches both SVIDs too, for the HAProxy anchor.
-    let me = std::env::current_exe()?;
+    let bench_exe = std::env::current_exe()?;
     let opts = Options::default()
         .register_binary(BACKEND_ID, &backend_bin)?
         .register_binary(FRONTEND_ID, &frontend_bin)?
-        .register_binary(BACKEND_ID, &me)?
-        .register_binary(FRONTEND_ID, &me)?;
+        .register_binary(BACKEND_ID, &bench_exe)?
+        .register_binary(FRONTEND_ID, &bench_exe)?;
     let stack = Devstack::start(opts)?;
     let app = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let _app = spawn_handler(app)?;
@@ -361,25 +361,27 @@ fn bench_mtls(out: &Path, secs: u64, rounds: usize) -> anyhow::Result<()> {
             proxies: tcp_pair.pids("first relay", "second relay"),
         },
     ];
-    let run = |target: SocketAddr, threads: u32, conns: u32| {
-        Wrk::run(
+    // Every run must be clean: a route that fails requests fast is not fast.
+    let run = |route: &Route, threads: u32, conns: u32| -> anyhow::Result<Wrk> {
+        let w = Wrk::run(
             &wrk,
-            &format!("http://{target}/"),
+            &format!("http://{}/", route.entry),
             threads,
             conns,
             secs,
             &[],
-        )
+        )?;
+        anyhow::ensure!(
+            w.non_2xx == 0 && w.errors == 0,
+            "{} does not answer cleanly: {} non-2xx, {} socket errors",
+            route.name,
+            w.non_2xx,
+            w.errors
+        );
+        Ok(w)
     };
     for r in &routes {
-        let warm = run(r.entry, 1, 4)?;
-        anyhow::ensure!(
-            warm.non_2xx == 0 && warm.errors == 0,
-            "{} does not answer cleanly: {} non-2xx, {} socket errors",
-            r.name,
-            warm.non_2xx,
-            warm.errors
-        );
+        run(r, 1, 4)?; // warm-up
     }
     let me = std::process::id();
     let mut figures: Vec<RouteFigures> = routes.iter().map(|_| RouteFigures::default()).collect();
@@ -387,10 +389,10 @@ fn bench_mtls(out: &Path, secs: u64, rounds: usize) -> anyhow::Result<()> {
     // every route alike; the table shows medians.
     for _ in 0..rounds.max(1) {
         for (r, f) in routes.iter().zip(figures.iter_mut()) {
-            f.latency.push(run(r.entry, 1, 1)?);
+            f.latency.push(run(r, 1, 1)?);
             let pids: Vec<u32> = r.proxies.iter().map(|p| p.1).chain([me]).collect();
             let before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p)).collect();
-            let t = run(r.entry, 2, 32)?;
+            let t = run(r, 2, 32)?;
             f.cpu.resize(pids.len(), 0.0);
             for (i, p) in pids.iter().enumerate() {
                 f.cpu[i] += cpu_secs(*p) - before[i];
@@ -494,7 +496,6 @@ struct SvidPems {
 }
 
 fn write_svid_pems(stack: &Devstack, dir: &Path) -> anyhow::Result<SvidPems> {
-    use std::os::unix::fs::OpenOptionsExt;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -506,13 +507,7 @@ fn write_svid_pems(stack: &Devstack, dir: &Path) -> anyhow::Result<SvidPems> {
     })?;
     let write = |name: &str, text: String| -> anyhow::Result<PathBuf> {
         let path = dir.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)?;
-        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        devstack::openbao::write_private(&path, text.as_bytes())?;
         Ok(path)
     };
     let pick = |id: &str, file: &str| -> anyhow::Result<PathBuf> {
