@@ -37,9 +37,7 @@ impl Instruction {
         let (dest, sources) = paths.split_last()?;
         Some((from, sources.to_vec(), dest.clone()))
     }
-}
 
-impl Instruction {
     /// `KEYWORD args…` as joined from its lines, starting on line `line`.
     fn from_text(line: usize, text: &str) -> Self {
         let (kw, args) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
