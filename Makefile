@@ -10,7 +10,7 @@ PROFILE ?= release
 BINS := -p zt-sidecar -p app-backend -p app-frontend -p github-standin -p devstack
 DEVSTACK := target/$(PROFILE)/devstack
 
-.PHONY: help tools test lint up down status demo bench bench-sidecar bench-mtls bench-backend build deploy teardown
+.PHONY: help tools disk test lint up down status demo bench bench-sidecar bench-mtls bench-backend build deploy teardown
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -19,14 +19,17 @@ tools: ## Install SPIRE, OpenBao, PostgreSQL, Chromium and the Kubernetes schema
 	@bash scripts/tools.sh
 	@bash deploy/scripts/schemas.sh
 
-build: ## Release build of every binary (PROFILE=debug for a debug build)
+disk: ## Check there is room for the build (fails early with figures instead of a linker error)
+	@bash scripts/disk-check.sh "$${CARGO_TARGET_DIR:-target}"
+
+build: disk ## Release build of every binary (PROFILE=debug for a debug build)
 	$(CARGO) build --locked $(if $(filter debug,$(PROFILE)),,--release) $(BINS)
 
 lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: tools lint ## Install tools if needed, lint, then run every test against the real components
+test: tools disk lint ## Install tools if needed, lint, then run every test against the real components
 	$(CARGO) test --workspace --locked
 
 up: tools $(if $(SKIP_BUILD),,build) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
