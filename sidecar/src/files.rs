@@ -22,7 +22,27 @@ pub struct FilePolicy {
 /// Writes `bytes` to `path`: a temp file in the same folder created with
 /// `mode` (0600 while writing), chowned, fsynced, renamed over `path`, and
 /// the folder fsynced so the rename survives a crash.
+///
+/// The two fsyncs can take milliseconds on a real disk (on the tmpfs the
+/// sidecar is meant for they are free), so on the sidecar's multi-thread
+/// runtime the write tells tokio it blocks: the other tasks of this worker
+/// (proxied requests, renewals) move to another worker meanwhile.
 pub fn write_atomic(path: &Path, bytes: &[u8], policy: FilePolicy) -> std::io::Result<()> {
+    blocking(|| write_atomic_now(path, bytes, policy))
+}
+
+/// Runs blocking file I/O without stalling the async tasks sharing this
+/// thread: `block_in_place` on a multi-thread runtime; directly elsewhere
+/// (outside a runtime, or on a current-thread one, where it would panic).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+fn write_atomic_now(path: &Path, bytes: &[u8], policy: FilePolicy) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -133,5 +153,36 @@ mod tests {
             2,
             "no temp file left behind"
         );
+    }
+
+    #[test]
+    fn blocking_io_lets_the_other_tasks_of_its_worker_run() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let got = rt.block_on(async {
+            tokio::spawn(async {
+                let (tx, rx) = std::sync::mpsc::channel();
+                // Queued on the only worker, which then blocks: it can run
+                // only if the blocking call hands the worker over.
+                tokio::spawn(async move { tx.send(()).unwrap() });
+                blocking(|| rx.recv_timeout(std::time::Duration::from_secs(20)))
+            })
+            .await
+            .unwrap()
+        });
+        assert!(
+            got.is_ok(),
+            "the other task never ran while this one blocked"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn writes_from_a_current_thread_runtime_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.json");
+        write_atomic(&path, b"{}", P).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
     }
 }
