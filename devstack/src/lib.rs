@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod kube;
 pub mod openbao;
 pub mod platform;
 pub mod postgres;

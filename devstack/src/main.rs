@@ -4,6 +4,7 @@
 //! Job runs them), so OpenBao is configured by one piece of code everywhere:
 //!
 //! ```text
+//! devstack openbao-state     --addr URL    (prints uninitialised | sealed | unsealed)
 //! devstack init-openbao      --addr URL --keys-out FILE
 //! devstack unseal-openbao    --addr URL --keys FILE
 //! devstack configure-openbao --addr URL --token-file FILE --policies DIR \
@@ -65,6 +66,13 @@ enum Command {
         /// State folder of the running platform.
         #[arg(long, default_value = ".zt")]
         state: PathBuf,
+    },
+    /// Print OpenBao's state: `uninitialised`, `sealed` or `unsealed`
+    /// (exit 1 if it does not answer).
+    OpenbaoState {
+        /// OpenBao address, e.g. http://openbao.openbao.svc:8200
+        #[arg(long)]
+        addr: String,
     },
     /// Initialise OpenBao (one Shamir share) if it is not yet; write the keys
     /// JSON (`unseal_key`, `root_token`) to --keys-out with mode 0600.
@@ -142,6 +150,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { state, no_pause } => {
             up::ensure_running(&state)?;
             demo::demo(&state, no_pause)
+        }
+        Command::OpenbaoState { addr } => {
+            println!("{}", openbao::state(&addr)?);
+            Ok(())
         }
         Command::InitOpenbao { addr, keys_out } => {
             if openbao::is_initialised(&addr)? {

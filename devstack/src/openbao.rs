@@ -209,6 +209,53 @@ pub fn active(addr: &str) -> Result<(), String> {
     }
 }
 
+/// What `sys/seal-status` says of an OpenBao server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealState {
+    /// Never initialised: no keys exist yet.
+    Uninitialised,
+    /// Initialised and sealed: needs its unseal key.
+    Sealed,
+    /// Initialised and unsealed.
+    Unsealed,
+}
+
+impl std::fmt::Display for SealState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Uninitialised => "uninitialised",
+            Self::Sealed => "sealed",
+            Self::Unsealed => "unsealed",
+        })
+    }
+}
+
+/// The state of OpenBao at `addr` (an error if it does not answer).
+pub fn state(addr: &str) -> anyhow::Result<SealState> {
+    let body: Value = ureq::get(&format!("{addr}/v1/sys/seal-status"))
+        .call()
+        .with_context(|| format!("GET {addr}/v1/sys/seal-status"))?
+        .body_mut()
+        .read_json()?;
+    Ok(match (&body["initialized"], &body["sealed"]) {
+        (Value::Bool(false), _) => SealState::Uninitialised,
+        (Value::Bool(true), Value::Bool(true)) => SealState::Sealed,
+        (Value::Bool(true), Value::Bool(false)) => SealState::Unsealed,
+        _ => bail!("unexpected answer from {addr}/v1/sys/seal-status: {body}"),
+    })
+}
+
+/// Starts an OpenBao server from `opts` and returns once it answers, without
+/// initialising it (what a fresh OpenBao pod is before the bootstrap Job).
+pub fn start_uninitialised(tools: &Tools, opts: &OpenBaoOptions) -> anyhow::Result<Supervised> {
+    let mut process = spawn(tools, opts)?;
+    let addr = addr(opts.port);
+    process.wait_ready(Duration::from_secs(30), || {
+        state(&addr).map(|_| ()).map_err(|e| e.to_string())
+    })?;
+    Ok(process)
+}
+
 /// Whether OpenBao at `addr` has been initialised.
 pub fn is_initialised(addr: &str) -> anyhow::Result<bool> {
     let body: Value = ureq::get(&format!("{addr}/v1/sys/init"))

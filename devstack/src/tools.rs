@@ -16,7 +16,7 @@ pub const PG_BIN_DIR_ENV: &str = "ZT_PG_BIN_DIR";
 /// A required binary is not installed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{component} is not installed: expected `{}`.\n  Install it with `make tools` (from the repository root); \
+    "{component} is not installed: expected `{}`.\n  Install it with `{install}` (from the repository root); \
      see README.md#prerequisites.{}",
     expected.display(),
     if std::env::var("CI").as_deref() == Ok("true") { "\n  (CI=true: tests do not skip missing components.)" } else { "" }
@@ -26,6 +26,8 @@ pub struct MissingTool {
     pub component: &'static str,
     /// The path that was looked at.
     pub expected: PathBuf,
+    /// The command that installs it (`make tools`, `make tools-kube`).
+    pub install: &'static str,
 }
 
 /// Absolute paths of every binary the stack runs.
@@ -68,12 +70,14 @@ impl Tools {
                 Err(MissingTool {
                     component,
                     expected: path,
+                    install: "make tools",
                 })
             }
         };
         let pg_bin = pg_bin_dir().ok_or_else(|| MissingTool {
             component: "PostgreSQL server",
             expected: PathBuf::from("/usr/lib/postgresql/<version>/bin/initdb"),
+            install: "make tools",
         })?;
         Ok(Self {
             spire_server: need("spire-server", "SPIRE server")?,
@@ -129,6 +133,7 @@ mod tests {
         let err = MissingTool {
             component: "OpenBao",
             expected: PathBuf::from("/nowhere/bao"),
+            install: "make tools",
         };
         let msg = err.to_string();
         assert!(msg.contains("OpenBao is not installed"), "{msg}");

@@ -1,0 +1,91 @@
+//! A real Kubernetes control plane on this machine: etcd and kube-apiserver
+//! built from their Go modules at pinned versions (`make tools-kube`),
+//! started with the flags a kind cluster's API server has.
+//!
+//! ```text
+//!   kube::shared()            one per test binary, started on first use,
+//!     └─ ControlPlane           stopped when the binary exits
+//!          ├─ etcd              http://127.0.0.1:<port>, data in a temp dir
+//!          └─ kube-apiserver    https://127.0.0.1:<port>, kubeadm's PKI layout,
+//!                               Node,RBAC; PodSecurity, webhooks, VAP, …
+//!   ControlPlane::kubeconfig()  admin kubeconfig for kubectl, helm, scripts
+//!   ControlPlane::client()      kube::Client for the test's own runtime
+//! ```
+//!
+//! Tests share one control plane per test binary ([`shared`]): starting one
+//! takes seconds, and objects live in namespaces the tests name.
+
+mod control_plane;
+mod pki;
+
+use std::sync::OnceLock;
+
+pub use control_plane::{
+    write_kubeconfig, ControlPlane, ControlPlaneOptions, KubeTools, EXTRA_ADMISSION_PLUGINS,
+    SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR,
+};
+pub use pki::Pki;
+
+static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// The control plane shared by every test of this test binary, started on
+/// first use and stopped (its temp dir removed) when the process exits.
+///
+/// The processes are started from a thread that lives as long as the
+/// process: `PR_SET_PDEATHSIG` fires when the *thread* that spawned a child
+/// ends, and a test's thread ends with the test.
+pub fn shared() -> anyhow::Result<&'static ControlPlane> {
+    let started = SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kube-control-plane".into())
+            .spawn(move || {
+                let result = start_in_temp_dir();
+                let _ = tx.send(result);
+                loop {
+                    std::thread::park();
+                }
+            });
+        if let Err(e) = spawned {
+            return Err(format!("cannot start the control plane's thread: {e}"));
+        }
+        let result = rx
+            .recv()
+            .unwrap_or_else(|_| Err("the control plane's thread died".into()));
+        if result.is_ok() {
+            stop_at_exit();
+        }
+        result
+    });
+    started
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("the shared Kubernetes control plane did not start: {e}"))
+}
+
+fn start_in_temp_dir() -> Result<ControlPlane, String> {
+    let tools = KubeTools::locate().map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("devstack-kube-")
+        .tempdir()
+        .map_err(|e| e.to_string())?
+        .keep();
+    ControlPlane::start(&tools, &ControlPlaneOptions::in_dir(&dir)).map_err(|e| format!("{e:#}"))
+}
+
+#[allow(unsafe_code)]
+fn stop_at_exit() {
+    extern "C" fn stop() {
+        // Runs from exit(): no test thread is using the control plane any more.
+        // Only look: never start one from the exit handler.
+        let Some(Ok(cp)) = SHARED.get() else {
+            return;
+        };
+        cp.stop();
+        let _ = std::fs::remove_dir_all(cp.dir());
+    }
+    // SAFETY: `stop` is a plain extern "C" function with no arguments, as
+    // atexit(3) requires; registering it has no other effect.
+    unsafe {
+        nix::libc::atexit(stop);
+    }
+}
