@@ -14,7 +14,12 @@ ZT_ROOT=$(cd "$here/../.." && pwd)
 CLUSTER=zt-demo
 CTX=kind-$CLUSTER
 
-say() { printf '\033[1m[%s]\033[0m %s\n' "${ZT_STEP:-deploy}" "$*" >&2; }
+# Bold step lines on a terminal; plain text when piped, logged or NO_COLOR is set.
+if [ -t 2 ] && [ -z "${NO_COLOR:-}" ]; then
+  say() { printf '\033[1m[%s]\033[0m %s\n' "${ZT_STEP:-deploy}" "$*" >&2; }
+else
+  say() { printf '[%s] %s\n' "${ZT_STEP:-deploy}" "$*" >&2; }
+fi
 die() { printf '[%s] ERROR: %s\n' "${ZT_STEP:-deploy}" "$*" >&2; exit 1; }
 
 install_hint() {
@@ -25,6 +30,20 @@ install_hint() {
     helm) echo "helm 3: https://helm.sh/docs/intro/install/" ;;
     *) echo "$1" ;;
   esac
+}
+
+# version_ge A B: true when dotted version A >= B (leading "v" and any
+# suffix after the numbers ignored).
+version_ge() {
+  local a=${1#v} b=${2#v} i x y
+  a=${a%%[!0-9.]*} b=${b%%[!0-9.]*}
+  for i in 1 2 3; do
+    x=$(printf '%s' "$a" | cut -d. -f$i) y=$(printf '%s' "$b" | cut -d. -f$i)
+    x=${x:-0} y=${y:-0}
+    [ "$x" -gt "$y" ] && return 0
+    [ "$x" -lt "$y" ] && return 1
+  done
+  return 0
 }
 
 # require_tools TOOL...: exit 69 (EX_UNAVAILABLE) naming every missing tool

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Fetches, pinned and idempotently, what deploy/checks validates against,
-# into .tools/schemas/ (git-ignored), and builds helm into .tools/bin:
+# Fetches, pinned and idempotently, what the deploy tests install into the real
+# kube-apiserver besides our own manifests, into .tools/schemas/ (git-ignored),
+# and builds helm into .tools/bin:
 #
-#   kubernetes-<KUBERNETES_VERSION>/swagger.json   the API server's OpenAPI (k8s.io/kubernetes module)
 #   cilium-<CILIUM_VERSION>/crds/*.yaml            Cilium's CRDs     } github.com/cilium/cilium
 #   cilium-<CILIUM_VERSION>/chart/                 Cilium's Helm chart (values.schema.json) }
-#   spire-crds-<ISTIO_MODULE_VERSION>/quickstart.yaml  the only ClusterSPIFFEID CRD the Go
-#                                                  module proxy serves (istio.io/istio samples;
+#   spire-crds-<ISTIO_MODULE_VERSION>/crds.yaml    the only spire-controller-manager CRDs the
+#                                                  Go module proxy serves (istio.io/istio's
+#                                                  samples: ClusterSPIFFEID and
+#                                                  ClusterFederatedTrustDomain of 0.2.3;
 #                                                  github.com/spiffe/spire-controller-manager
 #                                                  itself is refused: 403)
-#   .tools/bin/helm (HELM_VERSION)                 renders the Cilium chart offline
+#   .tools/bin/helm (HELM_VERSION)                 renders the Cilium chart; installs zt-injector
 #
 # Everything comes from the Go module proxy through `go mod download` / `go
 # install`, which verify checksums. Called by the deploy-checks tests when
@@ -25,11 +27,10 @@ bin=$ZT_ROOT/.tools/bin
 mkdir -p "$out" "$bin"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
-k8s_dir=$out/kubernetes-$KUBERNETES_VERSION
 cilium_dir=$out/cilium-$CILIUM_VERSION
 spire_dir=$out/spire-crds-$ISTIO_MODULE_VERSION
 helm_ok() { [ -x "$bin/helm" ] && [ -f "$bin/.helm-$HELM_VERSION" ]; }
-if [ -f "$k8s_dir/.complete" ] && [ -f "$cilium_dir/.complete" ] && [ -f "$spire_dir/.complete" ] && helm_ok; then
+if [ -f "$cilium_dir/.complete" ] && [ -f "$spire_dir/.complete" ] && helm_ok; then
   say "schemas present (.tools/schemas)"
   exit 0
 fi
@@ -50,14 +51,6 @@ module_dir() {
   printf '%s\n' "$dir"
 }
 
-if [ ! -f "$k8s_dir/.complete" ]; then
-  say "Kubernetes $KUBERNETES_VERSION OpenAPI (k8s.io/kubernetes)"
-  src=$(module_dir "k8s.io/kubernetes@v$KUBERNETES_VERSION")
-  rm -rf "$k8s_dir" && mkdir -p "$k8s_dir"
-  cp "$src/api/openapi-spec/swagger.json" "$k8s_dir/swagger.json"
-  touch "$k8s_dir/.complete"
-fi
-
 if [ ! -f "$cilium_dir/.complete" ]; then
   say "Cilium $CILIUM_VERSION CRDs and Helm chart (github.com/cilium/cilium)"
   src=$(module_dir "github.com/cilium/cilium@v$CILIUM_VERSION")
@@ -69,11 +62,17 @@ if [ ! -f "$cilium_dir/.complete" ]; then
 fi
 
 if [ ! -f "$spire_dir/.complete" ]; then
-  say "ClusterSPIFFEID CRD (istio.io/istio samples/security/spire)"
+  say "spire-controller-manager CRDs (istio.io/istio samples/security/spire)"
   src=$(module_dir "istio.io/istio@$ISTIO_MODULE_VERSION")
   rm -rf "$spire_dir" && mkdir -p "$spire_dir"
-  cp "$src/samples/security/spire/spire-quickstart.yaml" "$spire_dir/quickstart.yaml"
-  chmod u+w "$spire_dir/quickstart.yaml"
+  # Only the CustomResourceDefinition documents of the sample.
+  awk 'function flush() { if (doc ~ /\nkind: CustomResourceDefinition\n/) { printf "%s---\n", doc; n++ } doc = "\n" }
+       BEGIN { doc = "\n" }
+       /^---/ { flush(); next }
+       { doc = doc $0 "\n" }
+       END { flush(); if (n != 2) exit 1 }' \
+    "$src/samples/security/spire/spire-quickstart.yaml" >"$spire_dir/crds.yaml" ||
+    die "expected 2 CRDs in istio.io/istio's samples/security/spire/spire-quickstart.yaml"
   touch "$spire_dir/.complete"
 fi
 

@@ -1,22 +1,20 @@
-//! Offline checks of everything `make deploy` applies.
+//! Checks of everything `make install` and `make deploy` apply.
 //!
-//! Kubernetes, kind and Cilium cannot run on the machines that build this
-//! project, so the deployment is checked by construction, against the real
-//! schemas and the real binaries:
+//! The manifests go to a real kube-apiserver (`tests/install.rs`, through
+//! `devstack::kube` and the same `deploy/scripts/install.sh`); the bootstrap
+//! script runs against the real servers (`tests/bootstrap_job.rs`). This
+//! crate holds what the server cannot check:
 //!
 //! ```text
-//!  deploy/k8s/**.yaml ─┐                    .tools/schemas/ (deploy/scripts/schemas.sh)
-//!  policies/cilium/    ├─▶ manifest ──▶ schema ◀── kubernetes swagger.json, Cilium CRDs,
-//!  policies/spire/k8s/ │                          ClusterSPIFFEID CRD
-//!  helm template cilium┘        │
-//!                               └──▶ cilium::Evaluator ──▶ the policy table (allowed/denied/auth)
+//!  policies/cilium/ + helm template cilium ─▶ cilium::Evaluator ─▶ the policy table
 //!  policies/spire/workloads.toml ──▶ spire::render ──▶ policies/spire/k8s/clusterspiffeids.yaml
 //!  deploy/docker/*.Dockerfile ──▶ dockerfile::parse ──▶ COPY sources, binary names
+//!  deploy/cilium/values.yaml ──▶ schema::make_strict(values.schema.json)
+//!  .tools/schemas/ (deploy/scripts/schemas.sh) ──▶ Cilium CRDs + chart, spire CRDs, helm
 //! ```
 //!
-//! The tests in `tests/` drive these modules; SPIRE and OpenBao configs go
-//! through the real `spire-server`/`spire-agent validate`, `bao policy fmt`
-//! and `bao operator diagnose`.
+//! SPIRE and OpenBao configs go through the real `spire-server`/`spire-agent
+//! validate`, `bao policy fmt` and `bao operator diagnose`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

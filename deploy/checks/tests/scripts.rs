@@ -1,6 +1,7 @@
-//! make deploy / teardown / demo as a new user meets them: they fail at once,
-//! naming every missing tool and running nothing, and every command deploy.sh
-//! runs is explained in docs/deploy.md.
+//! make deploy / install / teardown / demo as a new user meets them: they
+//! fail at once, naming every missing or too old tool and running nothing,
+//! and every command deploy.sh and install.sh run is explained in
+//! docs/deploy.md.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -8,22 +9,40 @@ use std::process::Command;
 
 use deploy_checks::repo::root;
 
-/// A PATH holding only stubs for `present`; each stub records that it ran.
+/// A PATH holding only stubs for `present`; each stub records that it ran,
+/// then fails.
 fn stub_path(dir: &Path, present: &[&str]) -> std::path::PathBuf {
+    let stubs: Vec<(&str, &str)> = present.iter().map(|t| (*t, "exit 1")).collect();
+    scripted_path(dir, &stubs)
+}
+
+/// A PATH holding stubs that record their arguments, then run their shell
+/// `body` (`$*` are the arguments), plus the coreutils the scripts use.
+fn scripted_path(dir: &Path, stubs: &[(&str, &str)]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for tool in present {
+    for (tool, body) in stubs {
         let path = bin.join(tool);
         std::fs::write(
             &path,
             format!(
-                "#!/bin/sh\necho \"{tool} $*\" >> \"{}\"\nexit 1\n",
+                "#!/bin/sh\necho \"{tool} $*\" >> \"{}\"\n{body}\n",
                 dir.join("ran.log").display()
             ),
         )
         .unwrap();
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for tool in [
+        "awk", "cut", "grep", "sed", "cat", "head", "tr", "yes", "seq",
+    ] {
+        let real = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} not found"));
+        let _ = std::os::unix::fs::symlink(real, bin.join(tool));
     }
     bin
 }
@@ -100,6 +119,119 @@ fn deploy_with_a_stopped_docker_daemon_says_so() {
     );
 }
 
+/// Stubs of the four tools at the given versions, with a running daemon.
+fn tools_at(docker: &str, kind: &str, kubectl: &str, helm: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("docker", format!("case \"$1\" in info) exit 0 ;; version) echo {docker} ;; esac; exit 1")),
+        ("kind", format!("case \"$1\" in version) echo 'kind v{kind} go1.24.6 linux/amd64' ;; *) exit 1 ;; esac")),
+        ("kubectl", format!("case \"$1\" in version) echo 'Client Version: v{kubectl}'; echo 'Kustomize Version: v5.7.1' ;; *) exit 1 ;; esac")),
+        ("helm", format!("case \"$1\" in version) echo v{helm} ;; *) exit 1 ;; esac")),
+    ]
+}
+
+fn run_deploy_with(stubs: &[(&str, String)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let stubs: Vec<(&str, &str)> = stubs.iter().map(|(t, b)| (*t, b.as_str())).collect();
+    let path = scripted_path(dir.path(), &stubs);
+    let out = Command::new(bash())
+        .arg(root().join("deploy/scripts/deploy.sh"))
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(dir.path().join("ran.log")).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn deploy_names_the_minimum_version_of_each_tool_before_changing_anything() {
+    for (stubs, want) in [
+        (
+            tools_at("20.10.24", "0.33.0", "1.36.4", "3.22.0"),
+            "docker 20.10.24 is too old: make deploy needs docker >= 23.0.0",
+        ),
+        (
+            tools_at("28.2.2", "0.31.0", "1.36.4", "3.22.0"),
+            "kind 0.31.0 is too old: make deploy needs kind >= 0.32.0",
+        ),
+        (
+            tools_at("28.2.2", "0.33.0", "1.34.2", "3.22.0"),
+            "kubectl 1.34.2 is too old: make deploy needs kubectl >= 1.35.0",
+        ),
+        (
+            tools_at("28.2.2", "0.33.0", "1.38.0", "3.22.0"),
+            "kubectl 1.38.0 is too new for Kubernetes 1.36.4: use kubectl <= 1.37.999.x",
+        ),
+        (
+            tools_at("28.2.2", "0.33.0", "1.36.4", "3.10.3"),
+            "helm 3.10.3 is too old: make deploy needs helm >= 3.12.0",
+        ),
+    ] {
+        let (code, err, ran) = run_deploy_with(&stubs);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(want), "wanted {want:?} in:\n{err}");
+        assert!(
+            !ran.contains("kind create")
+                && !ran.contains("helm upgrade")
+                && !ran.contains("docker build"),
+            "something was changed before the version checks passed: {ran}"
+        );
+    }
+}
+
+/// `kind get clusters | grep -qx` under pipefail: grep stops at the first
+/// match, kind dies of SIGPIPE, and the pipeline "fails" — so deploy.sh
+/// created a cluster that already existed. Pinned with many clusters.
+#[test]
+fn deploy_sees_an_existing_cluster_among_many() {
+    let mut stubs = tools_at("28.2.2", "0.33.0", "1.36.4", "3.22.0");
+    stubs[1].1 = "case \"$1 $2\" in 'version ') echo 'kind v0.33.0' ;; 'get clusters') echo zt-demo; yes other-cluster | head -n 200000 ;; *) exit 1 ;; esac".into();
+    let (_, err, ran) = run_deploy_with(&stubs);
+    assert!(err.contains("1/4 kind cluster zt-demo exists"), "{err}");
+    assert!(
+        !ran.contains("kind create"),
+        "created a cluster that exists: {ran}"
+    );
+}
+
+#[test]
+fn install_refuses_garbage_and_missing_tools_before_touching_the_cluster() {
+    let (code, err, _) = run_script("install.sh", &[]);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("missing required tool(s): kubectl\n"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = scripted_path(dir.path(), &[("kubectl", "exit 1")]);
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(bash());
+        cmd.arg(root().join("deploy/scripts/install.sh"))
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[("WAIT", "yes")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("WAIT must be 0 or 1, got 'yes'"), "{err}");
+    // kubectl answers nothing: no context.
+    let (code, err) = run(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no kube context"), "{err}");
+    let ran = std::fs::read_to_string(dir.path().join("ran.log")).unwrap_or_default();
+    assert!(!ran.contains("apply") && !ran.contains("create"), "{ran}");
+}
+
 #[test]
 fn deploy_refuses_unknown_arguments() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,7 +268,7 @@ fn commands_in(script: &str) -> BTreeSet<String> {
             }
             continue;
         }
-        if let Some((_, tag)) = line.split_once("<<") {
+        if let Some((_, tag)) = line.split_once("<<").filter(|_| !line.contains("<<<")) {
             heredoc = Some(
                 tag.trim_start_matches('-')
                     .trim_matches(['\'', '"'])
@@ -148,14 +280,21 @@ fn commands_in(script: &str) -> BTreeSet<String> {
         if line.starts_with('#') || ["say", "die", "require_tools"].contains(&first) {
             continue;
         }
+        // Messages after `|| die "..."` or `&& say "..."` are not commands either.
+        let line = [" die ", " say "]
+            .iter()
+            .filter_map(|m| line.find(m))
+            .min()
+            .map_or(line, |i| &line[..i]);
         let words: Vec<&str> = line.split_whitespace().collect();
         for (i, w) in words.iter().enumerate() {
             let tool = w
+                .trim_start_matches('"')
                 .trim_start_matches("$(")
                 .trim_start_matches('(')
                 .trim_start_matches("DOCKER_BUILDKIT=1");
             if !["docker", "kind", "kubectl", "helm"].contains(&tool)
-                || (i > 0 && words[i - 1].ends_with('='))
+                || (i > 0 && (words[i - 1].ends_with('=') || words[i - 1] == "check_version"))
             {
                 continue;
             }
@@ -185,11 +324,25 @@ fn commands_in(script: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn every_command_deploy_runs_is_explained_in_the_docs() {
-    let script = std::fs::read_to_string(root().join("deploy/scripts/deploy.sh")).unwrap();
+fn every_command_deploy_and_install_run_is_explained_in_the_docs() {
+    let script = ["deploy.sh", "install.sh"]
+        .map(|f| std::fs::read_to_string(root().join("deploy/scripts").join(f)).unwrap())
+        .join("\n")
+        .lines()
+        // install.sh calls kubectl through k(), pinned to ZT_CONTEXT when set.
+        .filter(|l| !l.trim_start().starts_with("k() {"))
+        .map(|l| {
+            let l = l.replace("$(k ", "$(kubectl ");
+            match l.trim_start().strip_prefix("k ") {
+                Some(rest) => format!("kubectl {rest}"),
+                None => l,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let docs = std::fs::read_to_string(root().join("docs/deploy.md")).unwrap();
     let commands = commands_in(&script);
-    println!("commands deploy.sh runs: {commands:#?}");
+    println!("commands deploy.sh and install.sh run: {commands:#?}");
     for must in [
         "kind create",
         "helm upgrade",
@@ -197,6 +350,8 @@ fn every_command_deploy_runs_is_explained_in_the_docs() {
         "kind load",
         "kubectl apply",
         "kubectl wait",
+        "kubectl rollout",
+        "kubectl delete",
     ] {
         assert!(
             commands.contains(must),

@@ -1,19 +1,17 @@
 //! Shared by the deploy-checks integration tests.
 #![allow(dead_code)]
 
+pub mod install;
+
 use std::sync::OnceLock;
 
 use deploy_checks::manifest::{self, Manifest};
-use deploy_checks::schema::{self, SchemaPaths, SchemaSet};
+use deploy_checks::schema::{self, SchemaPaths};
 
-/// The pinned schemas (fetched once by deploy/scripts/schemas.sh if missing).
-pub fn schemas() -> &'static (SchemaPaths, SchemaSet) {
-    static S: OnceLock<(SchemaPaths, SchemaSet)> = OnceLock::new();
-    S.get_or_init(|| {
-        let paths = schema::ensure_pinned().unwrap_or_else(|e| panic!("{e}"));
-        let set = SchemaSet::load(&paths).unwrap_or_else(|e| panic!("{e}"));
-        (paths, set)
-    })
+/// What deploy/scripts/schemas.sh fetched (fetched once if missing).
+pub fn schemas() -> &'static SchemaPaths {
+    static S: OnceLock<SchemaPaths> = OnceLock::new();
+    S.get_or_init(|| schema::ensure_pinned().unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// Every manifest make deploy applies from this repository.

@@ -1,8 +1,8 @@
-//! Every manifest validates against the real schemas of the pinned versions:
-//! Kubernetes (the API server's swagger.json), Cilium's CRDs, and the
-//! ClusterSPIFFEID CRD. The Cilium Helm values validate against the chart's
-//! own values.schema.json, and the chart rendered with them (helm template)
-//! validates against the Kubernetes schemas.
+//! The Cilium half of `make deploy`, which `make install` does not cover:
+//! our Helm values validate against the pinned chart's own
+//! values.schema.json (strictly: helm ignores unknown keys), the chart
+//! rendered with them is accepted by the real kube-apiserver, and the kind
+//! config is made for Cilium and two workers.
 
 mod common;
 
@@ -13,67 +13,8 @@ use deploy_checks::repo::{root, Versions};
 use serde_json::{json, Value};
 
 #[test]
-fn every_deployed_manifest_matches_the_pinned_schemas() {
-    let (_, set) = common::schemas();
-    let all = common::deployed();
-    assert!(all.len() > 40, "suspiciously few manifests: {}", all.len());
-    let mut errors = Vec::new();
-    let mut kinds = std::collections::BTreeSet::new();
-    for m in &all {
-        kinds.insert(format!("{} {}", m.api_version(), m.kind()));
-        errors.extend(set.validate(m).unwrap_or_else(|e| panic!("{e}")));
-    }
-    println!("validated {} objects of kinds: {kinds:#?}", all.len());
-    assert!(
-        errors.is_empty(),
-        "schema violations:\n{}",
-        errors.join("\n")
-    );
-    for must in [
-        "cilium.io/v2 CiliumNetworkPolicy",
-        "spire.spiffe.io/v1alpha1 ClusterSPIFFEID",
-        "apps/v1 StatefulSet",
-        "batch/v1 Job",
-    ] {
-        assert!(kinds.contains(must), "no {must} was validated");
-    }
-}
-
-/// The validator must catch what the API server would refuse; otherwise the
-/// test above proves nothing.
-#[test]
-fn validator_refuses_typos_wrong_types_missing_fields_and_unknown_kinds() {
-    let (_, set) = common::schemas();
-    let bad = [
-        ("unknown field", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec:\n  selectr: {a: b}\n  ports: [{port: 80}]\n"),
-        ("wrong type", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicas: two\n  selector: {matchLabels: {a: b}}\n  template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: i}]}}\n"),
-        ("missing required", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template: {spec: {containers: [{name: c}]}}\n"),
-        ("unknown kind", "apiVersion: v1\nkind: Servise\nmetadata: {name: x}\n"),
-        ("crd unknown field", "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x, namespace: y}\nspec:\n  endpointSelector: {}\n  ingres: [{}]\n"),
-        ("crd bad enum", "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: x, namespace: y}\nspec:\n  endpointSelector: {}\n  egress: [{toEntities: [wrold]}]\n"),
-        ("clusterspiffeid typo", "apiVersion: spire.spiffe.io/v1alpha1\nkind: ClusterSPIFFEID\nmetadata: {name: x}\nspec:\n  spiffeIdTemplate: spiffe://x/y\n"),
-        ("bad metadata on a custom resource", "apiVersion: spire.spiffe.io/v1alpha1\nkind: ClusterSPIFFEID\nmetadata: {name: x, labels: {a: [1]}}\nspec:\n  spiffeIDTemplate: spiffe://x/y\n"),
-    ];
-    for (what, text) in bad {
-        let m = &manifest::parse(text, what).unwrap()[0];
-        let errors = set.validate(m).unwrap();
-        assert!(
-            !errors.is_empty(),
-            "{what}: accepted but must be refused:\n{text}"
-        );
-        println!("{what}: refused ({})", errors[0]);
-    }
-    let good = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec:\n  ports: [{port: 80, targetPort: http}]\n";
-    assert_eq!(
-        set.validate(&manifest::parse(good, "good").unwrap()[0])
-            .unwrap(),
-        Vec::<String>::new()
-    );
-}
-
-#[test]
 fn cilium_values_match_the_charts_values_schema() {
-    let (paths, _) = common::schemas();
+    let paths = common::schemas();
     let mut schema: Value = serde_json::from_str(
         &std::fs::read_to_string(paths.cilium_chart.join("values.schema.json")).unwrap(),
     )
@@ -125,8 +66,9 @@ fn cilium_values_match_the_charts_values_schema() {
 }
 
 #[test]
-fn cilium_chart_renders_with_our_values_into_valid_kubernetes_objects() {
-    let (paths, set) = common::schemas();
+fn cilium_chart_renders_with_our_values_into_objects_the_api_server_accepts() {
+    let paths = common::schemas();
+    let cp = devstack::kube::shared().unwrap_or_else(|e| panic!("{e:#}"));
     let v = Versions::load().unwrap();
     let out = Command::new(&paths.helm)
         .args(["template", "cilium"])
@@ -146,22 +88,32 @@ fn cilium_chart_renders_with_our_values_into_valid_kubernetes_objects() {
         "helm template failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rendered = manifest::parse(
-        &String::from_utf8(out.stdout).unwrap(),
-        "helm template cilium",
-    )
-    .unwrap();
-    let mut errors = Vec::new();
-    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
-    for m in &rendered {
-        *kinds.entry(m.kind().to_string()).or_default() += 1;
-        errors.extend(set.validate(m).unwrap());
-    }
-    println!("helm template cilium: {} objects {kinds:?}", rendered.len());
-    assert!(
-        errors.is_empty(),
-        "rendered Cilium chart violates the Kubernetes schemas:\n{}",
-        errors.join("\n")
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rendered = manifest::parse(&text, "helm template cilium").unwrap();
+    // The chart's CRDs are registered by its operator at run time, as on a
+    // real cluster: give the server those first, then the rendered objects.
+    common::install::add_cilium_crds(cp);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &text).unwrap();
+    let applied = common::install::kubectl(
+        cp,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &file.path().display().to_string(),
+        ],
+    );
+    assert_eq!(
+        applied.code, 0,
+        "the real API server refused the rendered Cilium chart:\n{}",
+        applied.output
+    );
+    // Warnings here would be Cilium's chart's, not ours: shown, not failed.
+    println!(
+        "helm template cilium: {} objects accepted; warnings: {:#?}",
+        rendered.len(),
+        applied.warnings()
     );
     let names: Vec<String> = rendered
         .iter()
@@ -214,9 +166,28 @@ fn kind_config_is_made_for_cilium_and_publishes_the_frontend() {
         .iter()
         .map(|n| n["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles, ["control-plane", "worker"]);
-    let mapping = &m["nodes"][1]["extraPortMappings"][0];
-    let all = common::deployed();
+    // Two workers: the apps prefer different nodes (pod anti-affinity), so the
+    // frontend -> backend hop crosses nodes and WireGuard carries it.
+    assert_eq!(roles, ["control-plane", "worker", "worker"]);
+    for app in ["backend", "frontend"] {
+        let other = if app == "backend" {
+            "frontend"
+        } else {
+            "backend"
+        };
+        let dep = common::find(&all_manifests(), "Deployment", "99-apps", app)
+            .value
+            .clone();
+        let term = &dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+            ["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"];
+        assert_eq!(term["topologyKey"], "kubernetes.io/hostname", "{app}");
+        assert_eq!(
+            term["labelSelector"]["matchLabels"]["app.kubernetes.io/name"], other,
+            "{app}"
+        );
+    }
+    let mapping = &m["nodes"][2]["extraPortMappings"][0];
+    let all = all_manifests();
     let svc = common::find(&all, "Service", "99-apps", "frontend");
     assert_eq!(svc.value["spec"]["type"], "NodePort");
     assert_eq!(
@@ -233,4 +204,8 @@ fn kind_config_is_made_for_cilium_and_publishes_the_frontend() {
         format!("{}-control-plane", m["name"].as_str().unwrap()),
         "Cilium must find the API server of this cluster"
     );
+}
+
+fn all_manifests() -> Vec<deploy_checks::manifest::Manifest> {
+    common::deployed()
 }

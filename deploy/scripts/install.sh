@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# make install: the whole platform — SPIRE (with the spire-controller-manager
+# CRDs), PostgreSQL, OpenBao and its bootstrap Job, the apps, and the Cilium
+# network policies — into the cluster your kube context points at. `make
+# deploy` runs it after creating its kind cluster; on your own cluster, run it
+# directly. Safe to re-run. Every command is explained in docs/deploy.md
+# ("make install on your own cluster").
+#
+# Environment:
+#   ZT_CONTEXT=NAME    kubectl context to use (default: the current context)
+#   WAIT=0             apply everything, but do not wait for rollouts or the
+#                      bootstrap Job (a cluster that cannot run pods, tests)
+#   ZT_SPIRE_CRDS="F…" files or URLs of the spire-controller-manager CRDs
+#                      (default: its v$SPIRE_CONTROLLER_MANAGER_VERSION release on GitHub)
+#   ZT_RESTART_APPS=1  restart the apps if they were already running
+#                      (make deploy sets it after rebuilding the :dev images)
+set -euo pipefail
+# shellcheck source=lib.sh
+case ${BASH_SOURCE[0]} in */*) zt_scripts=${BASH_SOURCE[0]%/*} ;; *) zt_scripts=. ;; esac
+. "$zt_scripts/lib.sh"
+ZT_STEP=install
+
+WAIT=${WAIT:-1}
+case $WAIT in 0 | 1) ;; *) die "WAIT must be 0 or 1, got '$WAIT'" ;; esac
+crd_base=https://raw.githubusercontent.com/spiffe/spire-controller-manager/v$SPIRE_CONTROLLER_MANAGER_VERSION/config/crd/bases
+ZT_SPIRE_CRDS=${ZT_SPIRE_CRDS:-$crd_base/spire.spiffe.io_clusterspiffeids.yaml $crd_base/spire.spiffe.io_clusterfederatedtrustdomains.yaml $crd_base/spire.spiffe.io_clusterstaticentries.yaml}
+
+require_tools kubectl
+cd "$ZT_ROOT"
+k() { kubectl ${ZT_CONTEXT:+--context "$ZT_CONTEXT"} "$@"; }
+waiting() { [ "$WAIT" = 1 ]; }
+
+# --- 0. which cluster, and can it take the platform -------------------------
+context=$(k config current-context 2>/dev/null) || die "no kube context: point kubectl at a cluster (kubectl config use-context NAME) or set ZT_CONTEXT"
+context=${ZT_CONTEXT:-$context}
+version=$(k version -o json 2>&1) || die "cannot reach the API server of context $context: $version"
+server_minor=$(printf '%s' "$version" | sed -n '/"serverVersion"/,/}/s/.*"minor": *"\([0-9]*\).*/\1/p')
+client_minor=$(printf '%s' "$version" | sed -n '/"clientVersion"/,/}/s/.*"minor": *"\([0-9]*\).*/\1/p')
+[ -n "$server_minor" ] || die "the API server of context $context did not say its version: $version"
+skew=$((client_minor - server_minor))
+[ "${skew#-}" -le 1 ] || die "kubectl 1.$client_minor is more than one minor away from the server (1.$server_minor): install a kubectl within one minor of it"
+say "0/7 installing into context $context (Kubernetes 1.$server_minor)$(waiting || printf ', WAIT=0: not waiting for pods')"
+k get crd ciliumnetworkpolicies.cilium.io >/dev/null 2>&1 ||
+  die "this cluster has no Cilium (CRD ciliumnetworkpolicies.cilium.io is missing): the platform's network policies are Cilium policies. Install Cilium $CILIUM_VERSION first (docs/deploy.md#make-install-on-your-own-cluster; make deploy does it on kind), then run make install again."
+
+# --- 1. namespaces and network policies (before any workload runs) -----------
+say "1/7 namespaces and Cilium network policies (default deny)"
+k apply -f deploy/k8s/00-namespaces.yaml
+k apply -f policies/cilium/99-apps.yaml -f policies/cilium/openbao.yaml \
+  -f policies/cilium/postgres.yaml -f policies/cilium/spire.yaml
+
+# --- 2. SPIRE -----------------------------------------------------------------
+say "2/7 SPIRE $SPIRE_VERSION, spire-controller-manager $SPIRE_CONTROLLER_MANAGER_VERSION, SPIFFE CSI driver $SPIFFE_CSI_DRIVER_VERSION"
+crd_args=()
+for crd in $ZT_SPIRE_CRDS; do crd_args+=(-f "$crd"); done
+k apply --server-side "${crd_args[@]}"
+k wait --for condition=established --timeout 2m crd/clusterspiffeids.spire.spiffe.io
+k apply -f deploy/k8s/spire/
+k apply -f policies/spire/k8s/clusterspiffeids.yaml
+if waiting; then
+  k -n spire rollout status statefulset/spire-server --timeout 5m
+  k -n spire rollout status daemonset/spire-agent --timeout 5m
+  k -n spire rollout status daemonset/spiffe-csi-driver --timeout 5m
+fi
+
+# --- 3. generated secrets (random, created once, never committed) ------------
+# ensure_secret NAMESPACE NAME: a Secret with one random `password`, unless it exists.
+ensure_secret() {
+  if [ -n "$(k -n "$1" get secret "$2" --ignore-not-found -o name)" ]; then
+    say "3/7 secret $1/$2 exists"
+  else
+    say "3/7 generating secret $1/$2"
+    k -n "$1" create secret generic "$2" \
+      --from-file=password=<(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40)
+  fi
+}
+ensure_secret postgres postgres-superuser
+ensure_secret openbao openbao-pg-admin
+# The bootstrap Job (namespace openbao) runs roles.sql as the superuser: same value.
+if [ -z "$(k -n openbao get secret postgres-superuser --ignore-not-found -o name)" ]; then
+  say "3/7 copying secret postgres/postgres-superuser to namespace openbao"
+  k -n openbao create secret generic postgres-superuser \
+    --from-file=password=<(k -n postgres get secret postgres-superuser -o 'jsonpath={.data.password}' | base64 -d)
+fi
+
+# --- 4. PostgreSQL and OpenBao -----------------------------------------------
+say "4/7 PostgreSQL $POSTGRES_IMAGE_TAG and OpenBao $OPENBAO_VERSION"
+k apply -f deploy/k8s/postgres/postgres.yaml
+k apply -f deploy/k8s/openbao/openbao.yaml
+if waiting; then
+  k -n postgres rollout status statefulset/postgres --timeout 5m
+  # OpenBao is not Ready until the bootstrap Job has unsealed it: wait for Running.
+  k -n openbao wait --for=jsonpath='{.status.phase}'=Running pod/openbao-0 --timeout 5m
+fi
+
+# --- 5. bootstrap: init, unseal, roles.sql, configure (devstack) -------------
+job=openbao-bootstrap
+# "finished" (Complete or Failed), "unfinished", or "" when there is none.
+job_state() {
+  local conds
+  conds=$(k -n openbao get job "$job" --ignore-not-found \
+    -o 'jsonpath={.metadata.name}:{range .status.conditions[?(@.status=="True")]}{.type} {end}')
+  case $conds in
+    "") echo "" ;;
+    *:*Complete* | *:*Failed*) echo finished ;;
+    *) echo unfinished ;;
+  esac
+}
+# show_bootstrap_logs [--previous]: the log of every pod of the Job.
+show_bootstrap_logs() {
+  local pod
+  for pod in $(k -n openbao get pods -l job-name=$job -o name 2>/dev/null); do
+    printf -- '--- %s%s\n' "$pod" "${1:+ (attempt before the last restart)}" >&2
+    k -n openbao logs "$pod" ${1:+"$1"} --tail 60 >&2 || true
+  done
+}
+wait_bootstrap() {
+  local deadline=$((SECONDS + 900)) status restarted reason
+  while :; do
+    case $(k -n openbao get job "$job" -o 'jsonpath={range .status.conditions[?(@.status=="True")]}{.type} {end}') in
+      *Complete*) return 0 ;;
+      *Failed*) show_bootstrap_logs; die "the OpenBao bootstrap Job failed (its log is above)" ;;
+    esac
+    # One line per pod: restart count, and why its container is waiting (if it is).
+    status=$(k -n openbao get pods -l job-name=$job \
+      -o 'jsonpath={range .items[*]}{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.waiting.reason}{"\n"}{end}')
+    restarted=$(printf '%s\n' "$status" | awk '$1 > 0 { print; exit }')
+    if [ -n "$restarted" ]; then
+      show_bootstrap_logs --previous
+      die "the OpenBao bootstrap Job's first attempt failed (its log is above). The Job retries by itself (backoffLimit 2); fix the cause, then run make install again: it waits for a Job that has not finished instead of replacing it."
+    fi
+    reason=$(printf '%s\n' "$status" | awk '$2 ~ /ErrImagePull|ImagePullBackOff|InvalidImageName|CreateContainerConfigError/ { print $2; exit }')
+    [ -z "$reason" ] || die "the OpenBao bootstrap pod cannot start ($reason): kubectl -n openbao describe pods -l job-name=$job"
+    if [ $SECONDS -ge $deadline ]; then
+      show_bootstrap_logs
+      die "the OpenBao bootstrap Job did not finish within 15 minutes (its log is above)"
+    fi
+    sleep 2
+  done
+}
+case $(job_state) in
+  finished)
+    say "5/7 replacing the finished OpenBao bootstrap Job"
+    k -n openbao delete job "$job" --wait=true
+    ;;
+  unfinished)
+    # Never delete a running Job: its pod may hold a fresh unseal key in memory.
+    say "5/7 the OpenBao bootstrap Job from an earlier run has not finished: leaving it to finish"
+    ;;
+  *) say "5/7 OpenBao bootstrap Job (devstack init/unseal/configure-openbao, roles.sql)" ;;
+esac
+k apply -f deploy/k8s/openbao/bootstrap.yaml ||
+  die "could not apply the bootstrap Job; if one from an earlier run is still running, let it finish (kubectl -n openbao get job $job) and run make install again"
+waiting && wait_bootstrap
+
+# --- 6. apps --------------------------------------------------------------------
+say "6/7 backend and frontend (zt-sidecar as native sidecars)"
+existed=$(k -n 99-apps get deployment backend frontend --ignore-not-found -o name)
+k apply -f deploy/k8s/apps/backend.yaml -f deploy/k8s/apps/frontend.yaml
+# Only running apps need a restart to pick up images rebuilt under the same tag.
+if [ "${ZT_RESTART_APPS:-0}" = 1 ] && [ -n "$existed" ]; then
+  # shellcheck disable=SC2086 # one word per deployment
+  k -n 99-apps rollout restart $existed
+fi
+if waiting; then
+  k -n 99-apps rollout status deployment/backend --timeout 5m
+  k -n 99-apps rollout status deployment/frontend --timeout 5m
+fi
+say "7/7 installed into context $context$(waiting || printf ' (WAIT=0: pods not waited for)')"
