@@ -10,7 +10,7 @@ PROFILE ?= release
 BINS := -p zt-sidecar -p app-backend -p app-frontend -p github-standin -p devstack
 DEVSTACK := target/$(PROFILE)/devstack
 
-.PHONY: help tools tools-kube disk test lint up down status demo bench bench-sidecar bench-mtls bench-backend build install deploy teardown
+.PHONY: help tools tools-kube disk test lint up down status demo bench bench-sidecar bench-mtls bench-backend build install deploy teardown lab
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -41,8 +41,13 @@ up: tools $(if $(SKIP_BUILD),,build) ## Run the whole platform locally (frontend
 down: ## Stop the platform started with `make up`
 	@if [ -x $(DEVSTACK) ]; then $(DEVSTACK) down --state $(STATE); else echo "nothing to stop (not built)"; fi
 
-demo: $(if $(CLUSTER),,$(if $(SKIP_BUILD),,build)) ## Guided walkthrough of the seed's demo (starts the platform if needed); NO_PAUSE=1 for scripts, CLUSTER=1 on the kind cluster
-	@if [ -n "$(CLUSTER)" ]; then bash deploy/scripts/demo-cluster.sh; else $(DEVSTACK) demo --state $(STATE) $(if $(NO_PAUSE),--no-pause,); fi
+LAB_DIR = $${TMPDIR:-/tmp}/zt-lab
+demo: $(if $(CLUSTER)$(LAB),,$(if $(SKIP_BUILD),,build)) ## Guided walkthrough of the seed's demo (starts the platform if needed); NO_PAUSE=1 for scripts, CLUSTER=1 on the kind cluster, LAB=1 on the lab cluster (make lab)
+	@if [ -n "$(LAB)" ]; then \
+	  KUBECONFIG=$(LAB_DIR)/control-plane/kubeconfig ZT_LAB=1 ZT_CONTEXT=devstack FRONTEND_URL=http://10.250.0.2:30080 \
+	    PATH="$(CURDIR)/.tools/bin:$$PATH" bash deploy/scripts/demo-cluster.sh; \
+	elif [ -n "$(CLUSTER)" ]; then bash deploy/scripts/demo-cluster.sh; \
+	else $(DEVSTACK) demo --state $(STATE) $(if $(NO_PAUSE),--no-pause,); fi
 
 status: ## Health of every component of the running platform
 	@$(DEVSTACK) status --state $(STATE)
@@ -52,6 +57,10 @@ install: ## Install the platform into the cluster of your current kube context (
 
 deploy: ## kind cluster with Cilium and the images, then make install into it (docs/deploy.md)
 	@bash deploy/scripts/deploy.sh
+
+lab: tools tools-kube disk ## A real one-node Kubernetes here (root) with the platform installed (make install, lab profile); Ctrl-C removes it
+	$(CARGO) build --locked --workspace --bins
+	@target/debug/devstack lab --install
 
 teardown: ## Delete the kind cluster made by make deploy
 	@bash deploy/scripts/teardown.sh

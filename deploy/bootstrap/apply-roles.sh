@@ -16,10 +16,18 @@ set -eu
 : "${PG_HOST:?}" "${PG_PORT:?}" "${PG_SUPERUSER_PASSWORD_FILE:?}" "${OPENBAO_PG_ADMIN_PASSWORD_FILE:?}"
 POLICIES=${POLICIES:-/opt/zt/policies}
 
-[ -s "$OPENBAO_PG_ADMIN_PASSWORD_FILE" ] || {
-  printf 'apply-roles: %s is missing or empty\n' "$OPENBAO_PG_ADMIN_PASSWORD_FILE" >&2
-  exit 1
-}
+for f in "$PG_SUPERUSER_PASSWORD_FILE" "$OPENBAO_PG_ADMIN_PASSWORD_FILE"; do
+  if [ ! -s "$f" ]; then
+    printf 'apply-roles: %s is missing or empty\n' "$f" >&2
+    exit 1
+  fi
+  # Secret volumes are root-owned: without fsGroup the pod's user cannot read them.
+  if [ ! -r "$f" ]; then
+    printf 'apply-roles: %s is not readable by uid %s (gid %s, groups %s): give the pod fsGroup so its Secret files are group-readable\n' \
+      "$f" "$(id -u)" "$(id -g)" "$(id -G)" >&2
+    exit 1
+  fi
+done
 PGPASSWORD=$(cat "$PG_SUPERUSER_PASSWORD_FILE") \
   OPENBAO_ADMIN_PASSWORD=$(cat "$OPENBAO_PG_ADMIN_PASSWORD_FILE") \
   PGCONNECT_TIMEOUT=10 \

@@ -14,6 +14,12 @@
 #                      (default: its v$SPIRE_CONTROLLER_MANAGER_VERSION release on GitHub)
 #   ZT_RESTART_APPS=1  restart the apps if they were already running
 #                      (make deploy sets it after rebuilding the :dev images)
+#   ZT_LAB=1           the lab profile (devstack's one-node cluster, make lab):
+#                      only what cannot exist there differs — no Cilium, no
+#                      spire-controller-manager (entries made with the SPIRE
+#                      CLI), no SPIFFE CSI driver (a hostPath instead), GitHub's
+#                      API is the stand-in. deploy/lab/ holds the overlays;
+#                      docs/deploy.md lists each difference and why.
 set -euo pipefail
 # shellcheck source=lib.sh
 case ${BASH_SOURCE[0]} in */*) zt_scripts=${BASH_SOURCE[0]%/*} ;; *) zt_scripts=. ;; esac
@@ -22,6 +28,9 @@ ZT_STEP=install
 
 WAIT=${WAIT:-1}
 case $WAIT in 0 | 1) ;; *) die "WAIT must be 0 or 1, got '$WAIT'" ;; esac
+ZT_LAB=${ZT_LAB:-0}
+case $ZT_LAB in 0 | 1) ;; *) die "ZT_LAB must be 0 or 1, got '$ZT_LAB'" ;; esac
+[ "$ZT_LAB$WAIT" != 10 ] || die "ZT_LAB=1 needs WAIT=1: the lab's SPIRE entries are created in the running SPIRE server"
 crd_base=https://raw.githubusercontent.com/spiffe/spire-controller-manager/v$SPIRE_CONTROLLER_MANAGER_VERSION/config/crd/bases
 ZT_SPIRE_CRDS=${ZT_SPIRE_CRDS:-$crd_base/spire.spiffe.io_clusterspiffeids.yaml $crd_base/spire.spiffe.io_clusterfederatedtrustdomains.yaml $crd_base/spire.spiffe.io_clusterstaticentries.yaml}
 
@@ -29,6 +38,11 @@ require_tools kubectl
 cd "$ZT_ROOT"
 k() { kubectl ${ZT_CONTEXT:+--context "$ZT_CONTEXT"} "$@"; }
 waiting() { [ "$WAIT" = 1 ]; }
+lab() { [ "$ZT_LAB" = 1 ]; }
+# apply_overlay DIR: the manifests users get, with the lab's patches (deploy/lab/DIR).
+apply_overlay() {
+  k kustomize --load-restrictor LoadRestrictionsNone "deploy/lab/$1" | k apply -f -
+}
 
 # --- 0. which cluster, and can it take the platform -------------------------
 context=$(k config current-context 2>/dev/null) || die "no kube context: point kubectl at a cluster (kubectl config use-context NAME) or set ZT_CONTEXT"
@@ -39,28 +53,64 @@ client_minor=$(printf '%s' "$version" | sed -n '/"clientVersion"/,/}/s/.*"minor"
 [ -n "$server_minor" ] || die "the API server of context $context did not say its version: $version"
 skew=$((client_minor - server_minor))
 [ "${skew#-}" -le 1 ] || die "kubectl 1.$client_minor is more than one minor away from the server (1.$server_minor): install a kubectl within one minor of it"
-say "0/7 installing into context $context (Kubernetes 1.$server_minor)$(waiting || printf ', WAIT=0: not waiting for pods')"
-k get crd ciliumnetworkpolicies.cilium.io >/dev/null 2>&1 ||
+say "0/7 installing into context $context (Kubernetes 1.$server_minor)$(waiting || printf ', WAIT=0: not waiting for pods')$(lab && printf ', lab profile')"
+lab || k get crd ciliumnetworkpolicies.cilium.io >/dev/null 2>&1 ||
   die "this cluster has no Cilium (CRD ciliumnetworkpolicies.cilium.io is missing): the platform's network policies are Cilium policies. Install Cilium $CILIUM_VERSION first (docs/deploy.md#make-install-on-your-own-cluster; make deploy does it on kind), then run make install again."
 
 # --- 1. namespaces and network policies (before any workload runs) -----------
-say "1/7 namespaces and Cilium network policies (default deny)"
-k apply -f deploy/k8s/00-namespaces.yaml
-k apply -f policies/cilium/99-apps.yaml -f policies/cilium/openbao.yaml \
-  -f policies/cilium/postgres.yaml -f policies/cilium/spire.yaml
+if lab; then
+  say "1/7 namespaces (lab: 99-apps allows the Workload API hostPath; no Cilium, so no network policy is enforced)"
+  apply_overlay namespaces
+else
+  say "1/7 namespaces and Cilium network policies (default deny)"
+  k apply -f deploy/k8s/00-namespaces.yaml
+  k apply -f policies/cilium/99-apps.yaml -f policies/cilium/openbao.yaml \
+    -f policies/cilium/postgres.yaml -f policies/cilium/spire.yaml
+fi
 
 # --- 2. SPIRE -----------------------------------------------------------------
-say "2/7 SPIRE $SPIRE_VERSION, spire-controller-manager $SPIRE_CONTROLLER_MANAGER_VERSION, SPIFFE CSI driver $SPIFFE_CSI_DRIVER_VERSION"
-crd_args=()
-for crd in $ZT_SPIRE_CRDS; do crd_args+=(-f "$crd"); done
-k apply --server-side "${crd_args[@]}"
-k wait --for condition=established --timeout 2m crd/clusterspiffeids.spire.spiffe.io
-k apply -f deploy/k8s/spire/
-k apply -f policies/spire/k8s/clusterspiffeids.yaml
-if waiting; then
+# spire_cli ARGS...: the SPIRE server's own CLI, in its pod.
+spire_cli() {
+  k -n spire exec spire-server-0 -c spire-server -- /opt/spire/bin/spire-server "$@" \
+    -socketPath /tmp/spire-server/private/api.sock
+}
+# The lab's entries (no spire-controller-manager): the node, then one entry per
+# workload from policies/spire/lab/entries.txt, each created once.
+register_lab_entries() {
+  local node=spiffe://demo.local/lab/node id selectors s args
+  spire_cli entry show -spiffeID "$node" | grep -q 'Entry ID' ||
+    spire_cli entry create -node -spiffeID "$node" -selector k8s_psat:cluster:zt-demo >/dev/null
+  while read -r id selectors; do
+    case $id in '' | '#'*) continue ;; esac
+    if spire_cli entry show -spiffeID "$id" | grep -q 'Entry ID'; then
+      say "2/7 lab: entry $id exists"
+      continue
+    fi
+    args=()
+    for s in $selectors; do args+=(-selector "$s"); done
+    spire_cli entry create -parentID "$node" -spiffeID "$id" "${args[@]}" >/dev/null
+    say "2/7 lab: entry $id created ($selectors)"
+  done <policies/spire/lab/entries.txt
+}
+if lab; then
+  say "2/7 SPIRE $SPIRE_VERSION (lab: no spire-controller-manager, no SPIFFE CSI driver)"
+  apply_overlay spire
   k -n spire rollout status statefulset/spire-server --timeout 5m
   k -n spire rollout status daemonset/spire-agent --timeout 5m
-  k -n spire rollout status daemonset/spiffe-csi-driver --timeout 5m
+  register_lab_entries
+else
+  say "2/7 SPIRE $SPIRE_VERSION, spire-controller-manager $SPIRE_CONTROLLER_MANAGER_VERSION, SPIFFE CSI driver $SPIFFE_CSI_DRIVER_VERSION"
+  crd_args=()
+  for crd in $ZT_SPIRE_CRDS; do crd_args+=(-f "$crd"); done
+  k apply --server-side "${crd_args[@]}"
+  k wait --for condition=established --timeout 2m crd/clusterspiffeids.spire.spiffe.io
+  k apply -f deploy/k8s/spire/
+  k apply -f policies/spire/k8s/clusterspiffeids.yaml
+  if waiting; then
+    k -n spire rollout status statefulset/spire-server --timeout 5m
+    k -n spire rollout status daemonset/spire-agent --timeout 5m
+    k -n spire rollout status daemonset/spiffe-csi-driver --timeout 5m
+  fi
 fi
 
 # --- 3. generated secrets (random, created once, never committed) ------------
@@ -156,7 +206,11 @@ waiting && wait_bootstrap
 # --- 6. apps --------------------------------------------------------------------
 say "6/7 backend and frontend (zt-sidecar as native sidecars)"
 existed=$(k -n 99-apps get deployment backend frontend --ignore-not-found -o name)
-k apply -f deploy/k8s/apps/backend.yaml -f deploy/k8s/apps/frontend.yaml
+if lab; then
+  apply_overlay apps
+else
+  k apply -f deploy/k8s/apps/backend.yaml -f deploy/k8s/apps/frontend.yaml
+fi
 # Only running apps need a restart to pick up images rebuilt under the same tag.
 if [ "${ZT_RESTART_APPS:-0}" = 1 ] && [ -n "$existed" ]; then
   # shellcheck disable=SC2086 # one word per deployment
@@ -166,4 +220,5 @@ if waiting; then
   k -n 99-apps rollout status deployment/backend --timeout 5m
   k -n 99-apps rollout status deployment/frontend --timeout 5m
 fi
+lab && waiting && k -n github-standin rollout status deployment/github-standin --timeout 5m
 say "7/7 installed into context $context$(waiting || printf ' (WAIT=0: pods not waited for)')"

@@ -67,6 +67,13 @@ enum Command {
         #[arg(long, default_value = ".zt")]
         state: PathBuf,
     },
+    /// Run the lab cluster (a real one-node Kubernetes: make lab) until
+    /// Ctrl-C; needs root and make tools-kube.
+    Lab {
+        /// Also install the platform into it (make install, lab profile).
+        #[arg(long)]
+        install: bool,
+    },
     /// Print OpenBao's state: `uninitialised`, `sealed` or `unsealed`
     /// (exit 1 if it does not answer).
     OpenbaoState {
@@ -150,6 +157,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { state, no_pause } => {
             up::ensure_running(&state)?;
             demo::demo(&state, no_pause)
+        }
+        Command::Lab { install } => {
+            let lab = devstack::kube::lab::Lab::start()?;
+            if install {
+                eprintln!("{}", lab.install_platform()?);
+            }
+            eprintln!(
+                "lab cluster up: export KUBECONFIG={}\n(node {}, logs in {}/logs); Ctrl-C stops it and removes everything",
+                lab.control_plane().kubeconfig().display(),
+                devstack::kube::lab::NODE_IP,
+                lab.dir().display()
+            );
+            up::wait_for_signal()?;
+            drop(lab);
+            Ok(())
         }
         Command::OpenbaoState { addr } => {
             println!("{}", openbao::state(&addr)?);

@@ -113,7 +113,7 @@ fn print_banner(p: &Platform, state: &Path, took: Duration, standin: bool) {
     );
 }
 
-fn wait_for_signal() -> anyhow::Result<()> {
+pub(crate) fn wait_for_signal() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -16,6 +16,9 @@ use crate::{CheckError, Result};
 
 /// Where the rendering is committed (relative to the repository root).
 pub const RENDERED_PATH: &str = "policies/spire/k8s/clusterspiffeids.yaml";
+/// The lab's registration entries, rendered from the same file (the lab has
+/// no spire-controller-manager: install.sh creates these with the SPIRE CLI).
+pub const LAB_ENTRIES_PATH: &str = "policies/spire/lab/entries.txt";
 /// Where the list of workloads is (relative to the repository root).
 pub const WORKLOADS_PATH: &str = "policies/spire/workloads.toml";
 /// Pod label the ClusterSPIFFEIDs select on.
@@ -117,6 +120,36 @@ impl Workloads {
     /// The workload with this name.
     pub fn get(&self, name: &str) -> Option<&Workload> {
         self.workloads.iter().find(|w| w.name == name)
+    }
+
+    /// The selectors a ClusterSPIFFEID of `w` gives its pods: the pod label
+    /// it selects on and its workload selector templates.
+    pub fn selectors(w: &Workload) -> Vec<String> {
+        vec![
+            format!("k8s:ns:{}", w.namespace),
+            format!("k8s:sa:{}", w.service_account),
+            format!("k8s:pod-label:{WORKLOAD_LABEL}:{}", w.name),
+        ]
+    }
+
+    /// The lab's entries: one line per workload, `<SPIFFE ID> <selector>...`,
+    /// what the ClusterSPIFFEIDs render to (see [`Workloads::selectors`]).
+    pub fn render_lab_entries(&self) -> String {
+        let mut out = String::from(
+            "# GENERATED from policies/spire/workloads.toml: do not edit.\n\
+             # Regenerate: cargo run -p deploy-checks --bin render-clusterspiffeids\n\
+             # The lab cluster's registration entries (deploy/scripts/install.sh, ZT_LAB=1),\n\
+             # one per workload: <SPIFFE ID> <selector>... (all must match).\n",
+        );
+        for w in &self.workloads {
+            let _ = writeln!(
+                out,
+                "{} {}",
+                w.spiffe_id(&self.trust_domain),
+                Self::selectors(w).join(" ")
+            );
+        }
+        out
     }
 
     /// The ClusterSPIFFEID manifests (multi-document YAML), deterministic.

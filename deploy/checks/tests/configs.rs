@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use deploy_checks::repo::root;
-use deploy_checks::spire::{Workloads, RENDERED_PATH, WORKLOAD_LABEL};
+use deploy_checks::spire::{Workloads, LAB_ENTRIES_PATH, RENDERED_PATH, WORKLOAD_LABEL};
 use devstack::tools::Tools;
 use serde_json::Value;
 
@@ -19,12 +19,17 @@ fn tools() -> Tools {
 
 #[test]
 fn clusterspiffeids_are_rendered_from_workloads_toml_and_up_to_date() {
-    let rendered = Workloads::load().unwrap().render();
-    let committed = std::fs::read_to_string(root().join(RENDERED_PATH)).unwrap_or_default();
-    assert!(
-        committed == rendered,
-        "{RENDERED_PATH} is stale: run `cargo run -p deploy-checks --bin render-clusterspiffeids`"
-    );
+    let w = Workloads::load().unwrap();
+    for (file, rendered) in [
+        (RENDERED_PATH, w.render()),
+        (LAB_ENTRIES_PATH, w.render_lab_entries()),
+    ] {
+        let committed = std::fs::read_to_string(root().join(file)).unwrap_or_default();
+        assert!(
+            committed == rendered,
+            "{file} is stale: run `cargo run -p deploy-checks --bin render-clusterspiffeids`"
+        );
+    }
 }
 
 #[test]

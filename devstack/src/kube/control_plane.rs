@@ -205,8 +205,6 @@ impl ControlPlane {
                 p(pki.service_account_key())
             ))
             .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-            // One API server: no lease-based endpoint reconciler churn.
-            .arg("--endpoint-reconciler-type=none")
             .arg("--profiling=false")
             .arg("-v=1");
         let mut api =

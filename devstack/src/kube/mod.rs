@@ -16,6 +16,8 @@
 //! takes seconds, and objects live in namespaces the tests name.
 
 mod control_plane;
+pub mod images;
+pub mod lab;
 mod pki;
 
 use std::sync::OnceLock;
@@ -24,7 +26,7 @@ pub use control_plane::{
     write_kubeconfig, ControlPlane, ControlPlaneOptions, KubeTools, EXTRA_ADMISSION_PLUGINS,
     SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR,
 };
-pub use pki::Pki;
+pub use pki::{Pki, NODE_NAME};
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 

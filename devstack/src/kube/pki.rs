@@ -2,7 +2,9 @@
 //! out as kubeadm lays out `/etc/kubernetes/pki`: a cluster CA, the API
 //! server's serving certificate, its client certificate for kubelets, a
 //! front-proxy CA and client (aggregation layer), the service-account signing
-//! key, and an admin client certificate in `system:masters`.
+//! key, an admin client certificate in `system:masters`, and the client
+//! certificates of a node's kubelet, kube-proxy, and of the controller
+//! manager and scheduler.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,9 @@ use rcgen::{
 };
 
 use crate::openbao::write_private;
+
+/// The lab's one node (its kubelet's client certificate names it).
+pub const NODE_NAME: &str = "zt-lab";
 
 /// Paths of the PEM files, all under one folder.
 #[derive(Debug, Clone)]
@@ -119,7 +124,7 @@ impl Pki {
             "apiserver-kubelet-client",
             ca.issue(
                 "kube-apiserver-kubelet-client",
-                Some("kubeadm:cluster-admins"),
+                Some("system:masters"),
                 &[],
                 ExtendedKeyUsagePurpose::ClientAuth,
             )?,
@@ -133,6 +138,27 @@ impl Pki {
                 ExtendedKeyUsagePurpose::ClientAuth,
             )?,
         )?;
+
+        // The lab node's components (devstack::kube::lab), as kubeadm names them.
+        for (name, cn, org) in [
+            (
+                "kubelet",
+                format!("system:node:{NODE_NAME}"),
+                Some("system:nodes"),
+            ),
+            (
+                "controller-manager",
+                "system:kube-controller-manager".into(),
+                None,
+            ),
+            ("scheduler", "system:kube-scheduler".into(), None),
+            ("kube-proxy", "system:kube-proxy".into(), None),
+        ] {
+            pki.write_pair(
+                name,
+                ca.issue(&cn, org, &[], ExtendedKeyUsagePurpose::ClientAuth)?,
+            )?;
+        }
 
         let (front, front_pem) = Ca::new("front-proxy-ca")?;
         std::fs::write(pki.front_proxy_ca(), &front_pem)?;

@@ -1,4 +1,5 @@
-//! Writes policies/spire/k8s/clusterspiffeids.yaml from policies/spire/workloads.toml.
+//! Writes policies/spire/k8s/clusterspiffeids.yaml and the lab's
+//! policies/spire/lab/entries.txt from policies/spire/workloads.toml.
 //!
 //! `cargo run -p deploy-checks --bin render-clusterspiffeids [-- --check]`
 //! With `--check`, writes nothing and exits 1 if the committed file is stale.
@@ -6,7 +7,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use deploy_checks::spire::{Workloads, RENDERED_PATH};
+use deploy_checks::spire::{Workloads, LAB_ENTRIES_PATH, RENDERED_PATH};
 
 fn main() -> ExitCode {
     match run() {
@@ -26,18 +27,31 @@ fn run() -> anyhow::Result<ExitCode> {
             anyhow::bail!("unknown argument {other:?} (usage: render-clusterspiffeids [--check])")
         }
     };
-    let rendered = Workloads::load()?.render();
-    let path = deploy_checks::repo::root().join(RENDERED_PATH);
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    if check {
-        if current == rendered {
-            println!("{RENDERED_PATH} is up to date");
-            return Ok(ExitCode::SUCCESS);
+    let workloads = Workloads::load()?;
+    let mut code = ExitCode::SUCCESS;
+    for (file, rendered) in [
+        (RENDERED_PATH, workloads.render()),
+        (LAB_ENTRIES_PATH, workloads.render_lab_entries()),
+    ] {
+        let path = deploy_checks::repo::root().join(file);
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if check {
+            if current == rendered {
+                println!("{file} is up to date");
+            } else {
+                eprintln!(
+                    "{file} is stale: run cargo run -p deploy-checks --bin render-clusterspiffeids"
+                );
+                code = ExitCode::FAILURE;
+            }
+            continue;
         }
-        eprintln!("{RENDERED_PATH} is stale: run cargo run -p deploy-checks --bin render-clusterspiffeids");
-        return Ok(ExitCode::FAILURE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, rendered)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {file}");
     }
-    std::fs::write(&path, rendered).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {RENDERED_PATH}");
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
