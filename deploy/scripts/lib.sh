@@ -28,6 +28,7 @@ install_hint() {
     kind) echo "kind $KIND_VERSION: https://kind.sigs.k8s.io/docs/user/quick-start/#installation" ;;
     kubectl) echo "kubectl (1.${KUBERNETES_VERSION#1.}, or within one minor): https://kubernetes.io/docs/tasks/tools/" ;;
     helm) echo "helm 3: https://helm.sh/docs/intro/install/" ;;
+    curl) echo "curl: your distribution's package (apt-get install curl, brew install curl)" ;;
     *) echo "$1" ;;
   esac
 }
