@@ -72,6 +72,11 @@ pub const LOGIN_FAILURE_WINDOW: &str = "BACKEND_LOGIN_FAILURE_WINDOW";
 /// Default of [`LOGIN_FAILURE_WINDOW`].
 pub const DEFAULT_LOGIN_FAILURE_WINDOW: &str = "5m";
 
+/// Login attempts one client may have in flight at once (each waits for an
+/// argon2 verification); more get `429` at once. Not configurable: a browser
+/// has one login in flight, a few share an address behind NAT.
+pub const LOGIN_MAX_PENDING_PER_CLIENT: u32 = 4;
+
 /// HTTP worker threads; 0 = one per CPU core.
 pub const WORKERS: &str = "BACKEND_WORKERS";
 /// Default of [`WORKERS`].

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::password::HashError;
 use crate::db::DbError;
 use crate::github::GithubError;
 use crate::openbao::StoreError;
@@ -52,9 +53,13 @@ pub enum AppError {
     /// Login failed; one message whatever the reason.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// Too many failed logins from this client.
+    /// Too many failed logins or registrations from this client (or too
+    /// many of its attempts in flight); retry after this many seconds.
     #[error("rate limited for {0} s")]
     RateLimited(u64),
+    /// The password-hashing queue is full (a flood); retry after a second.
+    #[error("password hashing queue full")]
+    Busy,
     /// No such route.
     #[error("not found")]
     NotFound,
@@ -136,7 +141,12 @@ impl AppError {
             RateLimited(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                format!("Too many failed login attempts; try again in {s} seconds"),
+                format!("Too many attempts from this client; try again in {s} seconds"),
+            ),
+            Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "The server is busy; try again in a second".into(),
             ),
             NotFound => (
                 StatusCode::NOT_FOUND,
@@ -228,6 +238,15 @@ impl AppError {
     }
 }
 
+impl From<HashError> for AppError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => AppError::Busy,
+            e => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         self.parts().0
@@ -235,7 +254,14 @@ impl ResponseError for AppError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code, message) = self.parts();
-        if status.is_server_error() {
+        if matches!(self, AppError::Busy) {
+            // A flood: one line per refusal at error level would bury the log.
+            tracing::warn!(
+                status = status.as_u16(),
+                code,
+                "request refused: hashing queue full"
+            );
+        } else if status.is_server_error() {
             // The one place the cause is logged.
             tracing::error!(status = status.as_u16(), code, cause = %self, "request failed");
         } else if matches!(self, AppError::Github { .. }) {
@@ -247,6 +273,9 @@ impl ResponseError for AppError {
         match self {
             AppError::RateLimited(secs) => {
                 resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            AppError::Busy => {
+                resp.insert_header((header::RETRY_AFTER, "1"));
             }
             AppError::Unauthorized(_) => {
                 resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{HashError, PasswordHasher};
-use crate::auth::ratelimit::LoginLimiter;
-use crate::config::Config;
+use crate::auth::ratelimit::AttemptLimiter;
+use crate::config::{Config, LOGIN_MAX_PENDING_PER_CLIENT};
 use crate::db::migrate::{self, MigrateError};
 use crate::db::Database;
 use crate::github::GithubClient;
@@ -92,8 +92,8 @@ pub struct AppState {
     pub keys: JwtKeys,
     /// argon2id.
     pub hasher: PasswordHasher,
-    /// Failed-login limiter.
-    pub limiter: LoginLimiter,
+    /// Failed logins per client (reserved before the password is checked).
+    pub login_limiter: AttemptLimiter,
     /// OpenBao KV through the sidecar.
     pub store: SecretStore,
     /// GitHub.
@@ -117,7 +117,12 @@ impl AppState {
             db: Database::new(config.db_pool_size, metrics.clone()),
             keys: JwtKeys::default(),
             hasher: PasswordHasher::new(cores)?,
-            limiter: LoginLimiter::new(config.login_max_failures, config.login_failure_window),
+            login_limiter: AttemptLimiter::new(
+                config.login_max_failures,
+                config.login_failure_window,
+                LOGIN_MAX_PENDING_PER_CLIENT,
+            ),
+
             store: SecretStore::new(config.openbao_proxy.clone(), config.openbao_timeout),
             github: GithubClient::new(&config.github_api_url, config.github_timeout)?,
             sidecar: SidecarAdmin::new(&config.sidecar_admin_url)?,

@@ -26,6 +26,9 @@ const SEED: [(&str, &str); 6] = [
     ("gina", "gina99"),
 ];
 
+/// The frontend's SPIFFE ID: the only peer whose `X-Forwarded-For` the backend trusts.
+const FRONTEND_ID: &str = "spiffe://demo.local/ns/99-apps/sa/frontend";
+
 struct Ctx {
     // Dropped in this order: the backend before the stack it runs on.
     backend: Backend,
@@ -133,6 +136,7 @@ fn the_whole_api_against_the_real_stack() {
     terminated_sessions_are_replaced_without_failing_a_request(&mut ctx);
     deleting_a_token_removes_every_version_from_openbao(&mut ctx);
     failed_logins_are_rate_limited_per_client(&mut ctx);
+    concurrent_wrong_logins_reserve_their_attempt_before_verifying(&mut ctx);
     audit_log_has_a_row_per_action(&mut ctx);
     openbao_briefly_down_only_affects_what_needs_it(&mut ctx);
     no_secret_reaches_the_log(&mut ctx);
@@ -1045,6 +1049,56 @@ fn failed_logins_are_rate_limited_per_client(ctx: &mut Ctx) {
     assert_eq!(attempt("terry99").status(), 429);
     let (s, _) = ctx.failed_login(json!({"username": "terry", "password": "terry99"}));
     assert_eq!(s, 200);
+}
+
+/// Regression (issue 16, 1): the limit was checked before the argon2
+/// verification and counted after it, so concurrent wrong passwords all
+/// passed the check. Attempts in flight now count: of 200 concurrent wrong
+/// logins from one client, at most the limit (5 here) reach verification.
+fn concurrent_wrong_logins_reserve_their_attempt_before_verifying(ctx: &mut Ctx) {
+    const N: usize = 200;
+    const CLIENT: &str = "203.0.113.200";
+    let barrier = std::sync::Barrier::new(N);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let (c, url, barrier) = (ctx.c.clone(), ctx.u("/api/auth/login"), &barrier);
+                s.spawn(move || {
+                    let req = c
+                        .post(url)
+                        .header("x-spiffe-peer-id", FRONTEND_ID)
+                        .header("x-forwarded-for", CLIENT)
+                        .json(&json!({"username": "rosa", "password": format!("guess{i}")}));
+                    barrier.wait();
+                    req.send().map(|r| r.status().as_u16()).unwrap_or(0)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let count = |code: u16| statuses.iter().filter(|s| **s == code).count();
+    let (verified, limited) = (count(401), count(429));
+    assert_eq!(
+        verified + limited,
+        N,
+        "every answer is 401 or 429: {:?}",
+        statuses
+            .iter()
+            .filter(|s| !matches!(s, 401 | 429))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        verified <= 5,
+        "{verified} of {N} concurrent wrong logins reached password verification (limit 5)"
+    );
+    let audited: usize = ctx
+        .stack
+        .psql(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'auth.login.failure' AND details->>'client' = 'fwd:{CLIENT}'"
+        ))
+        .parse()
+        .unwrap();
+    assert_eq!(audited, verified, "one audit row per verified attempt");
 }
 
 fn audit_log_has_a_row_per_action(ctx: &mut Ctx) {

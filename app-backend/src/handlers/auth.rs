@@ -42,11 +42,7 @@ pub async fn register(
     body: ValidJson<RegisterRequest>,
 ) -> Result<HttpResponse, AppError> {
     let new = body.into_inner().validate()?;
-    let hash = state
-        .hasher
-        .hash(new.password.expose().to_string())
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let hash = state.hasher.hash(new.password.expose().to_string()).await?;
     let details = json!({ "username": new.username, "email_given": new.email.is_some() });
     match queries::insert_user(
         &state.db,
@@ -82,7 +78,8 @@ pub async fn register(
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "`invalid_credentials` (one message whether or not the user exists)", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many failures from this client; see `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failures (or attempts in flight) from this client; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`busy`: the password-hashing queue is full; see `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn login(
@@ -91,16 +88,29 @@ pub async fn login(
     body: ValidJson<LoginRequest>,
 ) -> Result<HttpResponse, AppError> {
     let client = client_key(&req);
-    if let Err(secs) = state.limiter.check(&client, Instant::now()) {
-        state.metrics.outcome("login", "rate_limited");
-        return Err(AppError::RateLimited(secs));
-    }
+    // Reserved before the password is checked: attempts in flight count
+    // against the limit, so concurrent guesses cannot all pass a check that
+    // is only counted after the (slow) verification.
+    let attempt = state
+        .login_limiter
+        .begin(&client, Instant::now())
+        .map_err(|r| {
+            state.metrics.outcome("login", "rate_limited");
+            AppError::RateLimited(r.retry_after())
+        })?;
     let LoginRequest { username, password } = body.into_inner();
     // Names that cannot exist (too long, NUL: PostgreSQL refuses it in text)
     // still cost one argon2 verification, like unknown names.
     let lookup = username.chars().count() <= LOGIN_USERNAME_MAX && !username.contains('\0');
     let found = if lookup {
-        queries::user_for_login(&state.db, &username).await?
+        match queries::user_for_login(&state.db, &username).await {
+            Ok(found) => found,
+            Err(e) => {
+                // Our failure, not a guess: it does not count.
+                attempt.release();
+                return Err(e.into());
+            }
+        }
     } else {
         None
     };
@@ -108,15 +118,24 @@ pub async fn login(
         Some((u, h)) => (Some(u), Some(h)),
         None => (None, None),
     };
-    let ok = state
+    let ok = match state
         .hasher
         .verify(password.expose().to_string(), hash)
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            attempt.release();
+            return Err(e.into());
+        }
+    };
     let user = match (ok, user) {
-        (true, Some(u)) => u,
+        (true, Some(u)) => {
+            attempt.release();
+            u
+        }
         (_, user) => {
-            state.limiter.record_failure(&client, Instant::now());
+            attempt.count();
             state.metrics.outcome("login", "failure");
             audit(
                 &state,
