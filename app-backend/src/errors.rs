@@ -63,6 +63,9 @@ pub enum AppError {
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// `Host` names someone else (DNS rebinding) or is missing.
+    #[error("misdirected request: Host is not ours")]
+    MisdirectedRequest,
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -152,6 +155,11 @@ impl AppError {
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "No such endpoint; see /api/openapi.json".into(),
+            ),
+            MisdirectedRequest => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "This server does not answer for that Host".into(),
             ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -107,6 +107,7 @@ fn the_whole_api_against_the_real_stack() {
             ("GITHUB_TIMEOUT", "1s"),
             ("BACKEND_LOGIN_MAX_FAILURES", "5"),
             ("BACKEND_LOGIN_FAILURE_WINDOW", "10m"),
+            ("BACKEND_ALLOWED_HOSTS", "backend.99-apps.svc"),
         ],
     );
     let url = backend.url.clone();
@@ -137,6 +138,8 @@ fn the_whole_api_against_the_real_stack() {
     deleting_a_token_removes_every_version_from_openbao(&mut ctx);
     failed_logins_are_rate_limited_per_client(&mut ctx);
     concurrent_wrong_logins_reserve_their_attempt_before_verifying(&mut ctx);
+    forwarded_for_is_trusted_only_from_the_frontend(&mut ctx);
+    foreign_hosts_are_refused(&mut ctx);
     audit_log_has_a_row_per_action(&mut ctx);
     openbao_briefly_down_only_affects_what_needs_it(&mut ctx);
     no_secret_reaches_the_log(&mut ctx);
@@ -1099,6 +1102,73 @@ fn concurrent_wrong_logins_reserve_their_attempt_before_verifying(ctx: &mut Ctx)
         .parse()
         .unwrap();
     assert_eq!(audited, verified, "one audit row per verified attempt");
+}
+
+/// Regression (issue 16, 2): `X-Forwarded-For` was trusted whenever a
+/// peer-ID header was present. Only the frontend's exact SPIFFE ID counts
+/// now; from anyone else the client is the TCP peer.
+fn forwarded_for_is_trusted_only_from_the_frontend(ctx: &mut Ctx) {
+    let client_of = |ctx: &mut Ctx, peer: &str, fwd: &str| -> String {
+        let username = format!("who-{}", fwd.replace('.', "-"));
+        let (s, b) = call(
+            ctx.c
+                .post(ctx.u("/api/auth/login"))
+                .header("x-spiffe-peer-id", peer)
+                .header("x-forwarded-for", fwd)
+                .json(&json!({"username": username, "password": "nope-nope"})),
+        );
+        assert_error(s, &b, 401, "invalid_credentials");
+        ctx.stack.psql(&format!(
+            "SELECT details->>'client' FROM audit_log WHERE action = 'auth.login.failure' AND details->>'username' = '{username}'"
+        ))
+    };
+    assert_eq!(client_of(ctx, FRONTEND_ID, "192.0.2.10"), "fwd:192.0.2.10");
+    for (peer, fwd) in [
+        ("spiffe://demo.local/ns/99-apps/sa/intruder", "192.0.2.11"),
+        ("spiffe://demo.local/ns/99-apps/sa/frontend/x", "192.0.2.12"),
+        ("spiffe://evil.local/ns/99-apps/sa/frontend", "192.0.2.13"),
+        ("", "192.0.2.14"),
+    ] {
+        assert_eq!(
+            client_of(ctx, peer, fwd),
+            "ip:127.0.0.1",
+            "X-Forwarded-For from peer {peer:?} must not be trusted"
+        );
+    }
+}
+
+/// Regression (issue 16, 2): nothing checked `Host`, so a web page could
+/// reach the loopback port through DNS rebinding. Only IP literals,
+/// `localhost` and configured names are ours.
+fn foreign_hosts_are_refused(ctx: &mut Ctx) {
+    let port = ctx.url.rsplit(':').next().unwrap().to_string();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".into(),
+        format!("[::1]:{port}"),
+        format!("backend.99-apps.svc:{port}"),
+    ] {
+        let r = ctx
+            .c
+            .get(ctx.u("/healthz"))
+            .header("host", &host)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "Host: {host}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".into(),
+        "127.0.0.1.nip.io".into(),
+        "localhost.evil.example".into(),
+        "".into(),
+    ] {
+        for path in ["/healthz", "/api/openapi.json", "/api/auth/login"] {
+            let (s, b) = call(ctx.c.get(ctx.u(path)).header("host", &host));
+            assert_error(s, &b, 421, "misdirected_request");
+        }
+    }
 }
 
 fn audit_log_has_a_row_per_action(ctx: &mut Ctx) {

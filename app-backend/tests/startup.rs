@@ -29,6 +29,9 @@ fn run_args(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 fn bad_configuration_exits_64_naming_the_variable() {
     for (key, value) in [
         ("BACKEND_LISTEN", "not-an-address"),
+        ("BACKEND_LISTEN", "0.0.0.0:8000"),
+        ("BACKEND_FRONTEND_SPIFFE_ID", "frontend"),
+        ("BACKEND_ALLOWED_HOSTS", "backend:8000"),
         ("ZT_OPENBAO_PROXY", "http://192.0.2.1:8200"),
         ("ZT_SIDECAR_ADMIN_URL", "file:///etc/passwd"),
         ("GITHUB_API_URL", "api.github.com"),

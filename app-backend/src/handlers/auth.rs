@@ -87,7 +87,7 @@ pub async fn login(
     state: web::Data<AppState>,
     body: ValidJson<LoginRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let client = client_key(&req);
+    let client = client_key(&req, &state.config);
     // Reserved before the password is checked: attempts in flight count
     // against the limit, so concurrent guesses cannot all pass a check that
     // is only counted after the (slow) verification.
