@@ -77,6 +77,21 @@ pub const DEFAULT_LOGIN_FAILURE_WINDOW: &str = "5m";
 /// has one login in flight, a few share an address behind NAT.
 pub const LOGIN_MAX_PENDING_PER_CLIENT: u32 = 4;
 
+/// Registrations allowed per client within [`REGISTER_WINDOW`] (each costs an
+/// argon2 hash, successful or not) before 429.
+pub const REGISTER_MAX_PER_CLIENT: &str = "BACKEND_REGISTER_MAX_PER_CLIENT";
+/// Default of [`REGISTER_MAX_PER_CLIENT`].
+pub const DEFAULT_REGISTER_MAX_PER_CLIENT: u32 = 10;
+
+/// The window registrations are counted in.
+pub const REGISTER_WINDOW: &str = "BACKEND_REGISTER_WINDOW";
+/// Default of [`REGISTER_WINDOW`].
+pub const DEFAULT_REGISTER_WINDOW: &str = "1h";
+
+/// Registrations one client may have in flight at once (not configurable,
+/// like [`LOGIN_MAX_PENDING_PER_CLIENT`]).
+pub const REGISTER_MAX_PENDING_PER_CLIENT: u32 = 2;
+
 /// The frontend's SPIFFE ID: `X-Forwarded-For` is trusted only on requests
 /// whose peer-ID header (set by the sidecar after mTLS) is exactly this.
 pub const FRONTEND_SPIFFE_ID: &str = "BACKEND_FRONTEND_SPIFFE_ID";
@@ -113,6 +128,8 @@ pub const ALL: &[&str] = &[
     SECRETS_POLL_INTERVAL,
     LOGIN_MAX_FAILURES,
     LOGIN_FAILURE_WINDOW,
+    REGISTER_MAX_PER_CLIENT,
+    REGISTER_WINDOW,
     FRONTEND_SPIFFE_ID,
     ALLOWED_HOSTS,
     WORKERS,
@@ -219,6 +236,10 @@ pub struct Config {
     pub login_max_failures: u32,
     /// [`LOGIN_FAILURE_WINDOW`]
     pub login_failure_window: Duration,
+    /// [`REGISTER_MAX_PER_CLIENT`]
+    pub register_max_per_client: u32,
+    /// [`REGISTER_WINDOW`]
+    pub register_window: Duration,
     /// [`FRONTEND_SPIFFE_ID`]
     pub frontend_spiffe_id: String,
     /// [`ALLOWED_HOSTS`], lower-case.
@@ -285,6 +306,17 @@ impl Config {
             LOGIN_FAILURE_WINDOW,
             &raw(LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_FAILURE_WINDOW),
         )?;
+        let register_max_per_client = number(
+            REGISTER_MAX_PER_CLIENT,
+            src,
+            DEFAULT_REGISTER_MAX_PER_CLIENT as usize,
+            1,
+            1_000_000,
+        )? as u32;
+        let register_window = duration(
+            REGISTER_WINDOW,
+            &raw(REGISTER_WINDOW, DEFAULT_REGISTER_WINDOW),
+        )?;
         let frontend_spiffe_id = spiffe_id(
             FRONTEND_SPIFFE_ID,
             &raw(FRONTEND_SPIFFE_ID, DEFAULT_FRONTEND_SPIFFE_ID),
@@ -314,6 +346,8 @@ impl Config {
             secrets_poll_interval,
             login_max_failures,
             login_failure_window,
+            register_max_per_client,
+            register_window,
             frontend_spiffe_id,
             allowed_hosts,
             workers,
@@ -496,6 +530,8 @@ mod tests {
         assert_eq!(c.secrets_poll_interval, Duration::from_secs(2));
         assert_eq!(c.login_max_failures, DEFAULT_LOGIN_MAX_FAILURES);
         assert_eq!(c.login_failure_window, Duration::from_secs(300));
+        assert_eq!(c.register_max_per_client, DEFAULT_REGISTER_MAX_PER_CLIENT);
+        assert_eq!(c.register_window, Duration::from_secs(3600));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.frontend_spiffe_id, DEFAULT_FRONTEND_SPIFFE_ID);
         assert!(c.allowed_hosts.is_empty());
@@ -558,6 +594,8 @@ mod tests {
             (MIGRATOR_WAIT, "-1s", "not a duration"),
             (SECRETS_POLL_INTERVAL, "2", "not a duration"),
             (LOGIN_MAX_FAILURES, "0", "out of range"),
+            (REGISTER_MAX_PER_CLIENT, "0", "out of range"),
+            (REGISTER_WINDOW, "forever", "not a duration"),
             (
                 LOGIN_FAILURE_WINDOW,
                 "'; DROP TABLE users; --",

@@ -69,12 +69,10 @@ pub enum AppError {
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// Username exists.
-    #[error("username taken")]
-    UsernameTaken,
-    /// Email exists.
-    #[error("email taken")]
-    EmailTaken,
+    /// The username or the email is already registered. One variant for
+    /// both, so the answer does not tell which (email enumeration).
+    #[error("registration conflict")]
+    RegistrationConflict,
     /// The user has no GitHub token stored.
     #[error("GitHub integration not configured")]
     NotConfigured,
@@ -166,15 +164,10 @@ impl AppError {
                 "method_not_allowed",
                 "This endpoint does not support that method".into(),
             ),
-            UsernameTaken => (
+            RegistrationConflict => (
                 StatusCode::CONFLICT,
-                "username_taken",
-                "That username is already taken".into(),
-            ),
-            EmailTaken => (
-                StatusCode::CONFLICT,
-                "email_taken",
-                "That email address is already registered".into(),
+                "registration_conflict",
+                "That username or email address is not available; choose another username, or log in if you already have an account".into(),
             ),
             NotConfigured => (
                 StatusCode::NOT_FOUND,

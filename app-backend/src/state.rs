@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{HashError, PasswordHasher};
 use crate::auth::ratelimit::AttemptLimiter;
-use crate::config::{Config, LOGIN_MAX_PENDING_PER_CLIENT};
+use crate::config::{Config, LOGIN_MAX_PENDING_PER_CLIENT, REGISTER_MAX_PENDING_PER_CLIENT};
 use crate::db::migrate::{self, MigrateError};
 use crate::db::Database;
 use crate::github::GithubClient;
@@ -94,6 +94,8 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     /// Failed logins per client (reserved before the password is checked).
     pub login_limiter: AttemptLimiter,
+    /// Registrations per client (each costs a hash, so all of them count).
+    pub register_limiter: AttemptLimiter,
     /// OpenBao KV through the sidecar.
     pub store: SecretStore,
     /// GitHub.
@@ -121,6 +123,11 @@ impl AppState {
                 config.login_max_failures,
                 config.login_failure_window,
                 LOGIN_MAX_PENDING_PER_CLIENT,
+            ),
+            register_limiter: AttemptLimiter::new(
+                config.register_max_per_client,
+                config.register_window,
+                REGISTER_MAX_PENDING_PER_CLIENT,
             ),
 
             store: SecretStore::new(config.openbao_proxy.clone(), config.openbao_timeout),

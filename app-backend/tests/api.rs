@@ -108,6 +108,7 @@ fn the_whole_api_against_the_real_stack() {
             ("BACKEND_LOGIN_MAX_FAILURES", "5"),
             ("BACKEND_LOGIN_FAILURE_WINDOW", "10m"),
             ("BACKEND_ALLOWED_HOSTS", "backend.99-apps.svc"),
+            ("BACKEND_REGISTER_MAX_PER_CLIENT", "20"),
         ],
     );
     let url = backend.url.clone();
@@ -137,6 +138,7 @@ fn the_whole_api_against_the_real_stack() {
     terminated_sessions_are_replaced_without_failing_a_request(&mut ctx);
     deleting_a_token_removes_every_version_from_openbao(&mut ctx);
     failed_logins_are_rate_limited_per_client(&mut ctx);
+    registrations_are_rate_limited_per_client_and_taken_ones_cost_the_same(&mut ctx);
     concurrent_wrong_logins_reserve_their_attempt_before_verifying(&mut ctx);
     forwarded_for_is_trusted_only_from_the_frontend(&mut ctx);
     foreign_hosts_are_refused(&mut ctx);
@@ -281,16 +283,23 @@ fn registration_validates_and_refuses_duplicates(ctx: &mut Ctx) {
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["user"]["email"], Value::Null);
 
-    let (s, b) = call(
+    // Regression (issue 16, 3): a taken username and a taken email used to
+    // get different codes (`username_taken`, `email_taken`), which told
+    // anyone whether an email address is registered. One answer for both now.
+    let (s1, b1) = call(
         ctx.c
             .post(ctx.u("/api/auth/register"))
             .json(&json!({"username": "jake", "password": "another1"})),
     );
-    assert_error(s, &b, 409, "username_taken");
-    let (s, b) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&json!({
+    assert_error(s1, &b1, 409, "registration_conflict");
+    let (s2, b2) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&json!({
         "username": "jake2", "email": "JAKE.PERALTA@99.precinct", "password": "another1"
     })));
-    assert_error(s, &b, 409, "email_taken");
+    assert_eq!(
+        (s2, &b2),
+        (s1, &b1),
+        "a taken email answers exactly like a taken username"
+    );
 
     for (body, field) in [
         (json!({"username": "ab", "password": "secret"}), "username"),
@@ -1102,6 +1111,55 @@ fn concurrent_wrong_logins_reserve_their_attempt_before_verifying(ctx: &mut Ctx)
         .parse()
         .unwrap();
     assert_eq!(audited, verified, "one audit row per verified attempt");
+}
+
+/// Regression (issue 16, 3): registration had no limit per client (each one
+/// costs an argon2 hash). A taken name is answered after the same work as a
+/// new one (the hash comes first on every path).
+fn registrations_are_rate_limited_per_client_and_taken_ones_cost_the_same(ctx: &mut Ctx) {
+    const LIMIT: usize = 20; // BACKEND_REGISTER_MAX_PER_CLIENT below
+    let register = |ctx: &Ctx, username: &str| {
+        let t = Instant::now();
+        let r = call(
+            ctx.c
+                .post(ctx.u("/api/auth/register"))
+                .header("x-spiffe-peer-id", FRONTEND_ID)
+                .header("x-forwarded-for", "203.0.113.160")
+                .json(&json!({"username": username, "password": "vulture99"})),
+        );
+        (r, t.elapsed())
+    };
+    let (mut fresh, mut taken) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..LIMIT {
+        if i % 2 == 0 {
+            let ((s, b), took) = register(ctx, &format!("vulture{i}"));
+            assert_eq!(s, 201, "{b}");
+            fresh += took;
+        } else {
+            let ((s, b), took) = register(ctx, "jake");
+            assert_error(s, &b, 409, "registration_conflict");
+            taken += took;
+        }
+    }
+    // Without the hash a conflict would answer ~100x sooner; the bound is loose.
+    assert!(
+        taken * 2 >= fresh,
+        "a taken username answered much faster ({taken:?}) than a new one ({fresh:?})"
+    );
+    let ((s, b), _) = register(ctx, "vulture-too-many");
+    assert_error(s, &b, 429, "rate_limited");
+    assert_eq!(
+        ctx.stack
+            .psql("SELECT count(*) FROM users WHERE username = 'vulture-too-many'"),
+        "0"
+    );
+    // Another client is not affected.
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/auth/register"))
+            .json(&json!({"username": "vulture-elsewhere", "password": "vulture99"})),
+    );
+    assert_eq!(s, 201, "{b}");
 }
 
 /// Regression (issue 16, 2): `X-Forwarded-For` was trusted whenever a

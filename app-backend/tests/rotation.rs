@@ -101,8 +101,15 @@ fn database_rotations_under_load_fail_no_request(
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let name = format!("load_user_{n}");
+                // Each from its own browser behind the frontend: registrations
+                // are limited per client.
                 let r = c
                     .post(format!("{url}/api/auth/register"))
+                    .header(
+                        "x-spiffe-peer-id",
+                        "spiffe://demo.local/ns/99-apps/sa/frontend",
+                    )
+                    .header("x-forwarded-for", format!("198.18.{}.{}", n / 250, n % 250))
                     .json(&json!({"username": name, "password": "rotation-proof"}))
                     .send();
                 match r {

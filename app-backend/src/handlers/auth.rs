@@ -32,17 +32,32 @@ fn for_audit(s: &str) -> String {
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 409, description = "`username_taken` or `email_taken`", body = ErrorBody),
+        (status = 409, description = "`registration_conflict`: the username or the email is not available (one answer for both, so it does not tell which)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "`validation_failed`: the message names the field", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many registrations from this client; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`busy`: the password-hashing queue is full; see `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: ValidJson<RegisterRequest>,
 ) -> Result<HttpResponse, AppError> {
     let new = body.into_inner().validate()?;
+    let client = client_key(&req, &state.config);
+    // Every registration costs a hash, taken or not: count them all.
+    let attempt = state
+        .register_limiter
+        .begin(&client, Instant::now())
+        .map_err(|r| {
+            state.metrics.outcome("register", "rate_limited");
+            AppError::RateLimited(r.retry_after())
+        })?;
+    // The hash comes first on every path, so a taken name or email answers
+    // after the same work as a new one.
     let hash = state.hasher.hash(new.password.expose().to_string()).await?;
+    attempt.count();
     let details = json!({ "username": new.username, "email_given": new.email.is_some() });
     match queries::insert_user(
         &state.db,
@@ -60,11 +75,7 @@ pub async fn register(
         }
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             state.metrics.outcome("register", "conflict");
-            if e.constraint().is_some_and(|c| c.contains("email")) {
-                Err(AppError::EmailTaken)
-            } else {
-                Err(AppError::UsernameTaken)
-            }
+            Err(AppError::RegistrationConflict)
         }
         Err(e) => Err(e.into()),
     }

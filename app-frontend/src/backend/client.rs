@@ -119,19 +119,21 @@ impl BackendClient {
         .await
     }
 
-    /// `POST /api/auth/register`.
+    /// `POST /api/auth/register`; `client` (the browser's address) is sent as
+    /// `X-Forwarded-For`: the backend limits registrations per client.
     pub async fn register(
         &self,
         username: &str,
         email: Option<&str>,
         password: &str,
+        client: Option<std::net::IpAddr>,
     ) -> Result<User, BackendError> {
         #[derive(serde::Deserialize)]
         struct Created {
             user: User,
         }
         let c: Created = self
-            .call(
+            .call_for(
                 Method::POST,
                 "/api/auth/register",
                 None,
@@ -140,6 +142,7 @@ impl BackendClient {
                     email,
                     password,
                 }),
+                client,
             )
             .await?;
         Ok(c.user)

@@ -289,13 +289,19 @@ pub async fn register(
     let email_opt = (!email.is_empty()).then_some(email);
     if let Err(e) = state
         .backend
-        .register(username, email_opt, &f.password)
+        .register(
+            username,
+            email_opt,
+            &f.password,
+            req.peer_addr().map(|a| a.ip()),
+        )
         .await
     {
         log_failure("registration", &e);
         let field = match e.code() {
-            Some("username_taken") => "username",
-            Some("email_taken") => "email",
+            // One code for a taken username or email (the backend does not
+            // say which); the username is the usual cause.
+            Some("registration_conflict") => "username",
             _ => "",
         };
         let (status, msg) = form_failure(&e);
