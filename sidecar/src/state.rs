@@ -314,7 +314,7 @@ impl State {
             "secrets": secrets,
             "proxy": c.proxy.as_ref().map(|p| json!({
                 "listen": p.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-                "allow": p.allow.iter().map(|AllowRule { path, methods }| json!({"path": path, "methods": methods})).collect::<Vec<_>>(),
+                "allow": p.allow.iter().map(|AllowRule { path, methods, query }| json!({"path": path, "methods": methods, "query": query})).collect::<Vec<_>>(),
                 "requests": g.proxy_requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             })),
             "mtls": {
