@@ -335,7 +335,12 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
                 .unwrap_or(Value::Null)
         };
         let old = db(&st);
-        let mut r = d.http.post(&format!("{admin}/rotate/db")).send_empty()?;
+        // The custom header makes this a request no web page can send.
+        let mut r = d
+            .http
+            .post(&format!("{admin}/rotate/db"))
+            .header("X-ZT-Admin", "1")
+            .send_empty()?;
         if r.status().as_u16() != 202 {
             bail!(
                 "rotate answered {}: {}",

@@ -226,6 +226,7 @@ impl Stack {
     pub fn force_rotation(&self) {
         let r = http()
             .post(format!("http://{}/rotate/db", self.layout.admin))
+            .header("X-ZT-Admin", "1")
             .send()
             .unwrap();
         assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
