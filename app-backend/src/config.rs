@@ -92,6 +92,12 @@ pub const DEFAULT_REGISTER_WINDOW: &str = "1h";
 /// like [`LOGIN_MAX_PENDING_PER_CLIENT`]).
 pub const REGISTER_MAX_PENDING_PER_CLIENT: u32 = 2;
 
+/// How long after a signing-key change (the KV version's `created_time`)
+/// tokens signed with the previous key still verify.
+pub const JWT_PREVIOUS_KEY_GRACE: &str = "BACKEND_JWT_PREVIOUS_KEY_GRACE";
+/// Default of [`JWT_PREVIOUS_KEY_GRACE`].
+pub const DEFAULT_JWT_PREVIOUS_KEY_GRACE: &str = "10m";
+
 /// The frontend's SPIFFE ID: `X-Forwarded-For` is trusted only on requests
 /// whose peer-ID header (set by the sidecar after mTLS) is exactly this.
 pub const FRONTEND_SPIFFE_ID: &str = "BACKEND_FRONTEND_SPIFFE_ID";
@@ -130,6 +136,7 @@ pub const ALL: &[&str] = &[
     LOGIN_FAILURE_WINDOW,
     REGISTER_MAX_PER_CLIENT,
     REGISTER_WINDOW,
+    JWT_PREVIOUS_KEY_GRACE,
     FRONTEND_SPIFFE_ID,
     ALLOWED_HOSTS,
     WORKERS,
@@ -240,6 +247,8 @@ pub struct Config {
     pub register_max_per_client: u32,
     /// [`REGISTER_WINDOW`]
     pub register_window: Duration,
+    /// [`JWT_PREVIOUS_KEY_GRACE`]
+    pub jwt_previous_key_grace: Duration,
     /// [`FRONTEND_SPIFFE_ID`]
     pub frontend_spiffe_id: String,
     /// [`ALLOWED_HOSTS`], lower-case.
@@ -317,6 +326,10 @@ impl Config {
             REGISTER_WINDOW,
             &raw(REGISTER_WINDOW, DEFAULT_REGISTER_WINDOW),
         )?;
+        let jwt_previous_key_grace = duration(
+            JWT_PREVIOUS_KEY_GRACE,
+            &raw(JWT_PREVIOUS_KEY_GRACE, DEFAULT_JWT_PREVIOUS_KEY_GRACE),
+        )?;
         let frontend_spiffe_id = spiffe_id(
             FRONTEND_SPIFFE_ID,
             &raw(FRONTEND_SPIFFE_ID, DEFAULT_FRONTEND_SPIFFE_ID),
@@ -348,6 +361,7 @@ impl Config {
             login_failure_window,
             register_max_per_client,
             register_window,
+            jwt_previous_key_grace,
             frontend_spiffe_id,
             allowed_hosts,
             workers,
@@ -596,6 +610,7 @@ mod tests {
             (LOGIN_MAX_FAILURES, "0", "out of range"),
             (REGISTER_MAX_PER_CLIENT, "0", "out of range"),
             (REGISTER_WINDOW, "forever", "not a duration"),
+            (JWT_PREVIOUS_KEY_GRACE, "0s", "greater than zero"),
             (
                 LOGIN_FAILURE_WINDOW,
                 "'; DROP TABLE users; --",

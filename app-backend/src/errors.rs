@@ -50,6 +50,9 @@ pub enum AppError {
     /// Missing, malformed, expired or foreign bearer token (reason for logs only).
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
+    /// Authenticated, but not allowed to see this (not an operator).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// Login failed; one message whatever the reason.
     #[error("invalid credentials")]
     InvalidCredentials,
@@ -133,6 +136,11 @@ impl AppError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "A valid bearer token is required".into(),
+            ),
+            Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Your account may not see this; it is for the platform's operators".into(),
             ),
             InvalidCredentials => (
                 StatusCode::UNAUTHORIZED,

@@ -67,6 +67,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(auth_h::register),
     ))
     .service(route("/api/auth/login", web::post().to(auth_h::login)))
+    .service(route("/api/auth/logout", web::post().to(auth_h::logout)))
     .service(route("/api/auth/me", web::get().to(auth_h::me)))
     .service(route(
         "/api/github/configure",

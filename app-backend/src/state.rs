@@ -117,7 +117,7 @@ impl AppState {
             .unwrap_or(1);
         Ok(Self {
             db: Database::new(config.db_pool_size, metrics.clone()),
-            keys: JwtKeys::default(),
+            keys: JwtKeys::new(config.jwt_previous_key_grace),
             hasher: PasswordHasher::new(cores)?,
             login_limiter: AttemptLimiter::new(
                 config.login_max_failures,

@@ -135,6 +135,8 @@ fn the_whole_api_against_the_real_stack() {
     user_a_cannot_touch_user_bs_token(&mut ctx);
     github_failures_are_mapped(&mut ctx);
     zt_status_shows_sidecar_and_database_user(&mut ctx);
+    zt_status_is_for_operators_only(&mut ctx);
+    logout_ends_the_session_on_the_server(&mut ctx);
     terminated_sessions_are_replaced_without_failing_a_request(&mut ctx);
     deleting_a_token_removes_every_version_from_openbao(&mut ctx);
     failed_logins_are_rate_limited_per_client(&mut ctx);
@@ -420,6 +422,7 @@ fn sql_injection_is_stored_or_refused_harmlessly(ctx: &mut Ctx) {
 fn authenticated_endpoints() -> Vec<(&'static str, &'static str, Option<Value>)> {
     vec![
         ("GET", "/api/auth/me", None),
+        ("POST", "/api/auth/logout", None),
         (
             "POST",
             "/api/github/configure",
@@ -936,6 +939,71 @@ fn zt_status_shows_sidecar_and_database_user(ctx: &mut Ctx) {
     assert!(!z.to_string().contains(db["password"].as_str().unwrap()));
 }
 
+/// Regression (issue 16, 7): `/api/zt/status` (role names, lease IDs,
+/// PostgreSQL version) was readable by any self-registered user. Operators
+/// only now: the seeded demo users.
+fn zt_status_is_for_operators_only(ctx: &mut Ctx) {
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/auth/register"))
+            .json(&json!({"username": "nosy_parker", "password": "curious1"})),
+    );
+    assert_eq!(s, 201, "{b}");
+    let t = ctx.login("nosy_parker", "curious1");
+    let (s, b) = ctx.get("/api/zt/status", &t);
+    assert_error(s, &b, 403, "forbidden");
+    assert!(!b.to_string().contains("v-backend-role"), "{b}");
+    // Every seed user is an operator.
+    for (user, password) in SEED {
+        let t = ctx.login(user, password);
+        assert_eq!(ctx.get("/api/zt/status", &t).0, 200, "{user}");
+    }
+    assert_eq!(
+        ctx.stack.psql(
+            "SELECT string_agg(username, ',' ORDER BY username) FROM users WHERE is_operator"
+        ),
+        "amy,charles,gina,jake,rosa,terry"
+    );
+}
+
+/// Regression (issue 16, 7): logging out only dropped the frontend's cookie;
+/// the token itself kept working for its whole hour. A logout now revokes
+/// it on the server (its `jti`, until `exp`), and only it.
+fn logout_ends_the_session_on_the_server(ctx: &mut Ctx) {
+    let first = ctx.login("gina", "gina99");
+    let second = ctx.login("gina", "gina99");
+    assert_eq!(ctx.get("/api/auth/me", &first).0, 200);
+    let r = ctx
+        .c
+        .post(ctx.u("/api/auth/logout"))
+        .bearer_auth(&first)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().unwrap_or_default());
+    for path in ["/api/auth/me", "/api/github/status", "/api/zt/status"] {
+        let (s, b) = ctx.get(path, &first);
+        assert_error(s, &b, 401, "unauthorized");
+    }
+    let (s, b) = call(ctx.c.post(ctx.u("/api/auth/logout")).bearer_auth(&first));
+    assert_error(s, &b, 401, "unauthorized");
+    assert_eq!(
+        ctx.get("/api/auth/me", &second).0,
+        200,
+        "another session of the same user is not affected"
+    );
+    assert_eq!(
+        ctx.stack.psql(
+            "SELECT count(*) FROM revoked_tokens WHERE expires_at > now() AT TIME ZONE 'UTC'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        ctx.stack
+            .psql("SELECT count(*) FROM audit_log WHERE action = 'auth.logout'"),
+        "1"
+    );
+}
+
 /// PostgreSQL ends all the backend's sessions (what a revocation does to the
 /// old user's) while clients keep calling: dead connections are dropped and a
 /// query that hit one is retried once on a fresh one; no request fails.
@@ -1236,6 +1304,7 @@ fn audit_log_has_a_row_per_action(ctx: &mut Ctx) {
     for a in [
         "auth.login.failure",
         "auth.login.success",
+        "auth.logout",
         "auth.register",
         "github.configure",
         "github.remove",

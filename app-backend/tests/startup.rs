@@ -169,8 +169,8 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     assert_eq!(stack.psql("SELECT string_agg(tableowner, ',') FROM (SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public') t"), "app_owner");
     assert_eq!(stack.psql("SELECT count(*) FROM users WHERE username IN ('jake','amy','rosa','terry','charles','gina')"), "6");
     assert_eq!(
-        stack.psql("SELECT version || ':' || name FROM schema_migrations"),
-        "1:initial_schema"
+        stack.psql("SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM schema_migrations"),
+        "1:initial_schema,2:sessions_and_operators"
     );
 
     // 3. The runtime user has DML only: no DDL, no writes to schema_migrations.
@@ -212,15 +212,20 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     // 4. A second start on the same database changes nothing.
     let mut second = stack.start_backend("second", &[]);
     let log = second.log();
-    assert!(log.contains("applied=[] already=[1]"), "{log}");
+    assert!(log.contains("applied=[] already=[1, 2]"), "{log}");
     assert!(log.contains("demo users already present"), "{log}");
-    assert_eq!(stack.psql("SELECT count(*) FROM schema_migrations"), "1");
+    assert_eq!(stack.psql("SELECT count(*) FROM schema_migrations"), "2");
     assert_eq!(stack.psql("SELECT count(*) FROM users"), "6");
 
     // 5. No migrator credentials and a schema that is behind: not ready,
     //    saying so; ready as soon as the schema is there.
-    let saved =
-        stack.psql("SELECT version || '|' || name || '|' || checksum FROM schema_migrations");
+    let saved = stack.psql(
+        "SELECT string_agg(version || '|' || name || '|' || checksum, ';' ORDER BY version) FROM schema_migrations",
+    );
+    let saved: Vec<Vec<String>> = saved
+        .split(';')
+        .map(|row| row.split('|').map(str::to_string).collect())
+        .collect();
     let nomig = stack.dir.join("nomig");
     std::fs::create_dir_all(&nomig).unwrap();
     for f in ["db.json", "jwt-signing-key.json"] {
@@ -242,22 +247,23 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
             (s == 503
                 && r["checks"]["startup"]
                     .as_str()
-                    .is_some_and(|m| m.contains("schema is at version 0, this binary needs 1")))
+                    .is_some_and(|m| m.contains("schema is at version 0, this binary needs 2")))
             .then_some(r)
         },
     );
     assert_eq!(r["checks"]["database"], "ok");
     assert!(behind.log().contains("db-migrator.json did not appear"));
-    let parts: Vec<&str> = saved.split('|').collect();
-    stack.psql(&format!(
-        "INSERT INTO schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
-        parts[0], parts[1], parts[2]
-    ));
+    for row in &saved {
+        stack.psql(&format!(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
+            row[0], row[1], row[2]
+        ));
+    }
     wait_ready(&mut behind, Duration::from_secs(30));
     drop(behind);
 
     // 6. An applied migration edited afterwards: refuse to start (exit 1).
-    stack.psql("UPDATE schema_migrations SET checksum = 'tampered'");
+    stack.psql("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1");
     let mut tampered = stack.spawn_backend("tampered", &[]);
     let start = Instant::now();
     let status = loop {
@@ -277,8 +283,8 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
         tampered.log()
     );
     stack.psql(&format!(
-        "UPDATE schema_migrations SET checksum = '{}'",
-        parts[2]
+        "UPDATE schema_migrations SET checksum = '{}' WHERE version = 1",
+        saved[0][2]
     ));
 
     // 7. SIGTERM: a clean exit.

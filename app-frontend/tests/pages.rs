@@ -438,6 +438,15 @@ async fn logout_clears_the_cookie_and_protected_pages_need_login_again() {
     assert_eq!(r.status, 303);
     assert_eq!(r.location().as_deref(), Some("/login?msg=logged_out"));
     assert!(r.cookie("zt_session").unwrap().is_removal());
+    // Issue 16, 7: the backend revoked the token too (not just the cookie).
+    let logout = site
+        .backend
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/api/auth/logout")
+        .expect("the frontend asked the backend to revoke the token");
+    assert_eq!(logout.method, "POST");
+    assert!(logout.bearer.is_some());
     assert!(c
         .get("/login?msg=logged_out")
         .await

@@ -5,31 +5,51 @@ pub mod jwt;
 pub mod password;
 pub mod ratelimit;
 
-use std::future::{ready, Ready};
+use std::future::Future;
+use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::config::Config;
+use crate::db::queries;
 use crate::errors::AppError;
 use crate::state::AppState;
 
-/// The authenticated caller of a request (from a valid bearer token).
+/// The authenticated caller of a request: a valid bearer token whose
+/// session was not ended by a logout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthUser {
     /// `users.id`
     pub user_id: i32,
     /// `users.username`
     pub username: String,
+    /// The token's ID (what a logout revokes).
+    pub jti: String,
+    /// The token's expiry (Unix seconds).
+    pub exp: i64,
 }
 
 impl FromRequest for AuthUser {
     type Error = AppError;
-    type Future = Ready<Result<Self, AppError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        let checked = authenticate(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let user = checked?;
+            let state =
+                state.ok_or_else(|| AppError::Internal("application state missing".into()))?;
+            // The deny-list is in PostgreSQL so every replica sees a logout;
+            // if it cannot be read, fail closed (503), never let a revoked
+            // token through.
+            if queries::is_revoked(&state.db, &user.jti).await? {
+                return Err(AppError::Unauthorized("token revoked by a logout"));
+            }
+            Ok(user)
+        })
     }
 }
 
@@ -53,6 +73,7 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, AppError> {
         AppError::Unauthorized(match e {
             jwt::JwtError::Expired => "token expired",
             jwt::JwtError::BadSignature => "token signature does not match",
+            jwt::JwtError::RetiredKey => "token signed with a retired key",
             jwt::JwtError::Algorithm => "token algorithm not allowed",
             jwt::JwtError::NoKey => "no signing key loaded",
             _ => "token malformed",
@@ -61,6 +82,8 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, AppError> {
     Ok(AuthUser {
         user_id: claims.user_id,
         username: claims.username,
+        jti: claims.jti,
+        exp: claims.exp,
     })
 }
 

@@ -192,6 +192,33 @@ pub async fn login(
     }))
 }
 
+/// End this session: the token is refused from now on (until its `exp`,
+/// when it would have been anyway), by every replica.
+#[utoipa::path(
+    post, path = "/api/auth/logout", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out: this token no longer works"),
+        (status = 401, description = "`unauthorized` (also for a token already logged out)", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn logout(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    queries::revoke_token(&state.db, &user.jti, user.user_id, user.exp).await?;
+    state.metrics.outcome("logout", "revoked");
+    audit(
+        &state,
+        AuditEntry {
+            user_id: Some(user.user_id),
+            action: "auth.logout",
+            resource: format!("user:{}", user.user_id),
+            details: json!({}),
+        },
+    )
+    .await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// The logged-in user.
 #[utoipa::path(
     get, path = "/api/auth/me", tag = "auth",

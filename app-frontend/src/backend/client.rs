@@ -148,6 +148,14 @@ impl BackendClient {
         Ok(c.user)
     }
 
+    /// `POST /api/auth/logout`: the backend revokes this token.
+    pub async fn logout(&self, token: &str) -> Result<(), BackendError> {
+        let _: Option<serde_json::Value> = self
+            .call::<(), _>(Method::POST, "/api/auth/logout", Some(token), None)
+            .await?;
+        Ok(())
+    }
+
     /// `GET /api/auth/me`.
     pub async fn me(&self, token: &str) -> Result<User, BackendError> {
         self.call::<(), _>(Method::GET, "/api/auth/me", Some(token), None)

@@ -347,13 +347,22 @@ pub async fn logout_form(
     )
 }
 
-/// `POST /logout`: deletes the session cookie.
+/// `POST /logout`: asks the backend to revoke the session's token, then
+/// deletes the cookie. The cookie goes even if the backend cannot be reached
+/// (the user asked to sign out of this browser; the failure is logged).
 pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, AppError> {
     check_csrf(&req, &state, &form.csrf_token)?;
+    if let Some(session) = Session::read(&req).valid() {
+        match state.backend.logout(session.token()).await {
+            // Already expired or revoked: nothing left to end.
+            Ok(()) | Err(BackendError::Unauthorized) => {}
+            Err(e) => log_failure("logout", &e),
+        }
+    }
     let secure = cookie_secure(&req, state.config.cookie_secure);
     Ok(HttpResponse::SeeOther()
         .cookie(clear_session_cookie(secure))

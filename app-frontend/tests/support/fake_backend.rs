@@ -394,6 +394,11 @@ async fn handle(
             }))
         }
         ("GET", "/api/zt/status") => HttpResponse::Ok().json(zt_status(&s)),
+        ("POST", "/api/auth/logout") => {
+            // Like the backend: this token is refused from now on.
+            s.issued.remove(&token);
+            HttpResponse::NoContent().finish()
+        }
         _ => err(404, "not_found", "no such endpoint"),
     }
 }
