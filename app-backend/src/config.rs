@@ -98,6 +98,13 @@ pub const JWT_PREVIOUS_KEY_GRACE: &str = "BACKEND_JWT_PREVIOUS_KEY_GRACE";
 /// Default of [`JWT_PREVIOUS_KEY_GRACE`].
 pub const DEFAULT_JWT_PREVIOUS_KEY_GRACE: &str = "10m";
 
+/// Whether to create the six Brooklyn Nine-Nine demo users (known
+/// passwords, operators). Only for the demo: `make up` and `make deploy` turn
+/// it on; anything else leaves it off.
+pub const SEED_DEMO_USERS: &str = "BACKEND_SEED_DEMO_USERS";
+/// Default of [`SEED_DEMO_USERS`]: off.
+pub const DEFAULT_SEED_DEMO_USERS: bool = false;
+
 /// The frontend's SPIFFE ID: `X-Forwarded-For` is trusted only on requests
 /// whose peer-ID header (set by the sidecar after mTLS) is exactly this.
 pub const FRONTEND_SPIFFE_ID: &str = "BACKEND_FRONTEND_SPIFFE_ID";
@@ -137,6 +144,7 @@ pub const ALL: &[&str] = &[
     REGISTER_MAX_PER_CLIENT,
     REGISTER_WINDOW,
     JWT_PREVIOUS_KEY_GRACE,
+    SEED_DEMO_USERS,
     FRONTEND_SPIFFE_ID,
     ALLOWED_HOSTS,
     WORKERS,
@@ -249,6 +257,8 @@ pub struct Config {
     pub register_window: Duration,
     /// [`JWT_PREVIOUS_KEY_GRACE`]
     pub jwt_previous_key_grace: Duration,
+    /// [`SEED_DEMO_USERS`]
+    pub seed_demo_users: bool,
     /// [`FRONTEND_SPIFFE_ID`]
     pub frontend_spiffe_id: String,
     /// [`ALLOWED_HOSTS`], lower-case.
@@ -330,6 +340,7 @@ impl Config {
             JWT_PREVIOUS_KEY_GRACE,
             &raw(JWT_PREVIOUS_KEY_GRACE, DEFAULT_JWT_PREVIOUS_KEY_GRACE),
         )?;
+        let seed_demo_users = boolean(SEED_DEMO_USERS, src, DEFAULT_SEED_DEMO_USERS)?;
         let frontend_spiffe_id = spiffe_id(
             FRONTEND_SPIFFE_ID,
             &raw(FRONTEND_SPIFFE_ID, DEFAULT_FRONTEND_SPIFFE_ID),
@@ -362,6 +373,7 @@ impl Config {
             register_max_per_client,
             register_window,
             jwt_previous_key_grace,
+            seed_demo_users,
             frontend_spiffe_id,
             allowed_hosts,
             workers,
@@ -438,6 +450,21 @@ fn http_url(key: &'static str, v: &str) -> Result<String, ConfigError> {
         return Err(err(key, "must not carry credentials"));
     }
     Ok(v.trim_end_matches('/').to_string())
+}
+
+fn boolean(key: &'static str, src: &impl ConfigSource, default: bool) -> Result<bool, ConfigError> {
+    let Some(v) = src
+        .get(key)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(default);
+    };
+    match v.as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(err(key, format!("{:?} is not true or false", truncate(&v)))),
+    }
 }
 
 fn spiffe_id(key: &'static str, v: &str) -> Result<String, ConfigError> {
@@ -548,6 +575,23 @@ mod tests {
         assert_eq!(c.register_window, Duration::from_secs(3600));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.frontend_spiffe_id, DEFAULT_FRONTEND_SPIFFE_ID);
+        assert!(
+            !c.seed_demo_users,
+            "the demo users are off unless asked for"
+        );
+        for v in ["true", "1", " Yes ", "ON"] {
+            assert!(
+                Config::from_pairs(&[(SEED_DEMO_USERS, v)])
+                    .unwrap()
+                    .seed_demo_users,
+                "{v}"
+            );
+        }
+        assert!(
+            !Config::from_pairs(&[(SEED_DEMO_USERS, "off")])
+                .unwrap()
+                .seed_demo_users
+        );
         assert!(c.allowed_hosts.is_empty());
         let c = Config::from_pairs(&[(ALLOWED_HOSTS, " Backend.99-apps.svc , api ")]).unwrap();
         assert_eq!(c.allowed_hosts, ["backend.99-apps.svc", "api"]);
@@ -611,6 +655,7 @@ mod tests {
             (REGISTER_MAX_PER_CLIENT, "0", "out of range"),
             (REGISTER_WINDOW, "forever", "not a duration"),
             (JWT_PREVIOUS_KEY_GRACE, "0s", "greater than zero"),
+            (SEED_DEMO_USERS, "sure", "not true or false"),
             (
                 LOGIN_FAILURE_WINDOW,
                 "'; DROP TABLE users; --",

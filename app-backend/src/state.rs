@@ -238,6 +238,14 @@ impl AppState {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        if !self.config.seed_demo_users {
+            self.warn_about_leftover_demo_users().await;
+            self.set_phase(Phase::Ready);
+            tracing::info!(
+                "start-up complete (demo users not seeded: BACKEND_SEED_DEMO_USERS is off)"
+            );
+            return Ok(());
+        }
         self.set_phase(Phase::Seeding);
         loop {
             match migrate::seed_users(&self.db, &self.hasher).await {
@@ -258,6 +266,19 @@ impl AppState {
         self.set_phase(Phase::Ready);
         tracing::info!("start-up complete");
         Ok(())
+    }
+
+    /// Seeding is off, but a demo run may have left its users (known
+    /// passwords, operators) in this database: say so, once, loudly.
+    async fn warn_about_leftover_demo_users(&self) {
+        match migrate::demo_users_present(&self.db).await {
+            Ok(names) if !names.is_empty() => tracing::warn!(
+                users = ?names,
+                "demo users with publicly known passwords exist in this database (from a run with BACKEND_SEED_DEMO_USERS=true); delete them unless this is a demo"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check for leftover demo users"),
+        }
     }
 
     async fn run_migrations(&self) -> Result<(), StartupError> {

@@ -304,3 +304,44 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     assert!(second.log().contains("app-backend stopped"));
     drop(early);
 }
+
+/// Regression (issue 16, 8): the six demo users with publicly known
+/// passwords were created wherever the backend ran. Off unless asked for.
+#[test]
+fn demo_users_exist_only_when_asked_for() {
+    let stack = Stack::start(Setup::default());
+    let seed_users = || {
+        stack.psql(
+            "SELECT count(*) FROM users WHERE username IN ('jake','amy','rosa','terry','charles','gina')",
+        )
+    };
+    // Default: off (an empty value means the default).
+    let mut off = stack.start_backend("seed-off", &[("BACKEND_SEED_DEMO_USERS", "")]);
+    assert_eq!(seed_users(), "0", "no demo users unless asked for");
+    let (s, _) = call(
+        http()
+            .post(format!("{}/api/auth/login", off.url))
+            .json(&serde_json::json!({"username": "jake", "password": "jake99"})),
+    );
+    assert_eq!(s, 401, "jake99 opens nothing");
+    assert!(off.log().contains("demo users not seeded"), "{}", off.log());
+    off.process.stop(Duration::from_secs(5));
+
+    // On (what `make up` and `make deploy` set): the six, as operators.
+    let mut on = stack.start_backend("seed-on", &[("BACKEND_SEED_DEMO_USERS", "true")]);
+    assert_eq!(seed_users(), "6");
+    assert_eq!(
+        stack.psql("SELECT count(*) FROM users WHERE is_operator"),
+        "6"
+    );
+    login(&http(), &on.url, "jake", "jake99");
+    on.process.stop(Duration::from_secs(5));
+
+    // Off again on a database a demo used: the leftovers are named, loudly.
+    let again = stack.start_backend("seed-off-again", &[("BACKEND_SEED_DEMO_USERS", "off")]);
+    let log = again.log();
+    assert!(
+        log.contains("demo users with publicly known passwords exist"),
+        "{log}"
+    );
+}

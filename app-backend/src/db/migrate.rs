@@ -256,6 +256,25 @@ pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<St
     Ok(inserted)
 }
 
+/// The seed users (seed username **and** email) present in the database.
+pub async fn demo_users_present(db: &Database) -> Result<Vec<String>, DbError> {
+    let names: Vec<String> = SEED_USERS.iter().map(|(u, _, _)| u.to_string()).collect();
+    let emails: Vec<String> = SEED_USERS.iter().map(|(_, e, _)| e.to_string()).collect();
+    let (names, emails) = (&names, &emails);
+    db.run(|c| async move {
+        let rows = c
+            .query(
+                "SELECT username FROM users
+                 WHERE (username, email) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                 ORDER BY username",
+                &[names, emails],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    })
+    .await
+}
+
 /// Why seeding failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

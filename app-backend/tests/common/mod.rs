@@ -178,6 +178,8 @@ impl Stack {
                 format!("http://{}", self.layout.admin),
             ),
             ("GITHUB_API_URL".into(), self.github.url().to_string()),
+            // The demo users, like `make up` (off by default).
+            ("BACKEND_SEED_DEMO_USERS".into(), "true".into()),
         ]
     }
 
