@@ -239,17 +239,21 @@ impl Spire {
     }
 
     /// Creates a registration entry unless an identical one exists, and
-    /// deletes other entries for the same SPIFFE ID (e.g. a path-only entry
-    /// an older version left in a persistent state: it would still match any
-    /// user running the binary).
+    /// deletes an entry an older version left for the same SPIFFE ID and
+    /// binary without a `unix:uid` selector (in a persistent state it would
+    /// still match any user running the binary). Other entries for the same
+    /// ID (another binary) are kept.
     pub fn register(&self, r: &Registration) -> anyhow::Result<()> {
         let mut want = r.selectors.clone();
         want.sort();
-        for stale in self
-            .entries(&r.spiffe_id)?
-            .into_iter()
-            .filter(|e| e.selectors != want)
-        {
+        let stale = |e: &Entry| {
+            e.selectors != want
+                && !e.selectors.iter().any(|s| s.starts_with("unix:uid:"))
+                && e.selectors
+                    .iter()
+                    .any(|s| s.starts_with("unix:path:") && want.contains(s))
+        };
+        for stale in self.entries(&r.spiffe_id)?.into_iter().filter(stale) {
             self.server_cli(&["entry", "delete", "-entryID", &stale.id])
                 .with_context(|| format!("deleting the stale entry for {}", r.spiffe_id))?;
         }

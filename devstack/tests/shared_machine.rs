@@ -90,11 +90,22 @@ fn state_registrations_and_postgres_are_closed_to_other_local_users() {
             &want[0],
         ])
         .unwrap();
-    assert_eq!(entries(&stack).len(), 2);
+    // Another binary with the same ID (tests register two) stays.
+    let other = std::fs::canonicalize("/bin/sh").unwrap();
+    stack
+        .register(&Registration::for_binary(BACKEND_ID, &other).unwrap())
+        .unwrap();
+    assert_eq!(entries(&stack).len(), 3);
     stack
         .register(&Registration::for_binary(BACKEND_ID, &me).unwrap())
         .unwrap();
     let found = entries(&stack);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].selectors, want);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|e| e.selectors == want), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .all(|e| e.selectors.iter().any(|s| s.starts_with("unix:uid:"))),
+        "the path-only entry is gone: {found:?}"
+    );
 }
