@@ -123,6 +123,8 @@ fn main() -> anyhow::Result<()> {
             format!("unix:{}", layout.proxy_socket.display()),
         )
         .env("ZT_SIDECAR_ADMIN_URL", format!("http://{}", layout.admin))
+        // The benchmark logs in as jake.
+        .env("BACKEND_SEED_DEMO_USERS", "true")
         .env("RUST_LOG", "warn");
     let mut backend = Supervised::spawn("app-backend", cmd, &dir.path().join("app-backend.log"))?;
     let ready = format!("{url}/readyz");

@@ -72,6 +72,51 @@ pub const LOGIN_FAILURE_WINDOW: &str = "BACKEND_LOGIN_FAILURE_WINDOW";
 /// Default of [`LOGIN_FAILURE_WINDOW`].
 pub const DEFAULT_LOGIN_FAILURE_WINDOW: &str = "5m";
 
+/// Login attempts one client may have in flight at once (each waits for an
+/// argon2 verification); more get `429` at once. Not configurable: a browser
+/// has one login in flight, a few share an address behind NAT.
+pub const LOGIN_MAX_PENDING_PER_CLIENT: u32 = 4;
+
+/// Registrations allowed per client within [`REGISTER_WINDOW`] (each costs an
+/// argon2 hash, successful or not) before 429.
+pub const REGISTER_MAX_PER_CLIENT: &str = "BACKEND_REGISTER_MAX_PER_CLIENT";
+/// Default of [`REGISTER_MAX_PER_CLIENT`].
+pub const DEFAULT_REGISTER_MAX_PER_CLIENT: u32 = 10;
+
+/// The window registrations are counted in.
+pub const REGISTER_WINDOW: &str = "BACKEND_REGISTER_WINDOW";
+/// Default of [`REGISTER_WINDOW`].
+pub const DEFAULT_REGISTER_WINDOW: &str = "1h";
+
+/// Registrations one client may have in flight at once (not configurable,
+/// like [`LOGIN_MAX_PENDING_PER_CLIENT`]).
+pub const REGISTER_MAX_PENDING_PER_CLIENT: u32 = 2;
+
+/// How long after a signing-key change (the KV version's `created_time`)
+/// tokens signed with the previous key still verify.
+pub const JWT_PREVIOUS_KEY_GRACE: &str = "BACKEND_JWT_PREVIOUS_KEY_GRACE";
+/// Default of [`JWT_PREVIOUS_KEY_GRACE`].
+pub const DEFAULT_JWT_PREVIOUS_KEY_GRACE: &str = "10m";
+
+/// Whether to create the six Brooklyn Nine-Nine demo users (known
+/// passwords, operators). Only for the demo: `make up` and `make deploy` turn
+/// it on; anything else leaves it off.
+pub const SEED_DEMO_USERS: &str = "BACKEND_SEED_DEMO_USERS";
+/// Default of [`SEED_DEMO_USERS`]: off.
+pub const DEFAULT_SEED_DEMO_USERS: bool = false;
+
+/// The frontend's SPIFFE ID: `X-Forwarded-For` is trusted only on requests
+/// whose peer-ID header (set by the sidecar after mTLS) is exactly this.
+pub const FRONTEND_SPIFFE_ID: &str = "BACKEND_FRONTEND_SPIFFE_ID";
+/// Default of [`FRONTEND_SPIFFE_ID`].
+pub const DEFAULT_FRONTEND_SPIFFE_ID: &str = "spiffe://demo.local/ns/99-apps/sa/frontend";
+
+/// Host names (comma-separated, no port) accepted in `Host` besides IP
+/// literals and `localhost`; any other name is refused (DNS rebinding).
+pub const ALLOWED_HOSTS: &str = "BACKEND_ALLOWED_HOSTS";
+/// Default of [`ALLOWED_HOSTS`]: none (every caller uses an IP literal).
+pub const DEFAULT_ALLOWED_HOSTS: &str = "";
+
 /// HTTP worker threads; 0 = one per CPU core.
 pub const WORKERS: &str = "BACKEND_WORKERS";
 /// Default of [`WORKERS`].
@@ -96,6 +141,12 @@ pub const ALL: &[&str] = &[
     SECRETS_POLL_INTERVAL,
     LOGIN_MAX_FAILURES,
     LOGIN_FAILURE_WINDOW,
+    REGISTER_MAX_PER_CLIENT,
+    REGISTER_WINDOW,
+    JWT_PREVIOUS_KEY_GRACE,
+    SEED_DEMO_USERS,
+    FRONTEND_SPIFFE_ID,
+    ALLOWED_HOSTS,
     WORKERS,
     LOG_FORMAT,
 ];
@@ -200,6 +251,18 @@ pub struct Config {
     pub login_max_failures: u32,
     /// [`LOGIN_FAILURE_WINDOW`]
     pub login_failure_window: Duration,
+    /// [`REGISTER_MAX_PER_CLIENT`]
+    pub register_max_per_client: u32,
+    /// [`REGISTER_WINDOW`]
+    pub register_window: Duration,
+    /// [`JWT_PREVIOUS_KEY_GRACE`]
+    pub jwt_previous_key_grace: Duration,
+    /// [`SEED_DEMO_USERS`]
+    pub seed_demo_users: bool,
+    /// [`FRONTEND_SPIFFE_ID`]
+    pub frontend_spiffe_id: String,
+    /// [`ALLOWED_HOSTS`], lower-case.
+    pub allowed_hosts: Vec<String>,
     /// [`WORKERS`]; 0 = one per core.
     pub workers: usize,
     /// [`LOG_FORMAT`]
@@ -223,6 +286,14 @@ impl Config {
                     format!("{e} (expected ip:port, e.g. 127.0.0.1:8000)"),
                 )
             })?;
+        if !listen.ip().is_loopback() {
+            // Only the sidecar may reach the backend: in a pod, loopback is
+            // shared with the sidecar alone (app-backend/README.md, "Who can reach it").
+            return Err(err(
+                LISTEN,
+                format!("{listen} is not a loopback address: the backend is reached only through its sidecar (use 127.0.0.1:<port>)"),
+            ));
+        }
         let secrets_dir = PathBuf::from(raw(SECRETS_DIR, DEFAULT_SECRETS_DIR));
         let openbao_proxy = parse_proxy(&raw(OPENBAO_PROXY, DEFAULT_OPENBAO_PROXY))?;
         let openbao_timeout = duration(
@@ -254,6 +325,27 @@ impl Config {
             LOGIN_FAILURE_WINDOW,
             &raw(LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_FAILURE_WINDOW),
         )?;
+        let register_max_per_client = number(
+            REGISTER_MAX_PER_CLIENT,
+            src,
+            DEFAULT_REGISTER_MAX_PER_CLIENT as usize,
+            1,
+            1_000_000,
+        )? as u32;
+        let register_window = duration(
+            REGISTER_WINDOW,
+            &raw(REGISTER_WINDOW, DEFAULT_REGISTER_WINDOW),
+        )?;
+        let jwt_previous_key_grace = duration(
+            JWT_PREVIOUS_KEY_GRACE,
+            &raw(JWT_PREVIOUS_KEY_GRACE, DEFAULT_JWT_PREVIOUS_KEY_GRACE),
+        )?;
+        let seed_demo_users = boolean(SEED_DEMO_USERS, src, DEFAULT_SEED_DEMO_USERS)?;
+        let frontend_spiffe_id = spiffe_id(
+            FRONTEND_SPIFFE_ID,
+            &raw(FRONTEND_SPIFFE_ID, DEFAULT_FRONTEND_SPIFFE_ID),
+        )?;
+        let allowed_hosts = host_names(ALLOWED_HOSTS, &raw(ALLOWED_HOSTS, DEFAULT_ALLOWED_HOSTS))?;
         let workers = number(WORKERS, src, DEFAULT_WORKERS, 0, 256)?;
         let log_format = match raw(LOG_FORMAT, DEFAULT_LOG_FORMAT).as_str() {
             "text" => LogFormat::Text,
@@ -278,6 +370,12 @@ impl Config {
             secrets_poll_interval,
             login_max_failures,
             login_failure_window,
+            register_max_per_client,
+            register_window,
+            jwt_previous_key_grace,
+            seed_demo_users,
+            frontend_spiffe_id,
+            allowed_hosts,
             workers,
             log_format,
         })
@@ -354,6 +452,67 @@ fn http_url(key: &'static str, v: &str) -> Result<String, ConfigError> {
     Ok(v.trim_end_matches('/').to_string())
 }
 
+fn boolean(key: &'static str, src: &impl ConfigSource, default: bool) -> Result<bool, ConfigError> {
+    let Some(v) = src
+        .get(key)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(default);
+    };
+    match v.as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(err(key, format!("{:?} is not true or false", truncate(&v)))),
+    }
+}
+
+fn spiffe_id(key: &'static str, v: &str) -> Result<String, ConfigError> {
+    let Some(rest) = v.strip_prefix("spiffe://") else {
+        return Err(err(
+            key,
+            format!(
+                "{:?} is not a SPIFFE ID (spiffe://<trust domain>/<path>)",
+                truncate(v)
+            ),
+        ));
+    };
+    let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if domain.is_empty() || path.is_empty() {
+        return Err(err(key, "a SPIFFE ID needs a trust domain and a path"));
+    }
+    if v.len() > 2048 || !v.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(err(
+            key,
+            "a SPIFFE ID is printable ASCII without spaces, at most 2048 bytes",
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn host_names(key: &'static str, v: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let ok = name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !ok {
+            return Err(err(
+                key,
+                format!(
+                    "{:?} is not a host name (letters, digits, '-' and '.', no port)",
+                    truncate(name)
+                ),
+            ));
+        }
+        out.push(name.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
 fn parse_proxy(v: &str) -> Result<ProxyAddress, ConfigError> {
     if let Some(path) = v.strip_prefix("unix:") {
         if path.is_empty() {
@@ -412,13 +571,36 @@ mod tests {
         assert_eq!(c.secrets_poll_interval, Duration::from_secs(2));
         assert_eq!(c.login_max_failures, DEFAULT_LOGIN_MAX_FAILURES);
         assert_eq!(c.login_failure_window, Duration::from_secs(300));
+        assert_eq!(c.register_max_per_client, DEFAULT_REGISTER_MAX_PER_CLIENT);
+        assert_eq!(c.register_window, Duration::from_secs(3600));
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.frontend_spiffe_id, DEFAULT_FRONTEND_SPIFFE_ID);
+        assert!(
+            !c.seed_demo_users,
+            "the demo users are off unless asked for"
+        );
+        for v in ["true", "1", " Yes ", "ON"] {
+            assert!(
+                Config::from_pairs(&[(SEED_DEMO_USERS, v)])
+                    .unwrap()
+                    .seed_demo_users,
+                "{v}"
+            );
+        }
+        assert!(
+            !Config::from_pairs(&[(SEED_DEMO_USERS, "off")])
+                .unwrap()
+                .seed_demo_users
+        );
+        assert!(c.allowed_hosts.is_empty());
+        let c = Config::from_pairs(&[(ALLOWED_HOSTS, " Backend.99-apps.svc , api ")]).unwrap();
+        assert_eq!(c.allowed_hosts, ["backend.99-apps.svc", "api"]);
     }
 
     #[test]
     fn overrides_are_applied_and_trailing_slashes_dropped() {
         let c = Config::from_pairs(&[
-            (LISTEN, "0.0.0.0:9000"),
+            (LISTEN, "[::1]:9000"),
             (OPENBAO_PROXY, "http://127.0.0.1:8201"),
             (GITHUB_API_URL, "http://127.0.0.1:18090/"),
             (GITHUB_TIMEOUT, "750ms"),
@@ -447,6 +629,8 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             (LISTEN, "localhost", "expected ip:port"),
             (LISTEN, "127.0.0.1:99999", "expected ip:port"),
+            (LISTEN, "0.0.0.0:8000", "not a loopback address"),
+            (LISTEN, "10.0.0.5:8000", "not a loopback address"),
             (OPENBAO_PROXY, "/run/zt/openbao.sock", "expected unix:"),
             (OPENBAO_PROXY, "unix:", "needs a socket path"),
             (OPENBAO_PROXY, "http://10.0.0.1:8200", "must be loopback"),
@@ -468,6 +652,10 @@ mod tests {
             (MIGRATOR_WAIT, "-1s", "not a duration"),
             (SECRETS_POLL_INTERVAL, "2", "not a duration"),
             (LOGIN_MAX_FAILURES, "0", "out of range"),
+            (REGISTER_MAX_PER_CLIENT, "0", "out of range"),
+            (REGISTER_WINDOW, "forever", "not a duration"),
+            (JWT_PREVIOUS_KEY_GRACE, "0s", "greater than zero"),
+            (SEED_DEMO_USERS, "sure", "not true or false"),
             (
                 LOGIN_FAILURE_WINDOW,
                 "'; DROP TABLE users; --",
@@ -475,6 +663,19 @@ mod tests {
             ),
             (WORKERS, "9999", "out of range"),
             (LOG_FORMAT, "xml", "not text or json"),
+            (FRONTEND_SPIFFE_ID, "frontend", "not a SPIFFE ID"),
+            (
+                FRONTEND_SPIFFE_ID,
+                "spiffe://demo.local",
+                "trust domain and a path",
+            ),
+            (
+                FRONTEND_SPIFFE_ID,
+                "spiffe://demo.local/a b",
+                "printable ASCII",
+            ),
+            (ALLOWED_HOSTS, "backend:8000", "not a host name"),
+            (ALLOWED_HOSTS, "ok.example, *.evil", "not a host name"),
         ];
         for (key, value, needle) in cases {
             let e = Config::from_pairs(&[(key, value)]).unwrap_err();

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::password::HashError;
 use crate::db::DbError;
 use crate::github::GithubError;
 use crate::openbao::StoreError;
@@ -49,24 +50,32 @@ pub enum AppError {
     /// Missing, malformed, expired or foreign bearer token (reason for logs only).
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
+    /// Authenticated, but not allowed to see this (not an operator).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// Login failed; one message whatever the reason.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// Too many failed logins from this client.
+    /// Too many failed logins or registrations from this client (or too
+    /// many of its attempts in flight); retry after this many seconds.
     #[error("rate limited for {0} s")]
     RateLimited(u64),
+    /// The password-hashing queue is full (a flood); retry after a second.
+    #[error("password hashing queue full")]
+    Busy,
     /// No such route.
     #[error("not found")]
     NotFound,
+    /// `Host` names someone else (DNS rebinding) or is missing.
+    #[error("misdirected request: Host is not ours")]
+    MisdirectedRequest,
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// Username exists.
-    #[error("username taken")]
-    UsernameTaken,
-    /// Email exists.
-    #[error("email taken")]
-    EmailTaken,
+    /// The username or the email is already registered. One variant for
+    /// both, so the answer does not tell which (email enumeration).
+    #[error("registration conflict")]
+    RegistrationConflict,
     /// The user has no GitHub token stored.
     #[error("GitHub integration not configured")]
     NotConfigured,
@@ -128,6 +137,11 @@ impl AppError {
                 "unauthorized",
                 "A valid bearer token is required".into(),
             ),
+            Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Your account may not see this; it is for the platform's operators".into(),
+            ),
             InvalidCredentials => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",
@@ -136,27 +150,32 @@ impl AppError {
             RateLimited(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                format!("Too many failed login attempts; try again in {s} seconds"),
+                format!("Too many attempts from this client; try again in {s} seconds"),
+            ),
+            Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "The server is busy; try again in a second".into(),
             ),
             NotFound => (
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "No such endpoint; see /api/openapi.json".into(),
             ),
+            MisdirectedRequest => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "This server does not answer for that Host".into(),
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "This endpoint does not support that method".into(),
             ),
-            UsernameTaken => (
+            RegistrationConflict => (
                 StatusCode::CONFLICT,
-                "username_taken",
-                "That username is already taken".into(),
-            ),
-            EmailTaken => (
-                StatusCode::CONFLICT,
-                "email_taken",
-                "That email address is already registered".into(),
+                "registration_conflict",
+                "That username or email address is not available; choose another username, or log in if you already have an account".into(),
             ),
             NotConfigured => (
                 StatusCode::NOT_FOUND,
@@ -228,6 +247,15 @@ impl AppError {
     }
 }
 
+impl From<HashError> for AppError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => AppError::Busy,
+            e => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         self.parts().0
@@ -235,7 +263,14 @@ impl ResponseError for AppError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code, message) = self.parts();
-        if status.is_server_error() {
+        if matches!(self, AppError::Busy) {
+            // A flood: one line per refusal at error level would bury the log.
+            tracing::warn!(
+                status = status.as_u16(),
+                code,
+                "request refused: hashing queue full"
+            );
+        } else if status.is_server_error() {
             // The one place the cause is logged.
             tracing::error!(status = status.as_u16(), code, cause = %self, "request failed");
         } else if matches!(self, AppError::Github { .. }) {
@@ -247,6 +282,9 @@ impl ResponseError for AppError {
         match self {
             AppError::RateLimited(secs) => {
                 resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            AppError::Busy => {
+                resp.insert_header((header::RETRY_AFTER, "1"));
             }
             AppError::Unauthorized(_) => {
                 resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -67,6 +67,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(auth_h::register),
     ))
     .service(route("/api/auth/login", web::post().to(auth_h::login)))
+    .service(route("/api/auth/logout", web::post().to(auth_h::logout)))
     .service(route("/api/auth/me", web::get().to(auth_h::me)))
     .service(route(
         "/api/github/configure",
@@ -87,6 +88,31 @@ fn route(path: &str, r: actix_web::Route) -> actix_web::Resource {
     web::resource(path)
         .route(r)
         .default_service(web::to(method_not_allowed))
+}
+
+/// Middleware: refuses a request whose `Host` is not ours (see
+/// [`auth::is_our_host`]) with `421 misdirected_request`, before any handler
+/// runs: a page that reaches the loopback port by DNS rebinding must not be
+/// able to read any answer, not even the OpenAPI document.
+pub async fn require_our_host(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let ours = match (
+        req.headers().get(actix_web::http::header::HOST),
+        req.app_data::<web::Data<AppState>>(),
+    ) {
+        (Some(h), Some(state)) => h
+            .to_str()
+            .is_ok_and(|h| auth::is_our_host(h, &state.config.allowed_hosts)),
+        _ => false,
+    };
+    if !ours {
+        let (http_req, _) = req.into_parts();
+        let resp = actix_web::ResponseError::error_response(&errors::AppError::MisdirectedRequest);
+        return Ok(ServiceResponse::new(http_req, resp).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Middleware: metrics per route and one debug line per request (method,

@@ -73,6 +73,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(from_fn(crate::require_our_host))
             .wrap(from_fn(crate::observe))
             .wrap(
                 DefaultHeaders::new()

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{HashError, PasswordHasher};
-use crate::auth::ratelimit::LoginLimiter;
-use crate::config::Config;
+use crate::auth::ratelimit::AttemptLimiter;
+use crate::config::{Config, LOGIN_MAX_PENDING_PER_CLIENT, REGISTER_MAX_PENDING_PER_CLIENT};
 use crate::db::migrate::{self, MigrateError};
 use crate::db::Database;
 use crate::github::GithubClient;
@@ -92,8 +92,10 @@ pub struct AppState {
     pub keys: JwtKeys,
     /// argon2id.
     pub hasher: PasswordHasher,
-    /// Failed-login limiter.
-    pub limiter: LoginLimiter,
+    /// Failed logins per client (reserved before the password is checked).
+    pub login_limiter: AttemptLimiter,
+    /// Registrations per client (each costs a hash, so all of them count).
+    pub register_limiter: AttemptLimiter,
     /// OpenBao KV through the sidecar.
     pub store: SecretStore,
     /// GitHub.
@@ -115,9 +117,19 @@ impl AppState {
             .unwrap_or(1);
         Ok(Self {
             db: Database::new(config.db_pool_size, metrics.clone()),
-            keys: JwtKeys::default(),
+            keys: JwtKeys::new(config.jwt_previous_key_grace),
             hasher: PasswordHasher::new(cores)?,
-            limiter: LoginLimiter::new(config.login_max_failures, config.login_failure_window),
+            login_limiter: AttemptLimiter::new(
+                config.login_max_failures,
+                config.login_failure_window,
+                LOGIN_MAX_PENDING_PER_CLIENT,
+            ),
+            register_limiter: AttemptLimiter::new(
+                config.register_max_per_client,
+                config.register_window,
+                REGISTER_MAX_PENDING_PER_CLIENT,
+            ),
+
             store: SecretStore::new(config.openbao_proxy.clone(), config.openbao_timeout),
             github: GithubClient::new(&config.github_api_url, config.github_timeout)?,
             sidecar: SidecarAdmin::new(&config.sidecar_admin_url)?,
@@ -226,6 +238,14 @@ impl AppState {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        if !self.config.seed_demo_users {
+            self.warn_about_leftover_demo_users().await;
+            self.set_phase(Phase::Ready);
+            tracing::info!(
+                "start-up complete (demo users not seeded: BACKEND_SEED_DEMO_USERS is off)"
+            );
+            return Ok(());
+        }
         self.set_phase(Phase::Seeding);
         loop {
             match migrate::seed_users(&self.db, &self.hasher).await {
@@ -246,6 +266,19 @@ impl AppState {
         self.set_phase(Phase::Ready);
         tracing::info!("start-up complete");
         Ok(())
+    }
+
+    /// Seeding is off, but a demo run may have left its users (known
+    /// passwords, operators) in this database: say so, once, loudly.
+    async fn warn_about_leftover_demo_users(&self) {
+        match migrate::demo_users_present(&self.db).await {
+            Ok(names) if !names.is_empty() => tracing::warn!(
+                users = ?names,
+                "demo users with publicly known passwords exist in this database (from a run with BACKEND_SEED_DEMO_USERS=true); delete them unless this is a demo"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check for leftover demo users"),
+        }
     }
 
     async fn run_migrations(&self) -> Result<(), StartupError> {

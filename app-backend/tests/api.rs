@@ -26,6 +26,9 @@ const SEED: [(&str, &str); 6] = [
     ("gina", "gina99"),
 ];
 
+/// The frontend's SPIFFE ID: the only peer whose `X-Forwarded-For` the backend trusts.
+const FRONTEND_ID: &str = "spiffe://demo.local/ns/99-apps/sa/frontend";
+
 struct Ctx {
     // Dropped in this order: the backend before the stack it runs on.
     backend: Backend,
@@ -104,6 +107,8 @@ fn the_whole_api_against_the_real_stack() {
             ("GITHUB_TIMEOUT", "1s"),
             ("BACKEND_LOGIN_MAX_FAILURES", "5"),
             ("BACKEND_LOGIN_FAILURE_WINDOW", "10m"),
+            ("BACKEND_ALLOWED_HOSTS", "backend.99-apps.svc"),
+            ("BACKEND_REGISTER_MAX_PER_CLIENT", "20"),
         ],
     );
     let url = backend.url.clone();
@@ -130,9 +135,15 @@ fn the_whole_api_against_the_real_stack() {
     user_a_cannot_touch_user_bs_token(&mut ctx);
     github_failures_are_mapped(&mut ctx);
     zt_status_shows_sidecar_and_database_user(&mut ctx);
+    zt_status_is_for_operators_only(&mut ctx);
+    logout_ends_the_session_on_the_server(&mut ctx);
     terminated_sessions_are_replaced_without_failing_a_request(&mut ctx);
     deleting_a_token_removes_every_version_from_openbao(&mut ctx);
     failed_logins_are_rate_limited_per_client(&mut ctx);
+    registrations_are_rate_limited_per_client_and_taken_ones_cost_the_same(&mut ctx);
+    concurrent_wrong_logins_reserve_their_attempt_before_verifying(&mut ctx);
+    forwarded_for_is_trusted_only_from_the_frontend(&mut ctx);
+    foreign_hosts_are_refused(&mut ctx);
     audit_log_has_a_row_per_action(&mut ctx);
     openbao_briefly_down_only_affects_what_needs_it(&mut ctx);
     no_secret_reaches_the_log(&mut ctx);
@@ -274,16 +285,23 @@ fn registration_validates_and_refuses_duplicates(ctx: &mut Ctx) {
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["user"]["email"], Value::Null);
 
-    let (s, b) = call(
+    // Regression (issue 16, 3): a taken username and a taken email used to
+    // get different codes (`username_taken`, `email_taken`), which told
+    // anyone whether an email address is registered. One answer for both now.
+    let (s1, b1) = call(
         ctx.c
             .post(ctx.u("/api/auth/register"))
             .json(&json!({"username": "jake", "password": "another1"})),
     );
-    assert_error(s, &b, 409, "username_taken");
-    let (s, b) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&json!({
+    assert_error(s1, &b1, 409, "registration_conflict");
+    let (s2, b2) = call(ctx.c.post(ctx.u("/api/auth/register")).json(&json!({
         "username": "jake2", "email": "JAKE.PERALTA@99.precinct", "password": "another1"
     })));
-    assert_error(s, &b, 409, "email_taken");
+    assert_eq!(
+        (s2, &b2),
+        (s1, &b1),
+        "a taken email answers exactly like a taken username"
+    );
 
     for (body, field) in [
         (json!({"username": "ab", "password": "secret"}), "username"),
@@ -404,6 +422,7 @@ fn sql_injection_is_stored_or_refused_harmlessly(ctx: &mut Ctx) {
 fn authenticated_endpoints() -> Vec<(&'static str, &'static str, Option<Value>)> {
     vec![
         ("GET", "/api/auth/me", None),
+        ("POST", "/api/auth/logout", None),
         (
             "POST",
             "/api/github/configure",
@@ -920,6 +939,71 @@ fn zt_status_shows_sidecar_and_database_user(ctx: &mut Ctx) {
     assert!(!z.to_string().contains(db["password"].as_str().unwrap()));
 }
 
+/// Regression (issue 16, 7): `/api/zt/status` (role names, lease IDs,
+/// PostgreSQL version) was readable by any self-registered user. Operators
+/// only now: the seeded demo users.
+fn zt_status_is_for_operators_only(ctx: &mut Ctx) {
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/auth/register"))
+            .json(&json!({"username": "nosy_parker", "password": "curious1"})),
+    );
+    assert_eq!(s, 201, "{b}");
+    let t = ctx.login("nosy_parker", "curious1");
+    let (s, b) = ctx.get("/api/zt/status", &t);
+    assert_error(s, &b, 403, "forbidden");
+    assert!(!b.to_string().contains("v-backend-role"), "{b}");
+    // Every seed user is an operator.
+    for (user, password) in SEED {
+        let t = ctx.login(user, password);
+        assert_eq!(ctx.get("/api/zt/status", &t).0, 200, "{user}");
+    }
+    assert_eq!(
+        ctx.stack.psql(
+            "SELECT string_agg(username, ',' ORDER BY username) FROM users WHERE is_operator"
+        ),
+        "amy,charles,gina,jake,rosa,terry"
+    );
+}
+
+/// Regression (issue 16, 7): logging out only dropped the frontend's cookie;
+/// the token itself kept working for its whole hour. A logout now revokes
+/// it on the server (its `jti`, until `exp`), and only it.
+fn logout_ends_the_session_on_the_server(ctx: &mut Ctx) {
+    let first = ctx.login("gina", "gina99");
+    let second = ctx.login("gina", "gina99");
+    assert_eq!(ctx.get("/api/auth/me", &first).0, 200);
+    let r = ctx
+        .c
+        .post(ctx.u("/api/auth/logout"))
+        .bearer_auth(&first)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().unwrap_or_default());
+    for path in ["/api/auth/me", "/api/github/status", "/api/zt/status"] {
+        let (s, b) = ctx.get(path, &first);
+        assert_error(s, &b, 401, "unauthorized");
+    }
+    let (s, b) = call(ctx.c.post(ctx.u("/api/auth/logout")).bearer_auth(&first));
+    assert_error(s, &b, 401, "unauthorized");
+    assert_eq!(
+        ctx.get("/api/auth/me", &second).0,
+        200,
+        "another session of the same user is not affected"
+    );
+    assert_eq!(
+        ctx.stack.psql(
+            "SELECT count(*) FROM revoked_tokens WHERE expires_at > now() AT TIME ZONE 'UTC'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        ctx.stack
+            .psql("SELECT count(*) FROM audit_log WHERE action = 'auth.logout'"),
+        "1"
+    );
+}
+
 /// PostgreSQL ends all the backend's sessions (what a revocation does to the
 /// old user's) while clients keep calling: dead connections are dropped and a
 /// query that hit one is retried once on a fresh one; no request fails.
@@ -1047,6 +1131,172 @@ fn failed_logins_are_rate_limited_per_client(ctx: &mut Ctx) {
     assert_eq!(s, 200);
 }
 
+/// Regression (issue 16, 1): the limit was checked before the argon2
+/// verification and counted after it, so concurrent wrong passwords all
+/// passed the check. Attempts in flight now count: of 200 concurrent wrong
+/// logins from one client, at most the limit (5 here) reach verification.
+fn concurrent_wrong_logins_reserve_their_attempt_before_verifying(ctx: &mut Ctx) {
+    const N: usize = 200;
+    const CLIENT: &str = "203.0.113.200";
+    let barrier = std::sync::Barrier::new(N);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let (c, url, barrier) = (ctx.c.clone(), ctx.u("/api/auth/login"), &barrier);
+                s.spawn(move || {
+                    let req = c
+                        .post(url)
+                        .header("x-spiffe-peer-id", FRONTEND_ID)
+                        .header("x-forwarded-for", CLIENT)
+                        .json(&json!({"username": "rosa", "password": format!("guess{i}")}));
+                    barrier.wait();
+                    req.send().map(|r| r.status().as_u16()).unwrap_or(0)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let count = |code: u16| statuses.iter().filter(|s| **s == code).count();
+    let (verified, limited) = (count(401), count(429));
+    assert_eq!(
+        verified + limited,
+        N,
+        "every answer is 401 or 429: {:?}",
+        statuses
+            .iter()
+            .filter(|s| !matches!(s, 401 | 429))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        verified <= 5,
+        "{verified} of {N} concurrent wrong logins reached password verification (limit 5)"
+    );
+    let audited: usize = ctx
+        .stack
+        .psql(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'auth.login.failure' AND details->>'client' = 'fwd:{CLIENT}'"
+        ))
+        .parse()
+        .unwrap();
+    assert_eq!(audited, verified, "one audit row per verified attempt");
+}
+
+/// Regression (issue 16, 3): registration had no limit per client (each one
+/// costs an argon2 hash). A taken name is answered after the same work as a
+/// new one (the hash comes first on every path).
+fn registrations_are_rate_limited_per_client_and_taken_ones_cost_the_same(ctx: &mut Ctx) {
+    const LIMIT: usize = 20; // BACKEND_REGISTER_MAX_PER_CLIENT below
+    let register = |ctx: &Ctx, username: &str| {
+        let t = Instant::now();
+        let r = call(
+            ctx.c
+                .post(ctx.u("/api/auth/register"))
+                .header("x-spiffe-peer-id", FRONTEND_ID)
+                .header("x-forwarded-for", "203.0.113.160")
+                .json(&json!({"username": username, "password": "vulture99"})),
+        );
+        (r, t.elapsed())
+    };
+    let (mut fresh, mut taken) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..LIMIT {
+        if i % 2 == 0 {
+            let ((s, b), took) = register(ctx, &format!("vulture{i}"));
+            assert_eq!(s, 201, "{b}");
+            fresh += took;
+        } else {
+            let ((s, b), took) = register(ctx, "jake");
+            assert_error(s, &b, 409, "registration_conflict");
+            taken += took;
+        }
+    }
+    // Without the hash a conflict would answer ~100x sooner; the bound is loose.
+    assert!(
+        taken * 2 >= fresh,
+        "a taken username answered much faster ({taken:?}) than a new one ({fresh:?})"
+    );
+    let ((s, b), _) = register(ctx, "vulture-too-many");
+    assert_error(s, &b, 429, "rate_limited");
+    assert_eq!(
+        ctx.stack
+            .psql("SELECT count(*) FROM users WHERE username = 'vulture-too-many'"),
+        "0"
+    );
+    // Another client is not affected.
+    let (s, b) = call(
+        ctx.c
+            .post(ctx.u("/api/auth/register"))
+            .json(&json!({"username": "vulture-elsewhere", "password": "vulture99"})),
+    );
+    assert_eq!(s, 201, "{b}");
+}
+
+/// Regression (issue 16, 2): `X-Forwarded-For` was trusted whenever a
+/// peer-ID header was present. Only the frontend's exact SPIFFE ID counts
+/// now; from anyone else the client is the TCP peer.
+fn forwarded_for_is_trusted_only_from_the_frontend(ctx: &mut Ctx) {
+    let client_of = |ctx: &mut Ctx, peer: &str, fwd: &str| -> String {
+        let username = format!("who-{}", fwd.replace('.', "-"));
+        let (s, b) = call(
+            ctx.c
+                .post(ctx.u("/api/auth/login"))
+                .header("x-spiffe-peer-id", peer)
+                .header("x-forwarded-for", fwd)
+                .json(&json!({"username": username, "password": "nope-nope"})),
+        );
+        assert_error(s, &b, 401, "invalid_credentials");
+        ctx.stack.psql(&format!(
+            "SELECT details->>'client' FROM audit_log WHERE action = 'auth.login.failure' AND details->>'username' = '{username}'"
+        ))
+    };
+    assert_eq!(client_of(ctx, FRONTEND_ID, "192.0.2.10"), "fwd:192.0.2.10");
+    for (peer, fwd) in [
+        ("spiffe://demo.local/ns/99-apps/sa/intruder", "192.0.2.11"),
+        ("spiffe://demo.local/ns/99-apps/sa/frontend/x", "192.0.2.12"),
+        ("spiffe://evil.local/ns/99-apps/sa/frontend", "192.0.2.13"),
+        ("", "192.0.2.14"),
+    ] {
+        assert_eq!(
+            client_of(ctx, peer, fwd),
+            "ip:127.0.0.1",
+            "X-Forwarded-For from peer {peer:?} must not be trusted"
+        );
+    }
+}
+
+/// Regression (issue 16, 2): nothing checked `Host`, so a web page could
+/// reach the loopback port through DNS rebinding. Only IP literals,
+/// `localhost` and configured names are ours.
+fn foreign_hosts_are_refused(ctx: &mut Ctx) {
+    let port = ctx.url.rsplit(':').next().unwrap().to_string();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".into(),
+        format!("[::1]:{port}"),
+        format!("backend.99-apps.svc:{port}"),
+    ] {
+        let r = ctx
+            .c
+            .get(ctx.u("/healthz"))
+            .header("host", &host)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "Host: {host}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".into(),
+        "127.0.0.1.nip.io".into(),
+        "localhost.evil.example".into(),
+        "".into(),
+    ] {
+        for path in ["/healthz", "/api/openapi.json", "/api/auth/login"] {
+            let (s, b) = call(ctx.c.get(ctx.u(path)).header("host", &host));
+            assert_error(s, &b, 421, "misdirected_request");
+        }
+    }
+}
+
 fn audit_log_has_a_row_per_action(ctx: &mut Ctx) {
     let actions = ctx
         .stack
@@ -1054,6 +1304,7 @@ fn audit_log_has_a_row_per_action(ctx: &mut Ctx) {
     for a in [
         "auth.login.failure",
         "auth.login.success",
+        "auth.logout",
         "auth.register",
         "github.configure",
         "github.remove",

@@ -2,8 +2,9 @@
 //! rotated by the real zt-sidecar (make-before-break, old user dropped and its
 //! sessions terminated after a 3 s grace) while logged-in clients keep
 //! calling the backend — not one request may fail. Then a JWT signing key
-//! change in OpenBao KV: old tokens keep working until the previous key is
-//! dropped.
+//! change in OpenBao KV: old tokens keep working for the previous key's
+//! grace (15 s here), then are refused although the file still names the
+//! key; after the next change they are refused anyway.
 
 mod common;
 
@@ -19,6 +20,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
 const LOAD_THREADS: usize = 6;
+/// Short, so the test sees the previous key retired (default 10m).
+const PREVIOUS_KEY_GRACE: &str = "15s";
 
 #[test]
 fn rotations_under_load_and_signing_key_change_fail_no_request() {
@@ -28,7 +31,13 @@ fn rotations_under_load_and_signing_key_change_fail_no_request() {
         revoke_grace: "3s",
         ..Setup::default()
     });
-    let backend = stack.start_backend("app-backend", &[("RUST_LOG", "info,app_backend=debug")]);
+    let backend = stack.start_backend(
+        "app-backend",
+        &[
+            ("RUST_LOG", "info,app_backend=debug"),
+            ("BACKEND_JWT_PREVIOUS_KEY_GRACE", PREVIOUS_KEY_GRACE),
+        ],
+    );
     let mut seen = SecretsSeen::default();
     seen.add_files(&stack.layout.secrets_dir);
 
@@ -101,8 +110,15 @@ fn database_rotations_under_load_fail_no_request(
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let name = format!("load_user_{n}");
+                // Each from its own browser behind the frontend: registrations
+                // are limited per client.
                 let r = c
                     .post(format!("{url}/api/auth/register"))
+                    .header(
+                        "x-spiffe-peer-id",
+                        "spiffe://demo.local/ns/99-apps/sa/frontend",
+                    )
+                    .header("x-forwarded-for", format!("198.18.{}.{}", n / 250, n % 250))
                     .json(&json!({"username": name, "password": "rotation-proof"}))
                     .send();
                 match r {
@@ -271,6 +287,29 @@ fn signing_key_change_keeps_old_tokens_until_the_previous_key_goes(
         verifies_with(&t2, &k2) && !verifies_with(&t2, &k1),
         "new tokens are signed with the new key"
     );
+    // Regression (issue 16, 7): the previous key verified until the next key
+    // change, however late. Now only for the grace after the change, though
+    // the file still names it.
+    let changed = Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "a token of the previous key is refused once the grace is over",
+        || (call(c.get(format!("{url}/api/auth/me")).bearer_auth(&t1)).0 == 401).then_some(()),
+    );
+    assert!(
+        changed.elapsed() >= Duration::from_secs(5),
+        "not refused before the grace: {:?}",
+        changed.elapsed()
+    );
+    assert_eq!(
+        read_json(&stack.layout.secrets_dir.join("jwt-signing-key.json"))["data"]["previous_key"],
+        json!(k1),
+        "the file still names the previous key"
+    );
+    assert_eq!(
+        call(c.get(format!("{url}/api/auth/me")).bearer_auth(&t2)).0,
+        200
+    );
 
     // Version 3: the first key is gone altogether.
     let k3 = random_key();
@@ -287,6 +326,7 @@ fn signing_key_change_keeps_old_tokens_until_the_previous_key_goes(
     );
     let (s, b) = call(c.get(format!("{url}/api/auth/me")).bearer_auth(&t1));
     assert_eq!(s, 401, "a token of a dropped key is refused: {b}");
+    // t2 is now the previous key's: fine within the grace of version 3.
     assert_eq!(
         call(c.get(format!("{url}/api/auth/me")).bearer_auth(&t2)).0,
         200

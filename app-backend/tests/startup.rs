@@ -29,6 +29,9 @@ fn run_args(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 fn bad_configuration_exits_64_naming_the_variable() {
     for (key, value) in [
         ("BACKEND_LISTEN", "not-an-address"),
+        ("BACKEND_LISTEN", "0.0.0.0:8000"),
+        ("BACKEND_FRONTEND_SPIFFE_ID", "frontend"),
+        ("BACKEND_ALLOWED_HOSTS", "backend:8000"),
         ("ZT_OPENBAO_PROXY", "http://192.0.2.1:8200"),
         ("ZT_SIDECAR_ADMIN_URL", "file:///etc/passwd"),
         ("GITHUB_API_URL", "api.github.com"),
@@ -166,8 +169,8 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     assert_eq!(stack.psql("SELECT string_agg(tableowner, ',') FROM (SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public') t"), "app_owner");
     assert_eq!(stack.psql("SELECT count(*) FROM users WHERE username IN ('jake','amy','rosa','terry','charles','gina')"), "6");
     assert_eq!(
-        stack.psql("SELECT version || ':' || name FROM schema_migrations"),
-        "1:initial_schema"
+        stack.psql("SELECT string_agg(version || ':' || name, ',' ORDER BY version) FROM schema_migrations"),
+        "1:initial_schema,2:sessions_and_operators"
     );
 
     // 3. The runtime user has DML only: no DDL, no writes to schema_migrations.
@@ -209,15 +212,20 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     // 4. A second start on the same database changes nothing.
     let mut second = stack.start_backend("second", &[]);
     let log = second.log();
-    assert!(log.contains("applied=[] already=[1]"), "{log}");
+    assert!(log.contains("applied=[] already=[1, 2]"), "{log}");
     assert!(log.contains("demo users already present"), "{log}");
-    assert_eq!(stack.psql("SELECT count(*) FROM schema_migrations"), "1");
+    assert_eq!(stack.psql("SELECT count(*) FROM schema_migrations"), "2");
     assert_eq!(stack.psql("SELECT count(*) FROM users"), "6");
 
     // 5. No migrator credentials and a schema that is behind: not ready,
     //    saying so; ready as soon as the schema is there.
-    let saved =
-        stack.psql("SELECT version || '|' || name || '|' || checksum FROM schema_migrations");
+    let saved = stack.psql(
+        "SELECT string_agg(version || '|' || name || '|' || checksum, ';' ORDER BY version) FROM schema_migrations",
+    );
+    let saved: Vec<Vec<String>> = saved
+        .split(';')
+        .map(|row| row.split('|').map(str::to_string).collect())
+        .collect();
     let nomig = stack.dir.join("nomig");
     std::fs::create_dir_all(&nomig).unwrap();
     for f in ["db.json", "jwt-signing-key.json"] {
@@ -239,22 +247,23 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
             (s == 503
                 && r["checks"]["startup"]
                     .as_str()
-                    .is_some_and(|m| m.contains("schema is at version 0, this binary needs 1")))
+                    .is_some_and(|m| m.contains("schema is at version 0, this binary needs 2")))
             .then_some(r)
         },
     );
     assert_eq!(r["checks"]["database"], "ok");
     assert!(behind.log().contains("db-migrator.json did not appear"));
-    let parts: Vec<&str> = saved.split('|').collect();
-    stack.psql(&format!(
-        "INSERT INTO schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
-        parts[0], parts[1], parts[2]
-    ));
+    for row in &saved {
+        stack.psql(&format!(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
+            row[0], row[1], row[2]
+        ));
+    }
     wait_ready(&mut behind, Duration::from_secs(30));
     drop(behind);
 
     // 6. An applied migration edited afterwards: refuse to start (exit 1).
-    stack.psql("UPDATE schema_migrations SET checksum = 'tampered'");
+    stack.psql("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1");
     let mut tampered = stack.spawn_backend("tampered", &[]);
     let start = Instant::now();
     let status = loop {
@@ -274,8 +283,8 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
         tampered.log()
     );
     stack.psql(&format!(
-        "UPDATE schema_migrations SET checksum = '{}'",
-        parts[2]
+        "UPDATE schema_migrations SET checksum = '{}' WHERE version = 1",
+        saved[0][2]
     ));
 
     // 7. SIGTERM: a clean exit.
@@ -294,4 +303,45 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     assert!(status.success(), "{status}");
     assert!(second.log().contains("app-backend stopped"));
     drop(early);
+}
+
+/// Regression (issue 16, 8): the six demo users with publicly known
+/// passwords were created wherever the backend ran. Off unless asked for.
+#[test]
+fn demo_users_exist_only_when_asked_for() {
+    let stack = Stack::start(Setup::default());
+    let seed_users = || {
+        stack.psql(
+            "SELECT count(*) FROM users WHERE username IN ('jake','amy','rosa','terry','charles','gina')",
+        )
+    };
+    // Default: off (an empty value means the default).
+    let mut off = stack.start_backend("seed-off", &[("BACKEND_SEED_DEMO_USERS", "")]);
+    assert_eq!(seed_users(), "0", "no demo users unless asked for");
+    let (s, _) = call(
+        http()
+            .post(format!("{}/api/auth/login", off.url))
+            .json(&serde_json::json!({"username": "jake", "password": "jake99"})),
+    );
+    assert_eq!(s, 401, "jake99 opens nothing");
+    assert!(off.log().contains("demo users not seeded"), "{}", off.log());
+    off.process.stop(Duration::from_secs(5));
+
+    // On (what `make up` and `make deploy` set): the six, as operators.
+    let mut on = stack.start_backend("seed-on", &[("BACKEND_SEED_DEMO_USERS", "true")]);
+    assert_eq!(seed_users(), "6");
+    assert_eq!(
+        stack.psql("SELECT count(*) FROM users WHERE is_operator"),
+        "6"
+    );
+    login(&http(), &on.url, "jake", "jake99");
+    on.process.stop(Duration::from_secs(5));
+
+    // Off again on a database a demo used: the leftovers are named, loudly.
+    let again = stack.start_backend("seed-off-again", &[("BACKEND_SEED_DEMO_USERS", "off")]);
+    let log = again.log();
+    assert!(
+        log.contains("demo users with publicly known passwords exist"),
+        "{log}"
+    );
 }

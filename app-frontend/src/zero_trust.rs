@@ -138,6 +138,9 @@ fn reason(e: &BackendError) -> String {
         BackendError::Unavailable { status, .. } => {
             format!("unavailable (HTTP {status}) — retrying")
         }
+        BackendError::Api { status: 403, .. } => {
+            "only shown to the platform's operators (the seeded demo users); your account is not one".to_string()
+        }
         BackendError::Api { message, .. } => message.clone(),
         BackendError::Unauthorized => "session refused".to_string(),
         BackendError::Protocol(_) => "sent a status this page could not read".to_string(),
@@ -356,5 +359,21 @@ mod tests {
         );
         assert!(v.backend_error.is_none());
         assert_eq!(v.database.rotations, "—");
+    }
+
+    #[test]
+    fn a_user_who_is_not_an_operator_is_told_so() {
+        let forbidden = BackendError::Api {
+            status: 403,
+            code: "forbidden".into(),
+            message: "Your account may not see this".into(),
+            retry_after: None,
+        };
+        let v = ZtView::build(
+            Err(&forbidden),
+            Ok(SidecarStatus::default()),
+            datetime!(2026-11-28 14:00:00 UTC),
+        );
+        assert!(v.backend_error.unwrap().contains("operators"));
     }
 }

@@ -223,6 +223,7 @@ async fn zero_trust_shows_identities_and_a_rotating_database_user(ctx: &mut Ctx)
         "http://{}/rotate/db",
         ctx.platform.backend_sidecar.admin
     ))
+    .header("X-ZT-Admin", "1")
     .send_empty()
     .expect("POST /rotate/db");
     assert_eq!(rotated.status().as_u16(), 202);

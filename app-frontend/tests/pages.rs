@@ -127,6 +127,34 @@ async fn login_tells_the_backend_which_browser_it_is_for() {
 }
 
 #[actix_web::test]
+async fn registration_tells_the_backend_which_browser_it_is_for() {
+    // Registrations are limited per client too (issue 16, 3): without the
+    // browser's address every registration would count against the frontend.
+    let site = Site::start();
+    let mut c = site.client();
+    let csrf = c.get("/register").await.csrf();
+    let r = c
+        .post(
+            "/register",
+            &[
+                ("username", "boyle_jr"),
+                ("password", "secret1"),
+                ("password_confirm", "secret1"),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let register = site
+        .backend
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/api/auth/register")
+        .expect("a registration call");
+    assert_eq!(register.forwarded_for.as_deref(), Some("127.0.0.1"));
+}
+
+#[actix_web::test]
 async fn cookie_is_secure_over_tls_or_when_configured() {
     let site = Site::start_with(&[("FRONTEND_COOKIE_SECURE", "true")]);
     let mut c = site.client();
@@ -410,6 +438,15 @@ async fn logout_clears_the_cookie_and_protected_pages_need_login_again() {
     assert_eq!(r.status, 303);
     assert_eq!(r.location().as_deref(), Some("/login?msg=logged_out"));
     assert!(r.cookie("zt_session").unwrap().is_removal());
+    // Issue 16, 7: the backend revoked the token too (not just the cookie).
+    let logout = site
+        .backend
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/api/auth/logout")
+        .expect("the frontend asked the backend to revoke the token");
+    assert_eq!(logout.method, "POST");
+    assert!(logout.bearer.is_some());
     assert!(c
         .get("/login?msg=logged_out")
         .await
@@ -525,7 +562,9 @@ async fn register_signs_in_and_reports_each_problem_clearly() {
         )
         .await;
     assert_eq!(r.status, 409);
-    assert!(r.body.contains("That username is already taken"));
+    assert!(r
+        .body
+        .contains("That username or email address is not available"));
     assert!(r.body.contains(r#"aria-invalid="true""#));
     let r = c
         .post(

@@ -209,7 +209,7 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
         2,
         "Workload identity: the backend's SVID and its OpenBao login",
     );
-    explain("The backend never talks to SPIRE or OpenBao. Its zt-sidecar got an X.509-SVID and a\nJWT-SVID from the SPIRE agent (unix:path attestation of its own binary) and logged in to\nOpenBao's jwt auth with the JWT-SVID. OpenBao validated it against SPIRE's JWKS.");
+    explain("The backend never talks to SPIRE or OpenBao. Its zt-sidecar got an X.509-SVID and a\nJWT-SVID from the SPIRE agent (unix attestation: its own binary, run by your uid) and logged in to\nOpenBao's jwt auth with the JWT-SVID. OpenBao validated it against SPIRE's JWKS.");
     d.step(2, "backend SVID and OpenBao audit entry", |d| {
         let admin = d.info["backend_sidecar_admin"]
             .as_str()
@@ -335,7 +335,12 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
                 .unwrap_or(Value::Null)
         };
         let old = db(&st);
-        let mut r = d.http.post(&format!("{admin}/rotate/db")).send_empty()?;
+        // The custom header makes this a request no web page can send.
+        let mut r = d
+            .http
+            .post(&format!("{admin}/rotate/db"))
+            .header("X-ZT-Admin", "1")
+            .send_empty()?;
         if r.status().as_u16() != 202 {
             bail!(
                 "rotate answered {}: {}",

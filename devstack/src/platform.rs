@@ -293,6 +293,8 @@ impl Platform {
             )
             .env("ZT_SIDECAR_ADMIN_URL", format!("http://{}", layout.admin))
             .env("GITHUB_API_URL", &github_url)
+            // The demo's Brooklyn Nine-Nine users (off by default elsewhere).
+            .env("BACKEND_SEED_DEMO_USERS", "true")
             .env("RUST_LOG", "info");
         let mut backend = Supervised::spawn("app-backend", cmd, &bdir.join("app-backend.log"))?;
         let ready = format!("http://127.0.0.1:{}/readyz", p.backend);

@@ -17,7 +17,8 @@ pub struct Postgres {
     process: Supervised,
     /// TCP port on 127.0.0.1.
     pub port: u16,
-    /// Folder holding the server's Unix socket (superuser access, trust auth).
+    /// Folder holding the server's Unix socket (mode 0700; superuser access
+    /// with `peer` auth for the OS user that started devstack).
     pub socket_dir: PathBuf,
     psql: PathBuf,
     run_as: Option<nix::unistd::User>,
@@ -46,7 +47,7 @@ impl Postgres {
         let run_as = unprivileged_user()?;
         if let Some(user) = &run_as {
             chown_tree(&opts.dir, user)?;
-            allow_traverse(&opts.dir)?;
+            allow_traverse(&opts.dir, user)?;
         }
         if !data.join("PG_VERSION").exists() {
             let mut initdb = Command::new(tools.pg("initdb"));
@@ -56,7 +57,7 @@ impl Postgres {
                 .args([
                     "-U",
                     "postgres",
-                    "--auth-local=trust",
+                    "--auth-local=peer",
                     "--auth-host=scram-sha-256",
                 ])
                 .args(["--encoding=UTF8", "--locale=C", "--no-instructions"]);
@@ -66,6 +67,7 @@ impl Postgres {
             as_user(&mut initdb, run_as.as_ref());
             run(&mut initdb).context("initdb failed")?;
         }
+        write_auth_files(&data, run_as.as_ref())?;
         let mut cmd = Command::new(tools.pg("postgres"));
         cmd.arg("-D")
             .arg(&data)
@@ -73,6 +75,9 @@ impl Postgres {
             .arg("-k")
             .arg(&socket_dir)
             .args(["-c", "listen_addresses=127.0.0.1"])
+            // Only the server's own account may open the socket (devstack's
+            // superuser connections run as that account or as root).
+            .args(["-c", "unix_socket_permissions=0700"])
             .args(["-c", "max_connections=200"])
             .args(["-c", "password_encryption=scram-sha-256"])
             .args(["-c", "log_connections=off"]);
@@ -209,6 +214,49 @@ impl Postgres {
     }
 }
 
+/// Name of the map in `pg_ident.conf` that lets the OS user who runs
+/// devstack connect as the `postgres` superuser over the socket.
+const IDENT_MAP: &str = "devstack";
+
+/// Writes `pg_hba.conf` and `pg_ident.conf` on every start (so a data folder
+/// an older version initialised with `trust` is fixed too): `peer` on the
+/// socket for the OS user running devstack (mapped to the superuser), SCRAM
+/// over TCP, nothing else.
+fn write_auth_files(data: &Path, run_as: Option<&nix::unistd::User>) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())?.context(
+        "the current user has no name (no passwd entry): PostgreSQL's peer auth needs one",
+    )?;
+    let hba = format!(
+        "# Written by devstack on every start; edits are lost. No `trust` anywhere.\n\
+         local all postgres peer map={IDENT_MAP}\n\
+         host  all all 127.0.0.1/32 scram-sha-256\n\
+         host  all all ::1/128      scram-sha-256\n"
+    );
+    let mut ident = format!(
+        "# Written by devstack on every start.\n{IDENT_MAP} {} postgres\n",
+        me.name
+    );
+    if let Some(u) = run_as {
+        ident.push_str(&format!("{IDENT_MAP} {} postgres\n", u.name));
+    }
+    for (name, text) in [("pg_hba.conf", hba), ("pg_ident.conf", ident)] {
+        let path = data.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        f.write_all(text.as_bytes())?;
+        if let Some(u) = run_as {
+            nix::unistd::chown(&path, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    Ok(())
+}
+
 fn unprivileged_user() -> anyhow::Result<Option<nix::unistd::User>> {
     if !nix::unistd::Uid::effective().is_root() {
         return Ok(None);
@@ -245,9 +293,11 @@ fn chown_tree(dir: &Path, user: &nix::unistd::User) -> anyhow::Result<()> {
 }
 
 /// Lets the unprivileged server account reach its folder through our parents
-/// (execute-only: it cannot list them).
-fn allow_traverse(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+/// (execute-only: it cannot list them). A parent others cannot traverse (the
+/// 0700 state folder) gets the account's group and group-execute only, so
+/// other users still cannot enter it.
+fn allow_traverse(dir: &Path, user: &nix::unistd::User) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut cur = dir.parent();
     while let Some(p) = cur {
         if p == Path::new("/") {
@@ -256,7 +306,10 @@ fn allow_traverse(dir: &Path) -> anyhow::Result<()> {
         let meta = std::fs::metadata(p)?;
         let mode = meta.permissions().mode();
         if mode & 0o001 == 0 {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o011))?;
+            if meta.gid() != user.gid.as_raw() {
+                nix::unistd::chown(p, None, Some(user.gid))?;
+            }
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o010))?;
         }
         cur = p.parent();
     }

@@ -47,15 +47,32 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Identity for whatever process runs the binary at `exe` (its real path).
+    /// Identity for a process that runs the binary at `exe` (its real path)
+    /// **as this user**: on a shared machine another user who can run the
+    /// same binary must not get the identity (and through it the backend's
+    /// OpenBao role). Selectors sorted, as [`Spire::entries`] lists them.
     pub fn for_binary(spiffe_id: &str, exe: &Path) -> anyhow::Result<Self> {
         let real = std::fs::canonicalize(exe)
             .with_context(|| format!("cannot resolve workload binary {}", exe.display()))?;
+        let mut selectors = vec![
+            format!("unix:path:{}", real.display()),
+            format!("unix:uid:{}", nix::unistd::geteuid().as_raw()),
+        ];
+        selectors.sort();
         Ok(Self {
             spiffe_id: spiffe_id.to_string(),
-            selectors: vec![format!("unix:path:{}", real.display())],
+            selectors,
         })
     }
+}
+
+/// A registration entry as the server has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Entry ID.
+    pub id: String,
+    /// Selectors, `type:value`, sorted.
+    pub selectors: Vec<String>,
 }
 
 /// The running SPIRE server, agent and OIDC discovery provider.
@@ -221,8 +238,25 @@ impl Spire {
         Ok(())
     }
 
-    /// Creates a registration entry unless an identical one exists.
+    /// Creates a registration entry unless an identical one exists, and
+    /// deletes an entry an older version left for the same SPIFFE ID and
+    /// binary without a `unix:uid` selector (in a persistent state it would
+    /// still match any user running the binary). Other entries for the same
+    /// ID (another binary) are kept.
     pub fn register(&self, r: &Registration) -> anyhow::Result<()> {
+        let mut want = r.selectors.clone();
+        want.sort();
+        let stale = |e: &Entry| {
+            e.selectors != want
+                && !e.selectors.iter().any(|s| s.starts_with("unix:uid:"))
+                && e.selectors
+                    .iter()
+                    .any(|s| s.starts_with("unix:path:") && want.contains(s))
+        };
+        for stale in self.entries(&r.spiffe_id)?.into_iter().filter(stale) {
+            self.server_cli(&["entry", "delete", "-entryID", &stale.id])
+                .with_context(|| format!("deleting the stale entry for {}", r.spiffe_id))?;
+        }
         let mut args = vec![
             "entry".to_string(),
             "create".into(),
@@ -242,6 +276,28 @@ impl Spire {
             Err(e) if format!("{e:#}").contains("similar entry already exists") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The registration entries for `spiffe_id` (selectors as `type:value`, sorted).
+    pub fn entries(&self, spiffe_id: &str) -> anyhow::Result<Vec<Entry>> {
+        let out = self.server_cli(&["entry", "show", "-spiffeID", spiffe_id, "-output", "json"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).context("`entry show -output json` is not JSON")?;
+        let mut entries = Vec::new();
+        for e in v["entries"].as_array().into_iter().flatten() {
+            let mut selectors: Vec<String> = e["selectors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| Some(format!("{}:{}", s["type"].as_str()?, s["value"].as_str()?)))
+                .collect();
+            selectors.sort();
+            entries.push(Entry {
+                id: e["id"].as_str().context("entry without id")?.to_string(),
+                selectors,
+            });
+        }
+        Ok(entries)
     }
 
     /// Runs `spire-server <args> -socketPath <server socket>`.
@@ -337,7 +393,8 @@ plugins {{
   }}
   WorkloadAttestor "unix" {{
     plugin_data {{
-      # unix:path selectors tell apart processes of one user by their binary.
+      # unix:path selectors tell apart processes of one user by their binary;
+      # unix:uid selectors keep other users' processes out.
       discover_workload_path = true
       workload_size_limit = -1
     }}

@@ -166,6 +166,14 @@ impl Devstack {
                 (t.path().to_path_buf(), Some(t))
             }
         };
+        // Keys, tokens and sockets live here: nothing for other users (also
+        // fixes a folder an older version made 0755). PostgreSQL may add
+        // group traverse for its own account.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
+        }
         let ports = match opts.ports {
             Some(p) => p,
             None => Ports::ephemeral()?,

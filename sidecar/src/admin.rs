@@ -1,61 +1,204 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status`, and
 //! `POST /rotate/<name>` (force a make-before-break rotation; loopback only).
+//!
+//! The listener is on loopback, which every web page the machine's browser
+//! opens can also reach. So (issue 16, 5):
+//! - `Host` must be an IP literal or `localhost`: a page that reaches the
+//!   port through DNS rebinding arrives under its own name and may not read
+//!   `/status`;
+//! - an `Origin`, when a browser sends one, must be this listener's own;
+//! - `POST /rotate/<name>` needs the header [`ADMIN_HEADER`]: a page cannot
+//!   add a custom header without a CORS preflight, which is never granted,
+//!   so a plain form post or `fetch` from another origin cannot trigger it;
+//! - forced rotations of one secret are at least
+//!   [`FORCED_ROTATION_INTERVAL`] apart (429 with `Retry-After` otherwise).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::state::State;
+use crate::state::{RotationRequest, State, FORCED_ROTATION_INTERVAL};
+
+/// The header `POST /rotate/<name>` requires (any value; send `1`).
+pub const ADMIN_HEADER: &str = "x-zt-admin";
+
+/// Whether `host` (a `Host` value) is an IP literal or `localhost`, with an
+/// optional port.
+pub fn is_local_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, "")) => return ip.parse::<std::net::Ipv6Addr>().is_ok(),
+            Some((ip, port)) => {
+                return ip.parse::<std::net::Ipv6Addr>().is_ok()
+                    && port.strip_prefix(':').is_some_and(is_port)
+            }
+            None => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.parse::<IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost")
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+}
+
+/// Why a request from a browser context is refused, if it is.
+fn foreign(headers: &HeaderMap) -> Option<&'static str> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let Some(host) = host.filter(|h| is_local_host(h)) else {
+        return Some("the Host header must be an IP address or localhost (DNS rebinding)");
+    };
+    match headers.get(header::ORIGIN) {
+        None => None,
+        Some(o) if o.to_str().is_ok_and(|o| o == format!("http://{host}")) => None,
+        Some(_) => Some("requests from another origin are refused"),
+    }
+}
+
+fn answer(
+    status: StatusCode,
+    ctype: &'static str,
+    body: String,
+) -> (StatusCode, &'static str, String, Option<u64>) {
+    (status, ctype, body, None)
+}
 
 /// Answers one admin request.
 pub async fn handle(
     state: State,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        ("GET", "/readyz") => match state.readiness() {
-            Ok(()) => (StatusCode::OK, "application/json", json!({"ready": true}).to_string()),
-            Err(missing) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "application/json",
-                json!({"ready": false, "missing": missing}).to_string(),
-            ),
-        },
-        ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", state.metrics_text()),
-        ("GET", "/status") => (StatusCode::OK, "application/json", state.status_json().to_string()),
-        ("POST", path) if path.starts_with("/rotate/") => {
-            let name = &path["/rotate/".len()..];
-            if !state.admin_is_loopback() {
-                (
-                    StatusCode::FORBIDDEN,
-                    "application/json",
-                    json!({"error": "forced rotation is only available when admin.listen is a loopback address"}).to_string(),
-                )
-            } else if state.request_rotation(name) {
-                (StatusCode::ACCEPTED, "application/json", json!({"rotating": name}).to_string())
-            } else {
-                (StatusCode::NOT_FOUND, "application/json", json!({"error": format!("no database secret named {name:?}")}).to_string())
+    let json_ct = "application/json";
+    let (status, ctype, body, retry_after) = if let Some(why) = foreign(req.headers()) {
+        answer(
+            StatusCode::FORBIDDEN,
+            json_ct,
+            json!({ "error": why }).to_string(),
+        )
+    } else {
+        match (req.method().as_str(), req.uri().path()) {
+            ("GET", "/healthz") => answer(StatusCode::OK, "text/plain", "ok\n".to_string()),
+            ("GET", "/readyz") => match state.readiness() {
+                Ok(()) => answer(StatusCode::OK, json_ct, json!({"ready": true}).to_string()),
+                Err(missing) => answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json_ct,
+                    json!({"ready": false, "missing": missing}).to_string(),
+                ),
+            },
+            ("GET", "/metrics") => answer(StatusCode::OK, "text/plain; version=0.0.4", state.metrics_text()),
+            ("GET", "/status") => answer(StatusCode::OK, json_ct, state.status_json().to_string()),
+            ("POST", path) if path.starts_with("/rotate/") => {
+                let name = &path["/rotate/".len()..];
+                if !state.admin_is_loopback() {
+                    answer(
+                        StatusCode::FORBIDDEN,
+                        json_ct,
+                        json!({"error": "forced rotation is only available when admin.listen is a loopback address"}).to_string(),
+                    )
+                } else if !req.headers().contains_key(ADMIN_HEADER) {
+                    answer(
+                        StatusCode::FORBIDDEN,
+                        json_ct,
+                        json!({"error": format!("POST /rotate/<name> needs the header `{ADMIN_HEADER}: 1` (a web page cannot send it)")}).to_string(),
+                    )
+                } else {
+                    match state.request_rotation(name, Instant::now()) {
+                        RotationRequest::Accepted => answer(StatusCode::ACCEPTED, json_ct, json!({"rotating": name}).to_string()),
+                        RotationRequest::Unknown => answer(StatusCode::NOT_FOUND, json_ct, json!({"error": format!("no database secret named {name:?}")}).to_string()),
+                        RotationRequest::TooSoon(secs) => (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            json_ct,
+                            json!({"error": format!("{name:?} was rotated on request less than {} s ago; retry in {secs} s", FORCED_ROTATION_INTERVAL.as_secs())}).to_string(),
+                            Some(secs),
+                        ),
+                    }
+                }
             }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/status") => answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json_ct,
+                json!({"error": "only GET"}).to_string(),
+            ),
+            _ => answer(
+                StatusCode::NOT_FOUND,
+                json_ct,
+                json!({"error": "not found", "endpoints": ["GET /healthz", "GET /readyz", "GET /metrics", "GET /status", format!("POST /rotate/<database secret> (with {ADMIN_HEADER}: 1)")]}).to_string(),
+            ),
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/status") => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "application/json",
-            json!({"error": "only GET"}).to_string(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "application/json",
-            json!({"error": "not found", "endpoints": ["GET /healthz", "GET /readyz", "GET /metrics", "GET /status", "POST /rotate/<database secret>"]}).to_string(),
-        ),
     };
-    Ok(Response::builder()
+    let mut resp = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CONTENT_TYPE, ctype);
+    if let Some(secs) = retry_after {
+        resp = resp.header(header::RETRY_AFTER, secs);
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        resp = resp.header(header::ALLOW, "GET");
+    }
+    Ok(resp
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_hosts_are_ip_literals_and_localhost() {
+        for h in [
+            "127.0.0.1:15000",
+            "127.0.0.1",
+            "[::1]:15000",
+            "[::1]",
+            "localhost:15000",
+            "LocalHost",
+            "10.0.0.7:15000",
+        ] {
+            assert!(is_local_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example:15000",
+            "127.0.0.1.nip.io:15000",
+            "localhost.evil:15000",
+            "127.0.0.1:",
+            "[::1]x",
+            "127.0.0.1:70000",
+        ] {
+            assert!(!is_local_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn foreign_origins_and_hosts_are_named() {
+        let mut h = HeaderMap::new();
+        assert!(foreign(&h).is_some(), "no Host");
+        h.insert(header::HOST, "127.0.0.1:15000".parse().unwrap());
+        assert_eq!(foreign(&h), None);
+        h.insert(header::ORIGIN, "http://127.0.0.1:15000".parse().unwrap());
+        assert_eq!(foreign(&h), None, "same origin");
+        for o in [
+            "http://evil.example",
+            "null",
+            "http://127.0.0.1:3000",
+            "https://127.0.0.1:15000",
+        ] {
+            h.insert(header::ORIGIN, o.parse().unwrap());
+            assert!(foreign(&h).is_some(), "{o}");
+        }
+    }
 }

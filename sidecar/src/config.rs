@@ -212,6 +212,8 @@ struct RawProxy {
 struct RawAllow {
     path: Option<String>,
     methods: Option<Vec<String>>,
+    #[serde(default)]
+    query: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -431,7 +433,16 @@ pub struct AllowRule {
     pub path: String,
     /// Upper-case methods.
     pub methods: Vec<String>,
+    /// Query keys forwarded to OpenBao (e.g. `version` for KV reads); any
+    /// other key is refused. Never one of [`RESERVED_QUERY_KEYS`].
+    pub query: Vec<String>,
 }
+
+/// Query keys OpenBao's HTTP layer turns into an operation (`?list=true` is
+/// LIST, `?scan=true` SCAN, `?help=1` HELP: `http/logical.go` and
+/// `http/help.go` in OpenBao 2.x). The proxy maps them to the operation it
+/// checks and never forwards them.
+pub const RESERVED_QUERY_KEYS: [&str; 3] = ["list", "scan", "help"];
 
 /// `[admin]`
 #[derive(Debug, Clone, Serialize)]
@@ -930,9 +941,31 @@ fn validate_proxy(p: RawProxy) -> Result<ProxyConfig, ConfigError> {
             }
             upper.push(u);
         }
+        let mut query = Vec::new();
+        for key in r.query {
+            if key.is_empty()
+                || key.len() > 64
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(invalid(
+                    k("query"),
+                    format!("`{key}` is not a query key (letters, digits, `_`, `-`, `.`)"),
+                ));
+            }
+            if RESERVED_QUERY_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
+                return Err(invalid(
+                    k("query"),
+                    format!("`{key}` is an operation for OpenBao, not data: allow the method instead (e.g. LIST)"),
+                ));
+            }
+            query.push(key);
+        }
         allow.push(AllowRule {
             path,
             methods: upper,
+            query,
         });
     }
     Ok(ProxyConfig {

@@ -117,6 +117,10 @@ impl OpenBao {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(30))
+            // Never follow a redirect: it would carry X-Vault-Token (and a
+            // JWT-SVID in a login body) to wherever it points. A 3xx is an
+            // error status like any other.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| BaoError::Unreachable(e.to_string()))?;
         Ok(Self {

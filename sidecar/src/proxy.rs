@@ -41,11 +41,72 @@ pub struct Checked {
     pub path: String,
     /// The path re-encoded for the upstream request.
     pub encoded: String,
-    /// The OpenBao operation (`LIST` for GET with `list=true`).
+    /// The OpenBao operation: the method, or `LIST`/`SCAN`/`HELP` when a
+    /// reserved query key says so (OpenBao would treat it that way).
     pub operation: String,
+    /// The decoded query pairs that are not operations, in order. Each must
+    /// be allowed by the matching rule before anything is forwarded.
+    pub query: Vec<(String, String)>,
+}
+
+impl Checked {
+    /// The query string to forward (re-encoded from the checked pairs), if any.
+    pub fn encoded_query(&self) -> Option<String> {
+        (!self.query.is_empty()).then(|| {
+            self.query
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        utf8_percent_encode(k, SEGMENT),
+                        utf8_percent_encode(v, SEGMENT)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+}
+
+/// Go's `strconv.ParseBool`, which OpenBao uses for `list` and `scan`.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Decodes one query component the way Go's `url.QueryUnescape` does (`+`
+/// is a space); a bad escape or non-UTF-8 is an error, not a guess.
+fn query_component(raw: &str) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && !(i + 2 < bytes.len()
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit())
+        {
+            return Err("bad percent-encoding in the query".into());
+        }
+        i += 1;
+    }
+    percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| "query is not valid UTF-8".to_string())
 }
 
 /// Normalises `path` (a URI path) and `query`; `Err` carries the reason.
+///
+/// Query keys OpenBao treats as operations
+/// ([`RESERVED_QUERY_KEYS`](crate::config::RESERVED_QUERY_KEYS)) become
+/// the operation that is checked (`GET ?list=true` is `LIST`, `?scan=true`
+/// is `SCAN`, a non-empty `help` is `HELP`) and are never forwarded; the
+/// operation travels as the upstream method. Anything OpenBao would read
+/// differently from us — a repeated key, `;`, a bad escape, a `list` that is
+/// not a boolean — is refused.
 pub fn normalise(method: &str, path: &str, query: Option<&str>) -> Result<Checked, String> {
     let rest = path
         .strip_prefix("/v1/")
@@ -66,16 +127,59 @@ pub fn normalise(method: &str, path: &str, query: Option<&str>) -> Result<Checke
         }
         segments.push(seg.into_owned());
     }
-    let mut operation = method.to_ascii_uppercase();
-    if let Some(q) = query {
-        for pair in q.split('&') {
-            let key = pair.split('=').next().unwrap_or_default().replace('+', " ");
-            let key = percent_decode_str(&key)
-                .decode_utf8_lossy()
-                .to_ascii_lowercase();
-            if key == "list" && operation == "GET" {
-                operation = "LIST".into();
+    let method = method.to_ascii_uppercase();
+    let mut operation = method.clone();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let (mut list, mut scan) = (false, false);
+    for pair in query.unwrap_or_default().split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        if pair.contains(';') {
+            return Err("`;` in the query".into());
+        }
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = query_component(raw_key)?;
+        let value = query_component(raw_value)?;
+        if key.chars().any(char::is_control) || value.chars().any(char::is_control) {
+            return Err("control character in the query".into());
+        }
+        let folded = key.to_ascii_lowercase();
+        if seen.contains(&folded) {
+            return Err(format!("query key `{}` given twice", shorten(&key)));
+        }
+        seen.push(folded.clone());
+        match folded.as_str() {
+            "list" | "scan" => {
+                if method != "GET" {
+                    return Err(format!("query key `{folded}` is only meaningful on GET"));
+                }
+                match (value.is_empty(), go_bool(&value)) {
+                    (true, _) | (false, Some(false)) => {}
+                    (false, Some(true)) if folded == "list" => list = true,
+                    (false, Some(true)) => scan = true,
+                    (false, None) => {
+                        return Err(format!("query key `{folded}` must be true or false"))
+                    }
+                }
             }
+            "help" => {
+                if !value.is_empty() {
+                    operation = "HELP".into();
+                }
+            }
+            _ => pairs.push((key, value)),
+        }
+    }
+    if list && scan {
+        return Err("`list` and `scan` together".into());
+    }
+    if operation != "HELP" {
+        if list {
+            operation = "LIST".into();
+        } else if scan {
+            operation = "SCAN".into();
         }
     }
     Ok(Checked {
@@ -86,7 +190,34 @@ pub fn normalise(method: &str, path: &str, query: Option<&str>) -> Result<Checke
             .join("/"),
         path: segments.join("/"),
         operation,
+        query: pairs,
     })
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// The query keys `rule` does not allow, or `Ok` when every one is allowed.
+pub fn authorise_query(rule: &AllowRule, checked: &Checked) -> Result<(), String> {
+    match checked
+        .query
+        .iter()
+        .find(|(k, _)| !rule.query.iter().any(|q| q == k))
+    {
+        None => Ok(()),
+        Some((k, _)) if rule.query.is_empty() => Err(format!(
+            "rule `{}` allows no query keys (got `{}`)",
+            rule.path,
+            shorten(k)
+        )),
+        Some((k, _)) => Err(format!(
+            "rule `{}` allows only the query keys {} (got `{}`)",
+            rule.path,
+            rule.query.join(", "),
+            shorten(k)
+        )),
+    }
 }
 
 /// The rule that allows `path` and `operation`, or why none does.
@@ -156,6 +287,9 @@ impl Proxy {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(std::time::Duration::from_secs(5)))
+            // A redirect would carry X-Vault-Token to wherever it points;
+            // the 3xx goes back to the app as is.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             cfg: Arc::new(cfg),
@@ -214,7 +348,9 @@ impl Proxy {
                 )
             }
         };
-        if let Err(why) = authorise(&self.cfg.allow, &checked.path, &checked.operation) {
+        let allowed = authorise(&self.cfg.allow, &checked.path, &checked.operation)
+            .and_then(|rule| authorise_query(rule, &checked));
+        if let Err(why) = allowed {
             return (
                 refuse(&checked.path, why),
                 Some(format!("/v1/{}", checked.path)),
@@ -230,7 +366,8 @@ impl Proxy {
             return (self.too_large(), shown);
         }
         let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
-        let query = req.uri().query().map(str::to_string);
+        // Only the checked, allowed pairs, re-encoded: OpenBao sees what was checked.
+        let query = checked.encoded_query();
         let body = match Limited::new(req.into_body(), self.cfg.max_body_bytes)
             .collect()
             .await
@@ -358,17 +495,22 @@ mod tests {
             AllowRule {
                 path: "secret/data/github/users/*".into(),
                 methods: vec!["GET".into(), "PUT".into(), "POST".into(), "DELETE".into()],
+                query: vec!["version".into()],
             },
             AllowRule {
                 path: "secret/metadata/github/users/*".into(),
-                methods: vec!["DELETE".into()],
+                methods: vec!["DELETE".into(), "LIST".into()],
+                query: vec![],
             },
         ]
     }
 
     fn check(method: &str, path: &str, query: Option<&str>) -> Result<String, String> {
         let c = normalise(method, path, query)?;
-        authorise(&rules(), &c.path, &c.operation).map(|_| c.encoded)
+        let rules = rules();
+        let rule = authorise(&rules, &c.path, &c.operation)?;
+        authorise_query(rule, &c)?;
+        Ok(c.encoded)
     }
 
     #[test]
@@ -420,7 +562,7 @@ mod tests {
         let e = check("GET", "/v1/secret/data/github/users", None).unwrap_err();
         assert_eq!(e, "no allow-list rule matches this path");
         let e = check("GET", "/v1/secret/metadata/github/users/7", None).unwrap_err();
-        assert!(e.contains("allows only DELETE"), "{e}");
+        assert!(e.contains("allows only DELETE, LIST"), "{e}");
         let e = check("PATCH", "/v1/secret/data/github/users/7", None).unwrap_err();
         assert!(e.contains("rule `secret/data/github/users/*`"), "{e}");
         assert!(check("GET", "/v1/database/creds/backend-role", None).is_err());
@@ -428,12 +570,105 @@ mod tests {
 
     #[test]
     fn list_via_query_string_counts_as_list() {
-        for q in ["list=true", "LIST=1", "li%73t=true", "x=1&list=true"] {
+        for q in [
+            "list=true",
+            "LIST=1",
+            "li%73t=true",
+            "x=1&list=t",
+            "list=True",
+        ] {
             let c = normalise("GET", "/v1/secret/data/github/users/7", Some(q)).unwrap();
             assert_eq!(c.operation, "LIST", "{q}");
+            assert!(c.query.iter().all(|(k, _)| k != "list"), "never forwarded");
         }
         let e = check("GET", "/v1/secret/data/github/users/7", Some("list=true")).unwrap_err();
         assert!(e.contains("allows only"), "{e}");
+        // A rule that allows LIST gets it, as the LIST method, without the key.
+        let c = normalise("GET", "/v1/secret/metadata/github/users/7", Some("list=1")).unwrap();
+        assert_eq!((c.operation.as_str(), c.encoded_query()), ("LIST", None));
+        assert!(check("GET", "/v1/secret/metadata/github/users/7", Some("list=1")).is_ok());
+        // false, 0 or empty: a plain read, as OpenBao reads it.
+        for q in ["list=false", "list=0", "list=", "list"] {
+            let c = normalise("GET", "/v1/secret/data/github/users/7", Some(q)).unwrap();
+            assert_eq!(c.operation, "GET", "{q}");
+            assert_eq!(c.encoded_query(), None, "{q}");
+        }
+    }
+
+    /// Regression (issue 16, 4): only `list` was mapped; OpenBao also runs
+    /// `?scan=true` as SCAN and any non-empty `?help=` as HELP.
+    #[test]
+    fn every_reserved_query_key_is_mapped_to_its_operation() {
+        for (q, op) in [
+            ("scan=true", "SCAN"),
+            ("SCAN=1", "SCAN"),
+            ("help=1", "HELP"),
+            ("help=false", "HELP"),
+            ("help=0", "HELP"),
+            ("x=1&help=yes", "HELP"),
+            ("he%6Cp=1", "HELP"),
+        ] {
+            let c = normalise("GET", "/v1/secret/data/github/users/7", Some(q)).unwrap();
+            assert_eq!(c.operation, op, "{q}");
+            let e = check("GET", "/v1/secret/data/github/users/7", Some(q)).unwrap_err();
+            assert!(e.contains("allows only"), "{q}: {e}");
+        }
+        // HELP on any method.
+        for m in ["PUT", "POST", "DELETE"] {
+            let c = normalise(m, "/v1/secret/data/github/users/7", Some("help=1")).unwrap();
+            assert_eq!(c.operation, "HELP", "{m}");
+        }
+        let c = normalise("GET", "/v1/secret/data/github/users/7", Some("help=")).unwrap();
+        assert_eq!((c.operation.as_str(), c.encoded_query()), ("GET", None));
+    }
+
+    #[test]
+    fn ambiguous_queries_are_refused() {
+        for (m, q, why) in [
+            ("GET", "list=true&scan=true", "together"),
+            ("GET", "list=yes", "true or false"),
+            ("GET", "scan=maybe", "true or false"),
+            ("GET", "list=1&list=0", "twice"),
+            ("GET", "version=1&version=2", "twice"),
+            ("GET", "version=1;list=true", "`;`"),
+            ("GET", "version=%zz", "percent-encoding"),
+            ("GET", "version=%", "percent-encoding"),
+            ("GET", "version=%ff", "UTF-8"),
+            ("GET", "version=1%0a", "control"),
+            ("PUT", "list=true", "only meaningful on GET"),
+            ("DELETE", "scan=true", "only meaningful on GET"),
+        ] {
+            let e = normalise(m, "/v1/secret/data/github/users/7", Some(q)).unwrap_err();
+            assert!(e.contains(why), "{m} ?{q}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_query_keys_the_rule_allows_are_forwarded() {
         assert!(check("GET", "/v1/secret/data/github/users/7", Some("version=2")).is_ok());
+        let c = normalise("GET", "/v1/secret/data/github/users/7", Some("version=2&&")).unwrap();
+        assert_eq!(c.encoded_query().as_deref(), Some("version=2"));
+        let e = check(
+            "GET",
+            "/v1/secret/data/github/users/7",
+            Some("version=2&cas=1"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("allows only the query keys version (got `cas`)"),
+            "{e}"
+        );
+        let e = check(
+            "DELETE",
+            "/v1/secret/metadata/github/users/7",
+            Some("versions=1"),
+        )
+        .unwrap_err();
+        assert!(e.contains("allows no query keys"), "{e}");
+        // Keys are exact: OpenBao's are case-sensitive.
+        assert!(check("GET", "/v1/secret/data/github/users/7", Some("Version=2")).is_err());
+        // Forwarded re-encoded from what was checked.
+        let c = normalise("GET", "/v1/secret/data/github/users/7", Some("version=1+2")).unwrap();
+        assert_eq!(c.encoded_query().as_deref(), Some("version=1%202"));
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -109,11 +109,29 @@ struct Inner {
     failures: BTreeMap<&'static str, u64>,
 }
 
+/// Shortest time between two forced rotations of one secret. Each forced
+/// rotation creates a PostgreSQL user that lives until `revoke_grace` after
+/// the next one; without a limit, a loop of `POST /rotate` piles them up.
+pub const FORCED_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What became of a forced-rotation request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationRequest {
+    /// The rotator was asked to rotate now.
+    Accepted,
+    /// No database secret has that name.
+    Unknown,
+    /// The last forced rotation was too recent; retry after this many seconds.
+    TooSoon(u64),
+}
+
 /// Shared state, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct State {
     inner: Arc<Mutex<Inner>>,
     rotate: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>>,
+    /// When each secret's last forced rotation was accepted.
+    forced: Arc<Mutex<BTreeMap<String, Instant>>>,
     config: Arc<Config>,
     inbound: Arc<Vec<Arc<ListenerStats>>>,
     outbound: Arc<Vec<Arc<ListenerStats>>>,
@@ -134,6 +152,7 @@ impl State {
             outbound: mk(config.mtls.outbound.len()),
             inner: Arc::default(),
             rotate: Arc::default(),
+            forced: Arc::default(),
             config,
         }
     }
@@ -148,18 +167,30 @@ impl State {
             .clone()
     }
 
-    /// Asks the rotator of database secret `name` to rotate now; `false` if
-    /// there is no such secret.
-    pub fn request_rotation(&self, name: &str) -> bool {
+    /// Asks the rotator of database secret `name` to rotate now, at most
+    /// once per [`FORCED_ROTATION_INTERVAL`] per secret.
+    pub fn request_rotation(&self, name: &str, now: Instant) -> RotationRequest {
         let known = self
             .lock()
             .secrets
             .get(name)
             .is_some_and(|s| s.kind == SecretKind::Database);
-        if known {
-            self.rotation_trigger(name).notify_one();
+        if !known {
+            return RotationRequest::Unknown;
         }
-        known
+        {
+            let mut last = self.forced.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = last.get(name) {
+                let since = now.saturating_duration_since(*at);
+                if since < FORCED_ROTATION_INTERVAL {
+                    let wait = FORCED_ROTATION_INTERVAL - since;
+                    return RotationRequest::TooSoon((wait.as_secs_f64().ceil() as u64).max(1));
+                }
+            }
+            last.insert(name.to_string(), now);
+        }
+        self.rotation_trigger(name).notify_one();
+        RotationRequest::Accepted
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -314,7 +345,7 @@ impl State {
             "secrets": secrets,
             "proxy": c.proxy.as_ref().map(|p| json!({
                 "listen": p.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-                "allow": p.allow.iter().map(|AllowRule { path, methods }| json!({"path": path, "methods": methods})).collect::<Vec<_>>(),
+                "allow": p.allow.iter().map(|AllowRule { path, methods, query }| json!({"path": path, "methods": methods, "query": query})).collect::<Vec<_>>(),
                 "requests": g.proxy_requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             })),
             "mtls": {

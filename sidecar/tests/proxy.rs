@@ -89,6 +89,46 @@ fn allow_listed_calls_work_and_everything_else_is_refused() {
             &[],
             "empty path segment",
         ),
+        // Query keys OpenBao treats as operations (issue 16, 4): only
+        // `list` was mapped, so `?help=1` was forwarded and answered with
+        // the path's help, and `?scan=true` reached OpenBao as a SCAN.
+        (
+            "GET",
+            "/v1/secret/data/github/users/1?help=1",
+            &[],
+            "allows only",
+        ),
+        (
+            "PUT",
+            "/v1/secret/data/github/users/1?help=true",
+            &[],
+            "allows only",
+        ),
+        (
+            "GET",
+            "/v1/secret/data/github/users/1?scan=true",
+            &[],
+            "allows only",
+        ),
+        (
+            "GET",
+            "/v1/secret/data/github/users/1?list=yes",
+            &[],
+            "true or false",
+        ),
+        // Only query keys the rule allows (the backend's rules allow none).
+        (
+            "GET",
+            "/v1/secret/data/github/users/1?version=1",
+            &[],
+            "allows no query keys",
+        ),
+        (
+            "GET",
+            "/v1/secret/data/github/users/1?version=1;list=true",
+            &[],
+            "`;`",
+        ),
         // Traversal and encoding tricks.
         (
             "GET",

@@ -304,8 +304,81 @@ async fn forced_rotation_through_the_admin_endpoint() {
         assert!(env_file.contains(key), "{key} missing from the env file");
     }
     let before = h.read_db_file();
+    // Regression (issue 16, 5): a simple POST (what any web page can send to
+    // 127.0.0.1:15000 without a preflight) rotated; `Host` and `Origin` were
+    // not checked, so DNS rebinding could read /status.
+    let admin = h.sidecar.admin;
+    let host = admin.to_string();
+    for (method, path, headers, why) in [
+        (
+            "POST",
+            "/rotate/db",
+            vec![("Host", host.as_str())],
+            "x-zt-admin",
+        ),
+        (
+            "POST",
+            "/rotate/db",
+            vec![
+                ("Host", host.as_str()),
+                ("X-ZT-Admin", "1"),
+                ("Origin", "http://evil.example"),
+            ],
+            "another origin",
+        ),
+        (
+            "POST",
+            "/rotate/db",
+            vec![("Host", "evil.example:15000"), ("X-ZT-Admin", "1")],
+            "Host",
+        ),
+        (
+            "GET",
+            "/status",
+            vec![("Host", "evil.example:15000")],
+            "Host",
+        ),
+        (
+            "GET",
+            "/status",
+            vec![("Host", host.as_str()), ("Origin", "http://evil.example")],
+            "another origin",
+        ),
+        ("GET", "/status", vec![], "Host"),
+    ] {
+        let (code, _, body) = raw_http(admin, method, path, &headers);
+        assert_eq!(code, 403, "{method} {path} {headers:?}: {body}");
+        assert!(body.contains(why), "{method} {path} {headers:?}: {body}");
+    }
+    assert_eq!(
+        h.read_db_file()["version"],
+        before["version"],
+        "none of those rotated"
+    );
+    let (code, _, body) = raw_http(
+        admin,
+        "GET",
+        "/status",
+        &[
+            ("Host", host.as_str()),
+            ("Origin", &format!("http://{host}")),
+        ],
+    );
+    assert_eq!(code, 200, "same origin may read: {body}");
     let (code, body) = admin_post(&h, "/rotate/db");
     assert_eq!(code, 202, "{body}");
+    // Forced rotations are rate-limited per secret.
+    let (code, head, body) = raw_http(
+        admin,
+        "POST",
+        "/rotate/db",
+        &[("Host", host.as_str()), ("X-ZT-Admin", "1")],
+    );
+    assert_eq!(code, 429, "a second forced rotation at once: {body}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
     let after = common::eventually(
         Duration::from_secs(15),
         "a new version after POST /rotate/db",
@@ -338,8 +411,37 @@ async fn forced_rotation_through_the_admin_endpoint() {
     assert_eq!(admin_post(&h, "/rotate/jwt-signing-key").0, 404);
 }
 
+/// A raw HTTP/1.1 request (so `Host` is exactly what is given, or absent):
+/// (status, head, body).
+fn raw_http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {out:?}"));
+    (code, head.to_string(), body.to_string())
+}
+
 fn admin_post(h: &Harness, path: &str) -> (u16, String) {
     let mut r = ureq::post(&format!("http://{}{path}", h.sidecar.admin))
+        .header("X-ZT-Admin", "1")
         .config()
         .http_status_as_error(false)
         .build()

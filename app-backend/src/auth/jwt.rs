@@ -1,12 +1,18 @@
 //! HS256 access tokens signed with the key the sidecar renders from OpenBao
 //! KV (`jwt-signing-key.json`). `data.key` signs; `data.previous_key`, when
-//! present, still verifies, so tokens issued before a key change stay valid
-//! until they expire.
+//! present, still verifies for a bounded grace after the key change (the KV
+//! version's `created_time` + `BACKEND_JWT_PREVIOUS_KEY_GRACE`), so a key is
+//! retired for good soon after it is replaced, not whenever the next change
+//! comes.
+//!
+//! Every token carries a random `jti`, so one session can be ended before
+//! `exp` (logout; the deny-list lives in PostgreSQL, see `handlers::auth`).
 //!
 //! Only HS256 is accepted: `alg: none`, other algorithms, a tampered header
 //! or payload, a foreign key, an expired token or missing claims all fail.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::errors::ErrorKind;
@@ -22,6 +28,8 @@ pub const TOKEN_TTL_SECS: i64 = 3600;
 pub const LEEWAY_SECS: u64 = 5;
 /// Longest token accepted for parsing.
 pub const MAX_TOKEN_LEN: usize = 4096;
+/// Longest `jti` accepted (ours are 22 characters).
+pub const MAX_JTI_LEN: usize = 64;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +42,8 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at (Unix seconds).
     pub exp: i64,
+    /// Token ID: 128 random bits, base64url (a logout revokes it).
+    pub jti: String,
 }
 
 /// Why a token was refused, or could not be issued.
@@ -52,6 +62,9 @@ pub enum JwtError {
     /// Signature does not match the current or previous key.
     #[error("bad signature")]
     BadSignature,
+    /// Signed with the previous key after its grace ended.
+    #[error("signed with a retired key")]
+    RetiredKey,
     /// Not HS256 (including `none`).
     #[error("algorithm not allowed")]
     Algorithm,
@@ -69,12 +82,35 @@ struct KeySet {
     encoding: EncodingKey,
     decoding: DecodingKey,
     previous: Option<DecodingKey>,
+    /// Unix seconds after which `previous` no longer verifies.
+    previous_until: i64,
 }
 
 /// The signing keys in use; swapped when the file changes.
-#[derive(Default)]
 pub struct JwtKeys {
     current: ArcSwapOption<KeySet>,
+    previous_key_grace: Duration,
+}
+
+impl Default for JwtKeys {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(DEFAULT_PREVIOUS_KEY_GRACE_SECS))
+    }
+}
+
+/// Default grace of the previous key after a key change (10 minutes).
+pub const DEFAULT_PREVIOUS_KEY_GRACE_SECS: u64 = 600;
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn new_jti() -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -98,7 +134,7 @@ fn fingerprint(f: &SigningKeyFile) -> [u8; 32] {
 fn validation() -> Validation {
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = LEEWAY_SECS;
-    v.set_required_spec_claims(&["exp"]);
+    v.set_required_spec_claims(&["exp", "jti"]);
     v.validate_aud = false;
     v
 }
@@ -120,8 +156,18 @@ fn map_err(e: &jsonwebtoken::errors::Error) -> JwtError {
 }
 
 impl JwtKeys {
+    /// Keys whose previous key verifies for `previous_key_grace` after a change.
+    pub fn new(previous_key_grace: Duration) -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            previous_key_grace,
+        }
+    }
+
     /// Installs the keys of `file` if they differ from those in use; `true`
-    /// when they changed.
+    /// when they changed. The previous key's grace runs from the file's
+    /// `created_at` (when the key changed in OpenBao, the same for every
+    /// replica and across restarts), or from now if the file has none.
     pub fn apply(&self, file: &SigningKeyFile) -> bool {
         let fp = fingerprint(file);
         if let Some(cur) = self.current.load().as_ref() {
@@ -135,6 +181,10 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(&file.key),
             decoding: DecodingKey::from_secret(&file.key),
             previous: file.previous_key.as_deref().map(DecodingKey::from_secret),
+            previous_until: file
+                .created_at
+                .unwrap_or_else(unix_now)
+                .saturating_add(self.previous_key_grace.as_secs() as i64),
         })));
         true
     }
@@ -157,13 +207,21 @@ impl JwtKeys {
             username: username.to_string(),
             iat: now,
             exp: now + TOKEN_TTL_SECS,
+            jti: new_jti(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
             .map_err(|_| JwtError::Signing)
     }
 
-    /// Verifies a token with the current key, then the previous one.
+    /// Verifies a token with the current key, then (within its grace) the
+    /// previous one.
     pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// [`JwtKeys::verify`] with the grace judged at `now` (Unix seconds;
+    /// `exp` is checked against the clock).
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<Claims, JwtError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(JwtError::TooLong);
         }
@@ -173,15 +231,22 @@ impl JwtKeys {
             Ok(d) => d.claims,
             Err(e) => match (map_err(&e), &keys.previous) {
                 (JwtError::BadSignature, Some(prev)) => {
-                    jsonwebtoken::decode::<Claims>(token, prev, &v)
+                    let claims = jsonwebtoken::decode::<Claims>(token, prev, &v)
                         .map_err(|e| map_err(&e))?
-                        .claims
+                        .claims;
+                    if now > keys.previous_until {
+                        return Err(JwtError::RetiredKey);
+                    }
+                    claims
                 }
                 (err, _) => return Err(err),
             },
         };
         if claims.user_id <= 0 {
             return Err(JwtError::Malformed("user_id"));
+        }
+        if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+            return Err(JwtError::Malformed("jti"));
         }
         Ok(claims)
     }
@@ -199,6 +264,7 @@ mod tests {
             version,
             key: vec![key; 64],
             previous_key: prev.map(|p| vec![p; 64]),
+            created_at: Some(now()),
         });
         k
     }
@@ -236,7 +302,7 @@ mod tests {
             Err(JwtError::BadSignature)
         );
         let claims = format!(
-            r#"{{"user_id":7,"username":"jake","iat":{},"exp":{}}}"#,
+            r#"{{"user_id":7,"username":"jake","iat":{},"exp":{},"jti":"abc"}}"#,
             now(),
             now() + 3600
         );
@@ -281,10 +347,79 @@ mod tests {
             .is_err());
         assert!(k
             .verify(&sign(&format!(
-                r#"{{"user_id":0,"username":"x","iat":1,"exp":{}}}"#,
+                r#"{{"user_id":0,"username":"x","iat":1,"exp":{},"jti":"a"}}"#,
                 now() + 60
             )))
             .is_err());
+        // No jti (tokens from before logout existed), or an absurd one.
+        assert!(matches!(
+            k.verify(&sign(&format!(
+                r#"{{"user_id":7,"username":"jake","iat":1,"exp":{}}}"#,
+                now() + 60
+            ))),
+            Err(JwtError::Malformed(_))
+        ));
+        assert_eq!(
+            k.verify(&sign(&format!(
+                r#"{{"user_id":7,"username":"jake","iat":1,"exp":{},"jti":"{}"}}"#,
+                now() + 60,
+                "j".repeat(65)
+            ))),
+            Err(JwtError::Malformed("jti"))
+        );
+        assert_eq!(
+            k.verify(&sign(&format!(
+                r#"{{"user_id":7,"username":"jake","iat":1,"exp":{},"jti":""}}"#,
+                now() + 60
+            ))),
+            Err(JwtError::Malformed("jti"))
+        );
+    }
+
+    #[test]
+    fn every_token_has_its_own_jti() {
+        let k = keys(1, None, 1);
+        let a = k.verify(&k.issue(7, "jake", now()).unwrap()).unwrap();
+        let b = k.verify(&k.issue(7, "jake", now()).unwrap()).unwrap();
+        assert_eq!(a.jti.len(), 22);
+        assert_ne!(a.jti, b.jti);
+    }
+
+    /// Regression (issue 16, 7): the previous key verified for as long as
+    /// the file named it, i.e. until the next key change, however late.
+    #[test]
+    fn the_previous_key_verifies_only_within_its_grace() {
+        let t_old = keys(1, None, 1).issue(7, "jake", now()).unwrap();
+        let k = JwtKeys::new(Duration::from_secs(600));
+        let changed = now() - 60;
+        k.apply(&SigningKeyFile {
+            version: 2,
+            key: vec![2; 64],
+            previous_key: Some(vec![1; 64]),
+            created_at: Some(changed),
+        });
+        assert!(
+            k.verify_at(&t_old, changed + 600).is_ok(),
+            "within the grace"
+        );
+        assert_eq!(
+            k.verify_at(&t_old, changed + 601),
+            Err(JwtError::RetiredKey),
+            "after the grace"
+        );
+        // Tokens of the current key are not affected.
+        let t_new = k.issue(8, "amy", now()).unwrap();
+        assert!(k.verify_at(&t_new, changed + 10_000).is_ok());
+        // A file without created_time: the grace runs from when it was loaded.
+        let k = JwtKeys::new(Duration::from_secs(600));
+        k.apply(&SigningKeyFile {
+            version: 2,
+            key: vec![2; 64],
+            previous_key: Some(vec![1; 64]),
+            created_at: None,
+        });
+        assert!(k.verify(&t_old).is_ok());
+        assert_eq!(k.verify_at(&t_old, now() + 601), Err(JwtError::RetiredKey));
     }
 
     #[test]
@@ -296,6 +431,7 @@ mod tests {
             version: 2,
             key: vec![2; 64],
             previous_key: Some(vec![1; 64]),
+            created_at: Some(now()),
         }));
         assert_eq!(k.version(), Some(2));
         assert_eq!(k.verify(&t_old).unwrap().user_id, 7);
@@ -306,6 +442,7 @@ mod tests {
             version: 3,
             key: vec![3; 64],
             previous_key: Some(vec![2; 64]),
+            created_at: Some(now()),
         });
         assert_eq!(k.verify(&t_old), Err(JwtError::BadSignature));
         assert!(k.verify(&t_new).is_ok());
@@ -318,6 +455,7 @@ mod tests {
             version: 1,
             key: vec![1; 64],
             previous_key: None,
+            created_at: Some(now()),
         };
         assert!(!k.apply(&f));
         assert!(JwtKeys::default().verify("a.b.c") == Err(JwtError::NoKey));

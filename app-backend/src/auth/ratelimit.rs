@@ -1,10 +1,21 @@
-//! Failed-login limiter: at most `max` failures per client in a fixed
-//! window; then every login from that client gets 429 with `Retry-After`
-//! until the window ends. Successes do not reset the count (an attacker with
-//! one valid account could otherwise keep guessing another's password).
+//! Per-client attempt limiter: at most `max` counted attempts per client in a
+//! fixed window; then every attempt from that client gets 429 with
+//! `Retry-After` until the window ends.
+//!
+//! An attempt is **reserved before** the expensive work (an argon2 hash) and
+//! settled after it, and reserved attempts count against the limit while
+//! they are in flight. Checking first and counting afterwards let any number
+//! of concurrent requests pass the check before the first one was counted
+//! (issue 16). A client may also have only `max_pending` attempts in flight
+//! at once, so one client cannot fill the hashing queue.
+//!
+//! The login limiter counts failures only (a success releases its
+//! reservation; it does not reset the count, or an attacker with one valid
+//! account could keep guessing another's password). The registration limiter
+//! counts every attempt: each one costs a hash.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Clients tracked before expired windows are pruned.
@@ -15,7 +26,10 @@ const MAX_CLIENTS: usize = 100_000;
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: Instant,
-    failures: u32,
+    /// Settled attempts that count in this window.
+    counted: u32,
+    /// Reserved attempts still in flight.
+    pending: u32,
 }
 
 #[derive(Debug)]
@@ -25,19 +39,74 @@ struct Clients {
     prune_at: usize,
 }
 
+/// Why an attempt may not start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The client used up its window; retry after this many seconds.
+    Limited(u64),
+    /// The client already has `max_pending` attempts in flight (or enough in
+    /// flight to reach the limit if they all count); retry after this many seconds.
+    Busy(u64),
+}
+
+impl Refused {
+    /// Seconds for `Retry-After`.
+    pub fn retry_after(self) -> u64 {
+        match self {
+            Refused::Limited(s) | Refused::Busy(s) => s,
+        }
+    }
+}
+
 /// The limiter.
 #[derive(Debug)]
-pub struct LoginLimiter {
+pub struct AttemptLimiter {
     max: u32,
+    max_pending: u32,
     window: Duration,
     clients: Mutex<Clients>,
 }
 
-impl LoginLimiter {
-    /// `max` failures per `window`.
-    pub fn new(max: u32, window: Duration) -> Self {
+/// A reserved attempt. Settle it with [`Attempt::count`] or
+/// [`Attempt::release`]; one dropped unsettled (the client went away while
+/// its attempt ran) counts, so abandoning requests cannot buy free guesses.
+#[derive(Debug)]
+#[must_use = "an attempt must be settled with count() or release()"]
+pub struct Attempt<'a> {
+    limiter: &'a AttemptLimiter,
+    client: String,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The attempt counts against the client's limit (a failed login, a registration).
+    pub fn count(mut self) {
+        self.settled = true;
+        self.limiter.settle(&self.client, true, Instant::now());
+    }
+
+    /// The attempt does not count (a successful login, or our own failure
+    /// before the password was checked, e.g. the database was down).
+    pub fn release(mut self) {
+        self.settled = true;
+        self.limiter.settle(&self.client, false, Instant::now());
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.limiter.settle(&self.client, true, Instant::now());
+        }
+    }
+}
+
+impl AttemptLimiter {
+    /// `max` counted attempts per `window`, at most `max_pending` in flight per client.
+    pub fn new(max: u32, window: Duration, max_pending: u32) -> Self {
         Self {
-            max,
+            max: max.max(1),
+            max_pending: max_pending.max(1),
             window,
             clients: Mutex::new(Clients {
                 map: HashMap::new(),
@@ -46,43 +115,83 @@ impl LoginLimiter {
         }
     }
 
-    /// `Err(seconds)` when `client` must wait that long.
-    pub fn check(&self, client: &str, now: Instant) -> Result<(), u64> {
-        let c = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        match c.map.get(client) {
-            Some(w) if now.duration_since(w.start) < self.window && w.failures >= self.max => {
-                let left = self.window.saturating_sub(now.duration_since(w.start));
-                Err((left.as_secs_f64().ceil() as u64).max(1))
-            }
-            _ => Ok(()),
-        }
+    fn lock(&self) -> MutexGuard<'_, Clients> {
+        // Counters stay meaningful even if a holder panicked.
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a failed login of `client`.
-    pub fn record_failure(&self, client: &str, now: Instant) {
-        let mut c = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Reserves an attempt for `client`, or says why it may not start.
+    pub fn begin(&self, client: &str, now: Instant) -> Result<Attempt<'_>, Refused> {
+        let mut c = self.lock();
         if c.map.len() >= c.prune_at && !c.map.contains_key(client) {
-            let window = self.window;
-            c.map.retain(|_, w| now.duration_since(w.start) < window);
-            if c.map.len() >= MAX_CLIENTS {
-                let mut starts: Vec<Instant> = c.map.values().map(|w| w.start).collect();
-                starts.sort();
-                let cutoff = starts[starts.len() / 2];
-                c.map.retain(|_, w| w.start > cutoff);
-            }
-            c.prune_at = (c.map.len() * 2).clamp(PRUNE_AT, MAX_CLIENTS);
+            self.prune(&mut c, now);
         }
         let w = c.map.entry(client.to_string()).or_insert(Window {
             start: now,
-            failures: 0,
+            counted: 0,
+            pending: 0,
         });
         if now.duration_since(w.start) >= self.window {
-            *w = Window {
-                start: now,
-                failures: 0,
-            };
+            w.start = now;
+            w.counted = 0;
         }
-        w.failures = w.failures.saturating_add(1);
+        if w.counted >= self.max {
+            let left = self.window.saturating_sub(now.duration_since(w.start));
+            return Err(Refused::Limited((left.as_secs_f64().ceil() as u64).max(1)));
+        }
+        if w.pending >= self.max_pending || w.counted + w.pending >= self.max {
+            // What is in flight decides: a second is about one argon2 queue.
+            return Err(Refused::Busy(1));
+        }
+        w.pending += 1;
+        Ok(Attempt {
+            limiter: self,
+            client: client.to_string(),
+            settled: false,
+        })
+    }
+
+    fn settle(&self, client: &str, counts: bool, now: Instant) {
+        let mut c = self.lock();
+        let w = c.map.entry(client.to_string()).or_insert(Window {
+            start: now,
+            counted: 0,
+            pending: 0,
+        });
+        w.pending = w.pending.saturating_sub(1);
+        if counts {
+            if now.duration_since(w.start) >= self.window {
+                w.start = now;
+                w.counted = 0;
+            }
+            w.counted = w.counted.saturating_add(1);
+        }
+    }
+
+    /// Drops expired windows with nothing in flight; if still too many, the
+    /// oldest half of those with nothing in flight.
+    fn prune(&self, c: &mut Clients, now: Instant) {
+        let window = self.window;
+        c.map
+            .retain(|_, w| w.pending > 0 || now.duration_since(w.start) < window);
+        if c.map.len() >= MAX_CLIENTS {
+            let mut starts: Vec<Instant> = c
+                .map
+                .values()
+                .filter(|w| w.pending == 0)
+                .map(|w| w.start)
+                .collect();
+            starts.sort();
+            if let Some(cutoff) = starts.get(starts.len() / 2).copied() {
+                c.map.retain(|_, w| w.pending > 0 || w.start > cutoff);
+            }
+        }
+        c.prune_at = (c.map.len() * 2).clamp(PRUNE_AT, MAX_CLIENTS);
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.lock().map.len()
     }
 }
 
@@ -91,31 +200,92 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_after_max_failures_until_the_window_ends() {
-        let l = LoginLimiter::new(3, Duration::from_secs(60));
+    fn limits_after_max_counted_attempts_until_the_window_ends() {
+        let l = AttemptLimiter::new(3, Duration::from_secs(60), 3);
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(l.check("a", t0).is_ok());
-            l.record_failure("a", t0);
+            l.begin("a", t0).unwrap().count();
         }
-        assert_eq!(l.check("a", t0), Err(60));
-        assert_eq!(l.check("a", t0 + Duration::from_secs(50)), Err(10));
-        assert!(l.check("b", t0).is_ok(), "other clients are not affected");
-        assert!(l.check("a", t0 + Duration::from_secs(60)).is_ok());
-        l.record_failure("a", t0 + Duration::from_secs(61));
-        assert!(
-            l.check("a", t0 + Duration::from_secs(61)).is_ok(),
-            "a new window starts"
+        assert_eq!(l.begin("a", t0).unwrap_err(), Refused::Limited(60));
+        assert_eq!(
+            l.begin("a", t0 + Duration::from_secs(50)).unwrap_err(),
+            Refused::Limited(10)
         );
+        l.begin("b", t0)
+            .expect("other clients are not affected")
+            .count();
+        let later = t0 + Duration::from_secs(61);
+        l.begin("a", later).expect("a new window starts").release();
+    }
+
+    #[test]
+    fn attempts_in_flight_count_against_the_limit() {
+        // The race of issue 16: all of these would have passed a check-then-count.
+        let l = AttemptLimiter::new(5, Duration::from_secs(60), 100);
+        let t0 = Instant::now();
+        let held: Vec<_> = (0..5).map(|_| l.begin("a", t0).unwrap()).collect();
+        for _ in 0..195 {
+            assert_eq!(l.begin("a", t0).unwrap_err(), Refused::Busy(1));
+        }
+        for a in held {
+            a.count();
+        }
+        assert!(matches!(l.begin("a", t0), Err(Refused::Limited(_))));
+    }
+
+    #[test]
+    fn released_attempts_do_not_count_and_free_their_slot() {
+        let l = AttemptLimiter::new(2, Duration::from_secs(60), 1);
+        let t0 = Instant::now();
+        let a = l.begin("a", t0).unwrap();
+        assert_eq!(
+            l.begin("a", t0).unwrap_err(),
+            Refused::Busy(1),
+            "one in flight at most"
+        );
+        a.release();
+        for _ in 0..10 {
+            l.begin("a", t0).unwrap().release();
+        }
+        l.begin("a", t0).unwrap().count();
+        l.begin("a", t0).unwrap().count();
+        assert!(matches!(l.begin("a", t0), Err(Refused::Limited(_))));
+    }
+
+    #[test]
+    fn an_abandoned_attempt_counts() {
+        let l = AttemptLimiter::new(1, Duration::from_secs(60), 1);
+        let t0 = Instant::now();
+        drop(l.begin("a", t0).unwrap());
+        assert!(matches!(l.begin("a", t0), Err(Refused::Limited(_))));
     }
 
     #[test]
     fn memory_stays_bounded_under_many_clients() {
-        let l = LoginLimiter::new(1, Duration::from_secs(3600));
+        let l = AttemptLimiter::new(1, Duration::from_secs(3600), 1);
         let t0 = Instant::now();
         for i in 0..(MAX_CLIENTS + 10) {
-            l.record_failure(&format!("c{i}"), t0 + Duration::from_micros(i as u64));
+            l.begin(&format!("c{i}"), t0 + Duration::from_micros(i as u64))
+                .unwrap()
+                .count();
         }
-        assert!(l.clients.lock().unwrap().map.len() <= MAX_CLIENTS);
+        assert!(l.tracked() <= MAX_CLIENTS);
+    }
+
+    #[test]
+    fn pruning_keeps_clients_with_attempts_in_flight() {
+        let l = AttemptLimiter::new(1, Duration::from_secs(1), 1);
+        let t0 = Instant::now();
+        let held = l.begin("held", t0).unwrap();
+        let later = t0 + Duration::from_secs(10);
+        for i in 0..(PRUNE_AT + 10) {
+            l.begin(&format!("c{i}"), later).unwrap().release();
+        }
+        assert_eq!(
+            l.begin("held", later).unwrap_err(),
+            Refused::Busy(1),
+            "the in-flight attempt survived pruning"
+        );
+        held.count();
     }
 }

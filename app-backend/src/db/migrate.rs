@@ -27,11 +27,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A unit test checks this list against the folder.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial_schema",
-    sql: include_str!("../../migrations/0001_initial_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial_schema",
+        sql: include_str!("../../migrations/0001_initial_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sessions_and_operators",
+        sql: include_str!("../../migrations/0002_sessions_and_operators.sql"),
+    },
+];
 
 /// The schema version this binary needs.
 pub fn latest_version() -> i64 {
@@ -193,7 +200,10 @@ pub const SEED_USERS: [(&str, &str, &str); 6] = [
 ];
 
 /// Inserts the seed users that are missing (`ON CONFLICT DO NOTHING`), with
-/// argon2id hashes computed now. Returns the usernames inserted.
+/// argon2id hashes computed now, and makes the seed users operators (they may
+/// read `/api/zt/status`; the demo's zero-trust page needs it). A user counts
+/// as a seed user only with the seed's username **and** email. Returns the
+/// usernames inserted.
 pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<String>, SeedError> {
     let names: Vec<String> = SEED_USERS.iter().map(|(u, _, _)| u.to_string()).collect();
     let names = &names;
@@ -231,7 +241,38 @@ pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<St
             inserted.push(user.to_string());
         }
     }
+    // Also for seed users a version before operators existed inserted.
+    let emails: Vec<String> = SEED_USERS.iter().map(|(_, e, _)| e.to_string()).collect();
+    let emails = &emails;
+    db.run(|c| async move {
+        c.execute(
+            "UPDATE users SET is_operator = TRUE
+             WHERE NOT is_operator AND (username, email) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            &[names, emails],
+        )
+        .await
+    })
+    .await?;
     Ok(inserted)
+}
+
+/// The seed users (seed username **and** email) present in the database.
+pub async fn demo_users_present(db: &Database) -> Result<Vec<String>, DbError> {
+    let names: Vec<String> = SEED_USERS.iter().map(|(u, _, _)| u.to_string()).collect();
+    let emails: Vec<String> = SEED_USERS.iter().map(|(_, e, _)| e.to_string()).collect();
+    let (names, emails) = (&names, &emails);
+    db.run(|c| async move {
+        let rows = c
+            .query(
+                "SELECT username FROM users
+                 WHERE (username, email) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                 ORDER BY username",
+                &[names, emails],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    })
+    .await
 }
 
 /// Why seeding failed.

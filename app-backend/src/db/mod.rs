@@ -10,21 +10,27 @@
 //!
 //! The sidecar revokes the old user `revoke_grace` (30 s) after writing the
 //! new file, terminating its sessions; by then new work runs on the new pool.
-//! A query whose session was terminated anyway (or a request that picked the
-//! old pool just as it closed) is retried once on the current pool, on a
-//! connection opened for it (the idle ones are dropped: they were most likely
-//! ended too).
+//! A query whose session was terminated anyway (a revocation, a restart, an
+//! administrator ending sessions, or a request that picked the old pool just
+//! as it closed) is retried on the current pool, on a connection opened
+//! *after* the loss was seen: every connection that was open at that moment
+//! is dropped, idle ones at once, busy ones when they come back (they were
+//! most likely ended too, and may not have noticed yet). The retry itself
+//! can lose its session to the next such event — opening a connection under
+//! load can take longer than the time between two of them (issue 16, 9) —
+//! so it is repeated, up to [`MAX_ATTEMPTS`] in all within [`RETRY_BUDGET`].
 
 pub mod migrate;
 pub mod queries;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -38,6 +44,46 @@ pub const APPLICATION_NAME: &str = "app-backend";
 const WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening a connection may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts of one statement whose session keeps being lost (the first
+/// and up to two retries).
+pub const MAX_ATTEMPTS: u32 = 3;
+/// No retry starts later than this after the first attempt began.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(8);
+
+/// When a lost session was last seen: connections opened before then are
+/// not reused.
+#[derive(Debug)]
+pub struct LossClock {
+    base: Instant,
+    /// Nanoseconds after `base` of the last loss, plus one (0 = none yet).
+    last: AtomicU64,
+}
+
+impl Default for LossClock {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LossClock {
+    /// Records a loss seen now.
+    pub fn lost_now(&self) {
+        let at = self.base.elapsed().as_nanos() as u64 + 1;
+        self.last.fetch_max(at, Ordering::AcqRel);
+    }
+
+    /// Whether a connection created at `created` was open when the last loss
+    /// was seen.
+    pub fn predates_last_loss(&self, created: Instant) -> bool {
+        match self.last.load(Ordering::Acquire) {
+            0 => false,
+            at => created <= self.base + Duration::from_nanos(at - 1),
+        }
+    }
+}
 
 /// Why a database operation failed. Never contains credentials.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +174,7 @@ pub struct Database {
     swap: tokio::sync::Mutex<()>,
     pool_size: usize,
     metrics: Arc<Metrics>,
+    losses: Arc<LossClock>,
 }
 
 impl std::fmt::Debug for Database {
@@ -140,10 +187,12 @@ impl std::fmt::Debug for Database {
     }
 }
 
-/// Builds a pool for `creds` (no connection is opened yet).
+/// Builds a pool for `creds` (no connection is opened yet) that never hands
+/// out a connection opened before the last loss `losses` recorded.
 pub fn build_pool(
     creds: &DbCredentials,
     max_size: usize,
+    losses: Arc<LossClock>,
 ) -> Result<Pool, deadpool_postgres::BuildError> {
     let manager = Manager::from_config(
         creds.pg_config(APPLICATION_NAME),
@@ -160,6 +209,15 @@ pub fn build_pool(
         .wait_timeout(Some(WAIT_TIMEOUT))
         .create_timeout(Some(CREATE_TIMEOUT))
         .recycle_timeout(Some(CREATE_TIMEOUT))
+        .pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if losses.predates_last_loss(metrics.created) {
+                Err(HookError::Message(
+                    "opened before a lost session was seen".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }))
         .build()
 }
 
@@ -172,6 +230,7 @@ impl Database {
             swap: tokio::sync::Mutex::new(()),
             pool_size,
             metrics,
+            losses: Arc::default(),
         }
     }
 
@@ -187,7 +246,7 @@ impl Database {
                 return Ok(false);
             }
         }
-        let pool = build_pool(&creds, self.pool_size)?;
+        let pool = build_pool(&creds, self.pool_size, self.losses.clone())?;
         let client = pool.get().await?;
         client.simple_query("SELECT 1").await?;
         drop(client);
@@ -257,35 +316,47 @@ impl Database {
         Err(DbError::NotReady)
     }
 
-    /// Runs `f` on a connection; if its session was lost (see
-    /// [`is_session_lost`]), runs it once more on a fresh connection.
+    /// Runs `f` on a connection; while its session is lost (see
+    /// [`is_session_lost`]), runs it again on a connection opened after the
+    /// loss, up to [`MAX_ATTEMPTS`] in all and not after [`RETRY_BUDGET`].
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, DbError>
     where
         F: Fn(Object) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        let client = self.client().await?;
-        match f(client).await {
-            Ok(v) => Ok(v),
-            Err(e) if is_session_lost(&e) => {
-                self.metrics.db_query_retries.inc();
-                // A revocation or restart ends every session at once, and an
-                // idle connection may not have noticed yet: drop the idle ones
-                // so the retry runs on a connection opened now.
-                let dropped = self
-                    .current
-                    .load_full()
-                    .map(|entry| entry.pool.retain(|_, _| false).removed.len())
-                    .unwrap_or(0);
-                tracing::info!(
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let client = self.client().await?;
+            let e = match f(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_session_lost(&e) => e,
+                Err(e) => return Err(e.into()),
+            };
+            // A revocation or restart ends every session at once; one still
+            // open now may not have noticed. None of them is used again.
+            self.losses.lost_now();
+            let dropped = self
+                .current
+                .load_full()
+                .map(|entry| entry.pool.retain(|_, _| false).removed.len())
+                .unwrap_or(0);
+            if attempt >= MAX_ATTEMPTS || started.elapsed() >= RETRY_BUDGET {
+                tracing::warn!(
                     error = %pg_message(&e),
-                    idle_connections_dropped = dropped,
-                    "database session lost (e.g. ended by a credential rotation); retrying once on a fresh connection"
+                    attempts = attempt,
+                    "database session lost on every attempt; giving up"
                 );
-                let client = self.client().await?;
-                Ok(f(client).await?)
+                return Err(e.into());
             }
-            Err(e) => Err(e.into()),
+            self.metrics.db_query_retries.inc();
+            tracing::info!(
+                error = %pg_message(&e),
+                attempt,
+                idle_connections_dropped = dropped,
+                "database session lost (e.g. ended by a credential rotation); retrying on a connection opened after the loss"
+            );
+            attempt += 1;
         }
     }
 }

@@ -204,3 +204,56 @@ pub async fn whoami(db: &Database) -> Result<(String, String), DbError> {
     })
     .await
 }
+
+/// Records that the token `jti` of `user_id` was ended by a logout; it stays
+/// refused until `expires_at` (Unix seconds), when it would have expired
+/// anyway. Rows past their expiry are deleted on the way (the table stays
+/// as small as the number of logouts in the last token lifetime).
+pub async fn revoke_token(
+    db: &Database,
+    jti: &str,
+    user_id: i32,
+    expires_at: i64,
+) -> Result<(), DbError> {
+    db.run(|mut c| async move {
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at)
+             VALUES ($1, $2, to_timestamp($3::double precision) AT TIME ZONE 'UTC')
+             ON CONFLICT (jti) DO NOTHING",
+            &[&jti, &user_id, &(expires_at as f64)],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM revoked_tokens WHERE expires_at < (now() AT TIME ZONE 'UTC') - interval '1 minute'",
+            &[],
+        )
+        .await?;
+        tx.commit().await
+    })
+    .await
+}
+
+/// Whether the token `jti` was ended by a logout.
+pub async fn is_revoked(db: &Database, jti: &str) -> Result<bool, DbError> {
+    db.run(|c| async move {
+        let stmt = c
+            .prepare_cached("SELECT 1 FROM revoked_tokens WHERE jti = $1")
+            .await?;
+        Ok(c.query_opt(&stmt, &[&jti]).await?.is_some())
+    })
+    .await
+}
+
+/// Whether `user_id` is an operator (may read `/api/zt/status`).
+pub async fn is_operator(db: &Database, user_id: i32) -> Result<bool, DbError> {
+    db.run(|c| async move {
+        let stmt = c
+            .prepare_cached("SELECT is_operator FROM users WHERE id = $1")
+            .await?;
+        Ok(c.query_opt(&stmt, &[&user_id])
+            .await?
+            .is_some_and(|r| r.get::<_, bool>(0)))
+    })
+    .await
+}

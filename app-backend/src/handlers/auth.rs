@@ -32,21 +32,32 @@ fn for_audit(s: &str) -> String {
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 409, description = "`username_taken` or `email_taken`", body = ErrorBody),
+        (status = 409, description = "`registration_conflict`: the username or the email is not available (one answer for both, so it does not tell which)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "`validation_failed`: the message names the field", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many registrations from this client; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`busy`: the password-hashing queue is full; see `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: ValidJson<RegisterRequest>,
 ) -> Result<HttpResponse, AppError> {
     let new = body.into_inner().validate()?;
-    let hash = state
-        .hasher
-        .hash(new.password.expose().to_string())
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let client = client_key(&req, &state.config);
+    // Every registration costs a hash, taken or not: count them all.
+    let attempt = state
+        .register_limiter
+        .begin(&client, Instant::now())
+        .map_err(|r| {
+            state.metrics.outcome("register", "rate_limited");
+            AppError::RateLimited(r.retry_after())
+        })?;
+    // The hash comes first on every path, so a taken name or email answers
+    // after the same work as a new one.
+    let hash = state.hasher.hash(new.password.expose().to_string()).await?;
+    attempt.count();
     let details = json!({ "username": new.username, "email_given": new.email.is_some() });
     match queries::insert_user(
         &state.db,
@@ -64,11 +75,7 @@ pub async fn register(
         }
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             state.metrics.outcome("register", "conflict");
-            if e.constraint().is_some_and(|c| c.contains("email")) {
-                Err(AppError::EmailTaken)
-            } else {
-                Err(AppError::UsernameTaken)
-            }
+            Err(AppError::RegistrationConflict)
         }
         Err(e) => Err(e.into()),
     }
@@ -82,7 +89,8 @@ pub async fn register(
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "`invalid_credentials` (one message whether or not the user exists)", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many failures from this client; see `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failures (or attempts in flight) from this client; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`busy`: the password-hashing queue is full; see `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn login(
@@ -90,17 +98,30 @@ pub async fn login(
     state: web::Data<AppState>,
     body: ValidJson<LoginRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let client = client_key(&req);
-    if let Err(secs) = state.limiter.check(&client, Instant::now()) {
-        state.metrics.outcome("login", "rate_limited");
-        return Err(AppError::RateLimited(secs));
-    }
+    let client = client_key(&req, &state.config);
+    // Reserved before the password is checked: attempts in flight count
+    // against the limit, so concurrent guesses cannot all pass a check that
+    // is only counted after the (slow) verification.
+    let attempt = state
+        .login_limiter
+        .begin(&client, Instant::now())
+        .map_err(|r| {
+            state.metrics.outcome("login", "rate_limited");
+            AppError::RateLimited(r.retry_after())
+        })?;
     let LoginRequest { username, password } = body.into_inner();
     // Names that cannot exist (too long, NUL: PostgreSQL refuses it in text)
     // still cost one argon2 verification, like unknown names.
     let lookup = username.chars().count() <= LOGIN_USERNAME_MAX && !username.contains('\0');
     let found = if lookup {
-        queries::user_for_login(&state.db, &username).await?
+        match queries::user_for_login(&state.db, &username).await {
+            Ok(found) => found,
+            Err(e) => {
+                // Our failure, not a guess: it does not count.
+                attempt.release();
+                return Err(e.into());
+            }
+        }
     } else {
         None
     };
@@ -108,15 +129,24 @@ pub async fn login(
         Some((u, h)) => (Some(u), Some(h)),
         None => (None, None),
     };
-    let ok = state
+    let ok = match state
         .hasher
         .verify(password.expose().to_string(), hash)
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            attempt.release();
+            return Err(e.into());
+        }
+    };
     let user = match (ok, user) {
-        (true, Some(u)) => u,
+        (true, Some(u)) => {
+            attempt.release();
+            u
+        }
         (_, user) => {
-            state.limiter.record_failure(&client, Instant::now());
+            attempt.count();
             state.metrics.outcome("login", "failure");
             audit(
                 &state,
@@ -160,6 +190,33 @@ pub async fn login(
         expires_in: TOKEN_TTL_SECS,
         user: user.into(),
     }))
+}
+
+/// End this session: the token is refused from now on (until its `exp`,
+/// when it would have been anyway), by every replica.
+#[utoipa::path(
+    post, path = "/api/auth/logout", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out: this token no longer works"),
+        (status = 401, description = "`unauthorized` (also for a token already logged out)", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn logout(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    queries::revoke_token(&state.db, &user.jti, user.user_id, user.exp).await?;
+    state.metrics.outcome("logout", "revoked");
+    audit(
+        &state,
+        AuditEntry {
+            user_id: Some(user.user_id),
+            action: "auth.logout",
+            resource: format!("user:{}", user.user_id),
+            details: json!({}),
+        },
+    )
+    .await;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// The logged-in user.

@@ -35,6 +35,7 @@ impl Modify for Bearer {
     paths(
         crate::handlers::auth::register,
         crate::handlers::auth::login,
+        crate::handlers::auth::logout,
         crate::handlers::auth::me,
         crate::handlers::github::configure,
         crate::handlers::github::status,

@@ -16,14 +16,20 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "Status", body = ZtStatus),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: only operators (the seeded demo users) may see it", body = ErrorBody),
         (status = 502, description = "`sidecar_unavailable`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`", body = ErrorBody),
     )
 )]
 pub async fn status(
-    _user: AuthUser,
+    user: AuthUser,
     state: web::Data<AppState>,
 ) -> Result<web::Json<ZtStatus>, AppError> {
+    // Role names, lease IDs and versions are for operators, not for anyone
+    // who can register an account.
+    if !queries::is_operator(&state.db, user.user_id).await? {
+        return Err(AppError::Forbidden("not an operator"));
+    }
     let (sidecar, db) = tokio::join!(state.sidecar.status(), queries::whoami(&state.db));
     let (current_user, server_version) = db?;
     let sidecar = sidecar.map_err(AppError::SidecarUnavailable)?;

@@ -200,6 +200,8 @@ impl DbCredentials {
 #[derive(Deserialize)]
 struct KvFile {
     version: u64,
+    #[serde(default)]
+    created_time: Option<String>,
     data: KvData,
 }
 
@@ -219,8 +221,12 @@ pub struct SigningKeyFile {
     pub version: u64,
     /// Signs new tokens (base64-decoded `data.key`).
     pub key: Vec<u8>,
-    /// Still verifies tokens signed before a key change (`data.previous_key`).
+    /// Still verifies tokens signed before a key change (`data.previous_key`),
+    /// for a bounded grace after `created_at`.
     pub previous_key: Option<Vec<u8>>,
+    /// When this KV version was written (Unix seconds; the file's
+    /// `created_time`), i.e. when the key changed. `None` if absent or unreadable.
+    pub created_at: Option<i64>,
 }
 
 impl std::fmt::Debug for SigningKeyFile {
@@ -273,10 +279,16 @@ impl SigningKeyFile {
             Some(p) if !p.expose().trim().is_empty() => Some(decode_key(name, "previous_key", p)?),
             _ => None,
         };
+        let created_at = f.created_time.as_deref().and_then(|t| {
+            time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| t.unix_timestamp())
+        });
         Ok(Self {
             version: f.version,
             key,
             previous_key,
+            created_at,
         })
     }
 }

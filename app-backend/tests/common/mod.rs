@@ -178,6 +178,8 @@ impl Stack {
                 format!("http://{}", self.layout.admin),
             ),
             ("GITHUB_API_URL".into(), self.github.url().to_string()),
+            // The demo users, like `make up` (off by default).
+            ("BACKEND_SEED_DEMO_USERS".into(), "true".into()),
         ]
     }
 
@@ -226,6 +228,7 @@ impl Stack {
     pub fn force_rotation(&self) {
         let r = http()
             .post(format!("http://{}/rotate/db", self.layout.admin))
+            .header("X-ZT-Admin", "1")
             .send()
             .unwrap();
         assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());

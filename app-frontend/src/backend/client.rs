@@ -119,19 +119,21 @@ impl BackendClient {
         .await
     }
 
-    /// `POST /api/auth/register`.
+    /// `POST /api/auth/register`; `client` (the browser's address) is sent as
+    /// `X-Forwarded-For`: the backend limits registrations per client.
     pub async fn register(
         &self,
         username: &str,
         email: Option<&str>,
         password: &str,
+        client: Option<std::net::IpAddr>,
     ) -> Result<User, BackendError> {
         #[derive(serde::Deserialize)]
         struct Created {
             user: User,
         }
         let c: Created = self
-            .call(
+            .call_for(
                 Method::POST,
                 "/api/auth/register",
                 None,
@@ -140,9 +142,18 @@ impl BackendClient {
                     email,
                     password,
                 }),
+                client,
             )
             .await?;
         Ok(c.user)
+    }
+
+    /// `POST /api/auth/logout`: the backend revokes this token.
+    pub async fn logout(&self, token: &str) -> Result<(), BackendError> {
+        let _: Option<serde_json::Value> = self
+            .call::<(), _>(Method::POST, "/api/auth/logout", Some(token), None)
+            .await?;
+        Ok(())
     }
 
     /// `GET /api/auth/me`.

@@ -289,13 +289,19 @@ pub async fn register(
     let email_opt = (!email.is_empty()).then_some(email);
     if let Err(e) = state
         .backend
-        .register(username, email_opt, &f.password)
+        .register(
+            username,
+            email_opt,
+            &f.password,
+            req.peer_addr().map(|a| a.ip()),
+        )
         .await
     {
         log_failure("registration", &e);
         let field = match e.code() {
-            Some("username_taken") => "username",
-            Some("email_taken") => "email",
+            // One code for a taken username or email (the backend does not
+            // say which); the username is the usual cause.
+            Some("registration_conflict") => "username",
             _ => "",
         };
         let (status, msg) = form_failure(&e);
@@ -341,13 +347,22 @@ pub async fn logout_form(
     )
 }
 
-/// `POST /logout`: deletes the session cookie.
+/// `POST /logout`: asks the backend to revoke the session's token, then
+/// deletes the cookie. The cookie goes even if the backend cannot be reached
+/// (the user asked to sign out of this browser; the failure is logged).
 pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, AppError> {
     check_csrf(&req, &state, &form.csrf_token)?;
+    if let Some(session) = Session::read(&req).valid() {
+        match state.backend.logout(session.token()).await {
+            // Already expired or revoked: nothing left to end.
+            Ok(()) | Err(BackendError::Unauthorized) => {}
+            Err(e) => log_failure("logout", &e),
+        }
+    }
     let secure = cookie_secure(&req, state.config.cookie_secure);
     Ok(HttpResponse::SeeOther()
         .cookie(clear_session_cookie(secure))

@@ -298,6 +298,7 @@ async fn handle(
             };
         }
         ("POST", "/api/auth/register") => {
+            const CONFLICT: &str = "That username or email address is not available; choose another username, or log in if you already have an account";
             let Some(b) = body_json else {
                 return err(400, "bad_request", "malformed JSON");
             };
@@ -315,14 +316,10 @@ async fn handle(
                 );
             }
             if s.users.contains_key(&u) {
-                return err(409, "username_taken", "That username is already taken");
+                return err(409, "registration_conflict", CONFLICT);
             }
             if e.is_some() && s.users.values().any(|r| r.2 == e) {
-                return err(
-                    409,
-                    "email_taken",
-                    "That e-mail address is already registered",
-                );
+                return err(409, "registration_conflict", CONFLICT);
             }
             let id = s.users.len() as i64 + 1;
             let rec = (id, p, e);
@@ -397,6 +394,11 @@ async fn handle(
             }))
         }
         ("GET", "/api/zt/status") => HttpResponse::Ok().json(zt_status(&s)),
+        ("POST", "/api/auth/logout") => {
+            // Like the backend: this token is refused from now on.
+            s.issued.remove(&token);
+            HttpResponse::NoContent().finish()
+        }
         _ => err(404, "not_found", "no such endpoint"),
     }
 }

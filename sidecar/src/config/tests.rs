@@ -217,6 +217,30 @@ fn proxy_rules_are_checked() {
     }
     let ok = parse(&rule("secret/data/github/users/*", "[\"get\", \"DELETE\"]")).unwrap();
     assert_eq!(ok.proxy.unwrap().allow[0].methods, vec!["GET", "DELETE"]);
+    // Query keys: data only; the ones OpenBao reads as operations are refused.
+    let with_query = |q: &str| rule("secret/data/x/*", "[\"GET\"]") + &format!("query = {q}\n");
+    let ok = parse(&with_query("[\"version\"]")).unwrap();
+    assert_eq!(ok.proxy.unwrap().allow[0].query, vec!["version"]);
+    assert!(parse(&rule("secret/data/x/*", "[\"GET\"]"))
+        .unwrap()
+        .proxy
+        .unwrap()
+        .allow[0]
+        .query
+        .is_empty());
+    for (q, why) in [
+        ("[\"list\"]", "allow the method instead"),
+        ("[\"Scan\"]", "allow the method instead"),
+        ("[\"help\"]", "allow the method instead"),
+        ("[\"\"]", "not a query key"),
+        ("[\"a=b\"]", "not a query key"),
+    ] {
+        let msg = err(&with_query(q));
+        assert!(
+            msg.starts_with("proxy.allow[0].query:") && msg.contains(why),
+            "{q}: {msg}"
+        );
+    }
     let no_bao = "[proxy]\nlisten = [\"unix:/s.sock\"]\n";
     assert!(err(no_bao).starts_with("proxy:"));
     let big =
