@@ -253,8 +253,14 @@ fn teardown_and_demo_name_their_missing_tool() {
     assert!(err.contains("missing required tool(s): kind\n"), "{err}");
     let (code, err, _) = run_script("demo-cluster.sh", &[]);
     assert_eq!(code, 69, "{err}");
-    assert!(err.contains("missing required tool(s): kubectl curl\n"), "{err}");
-    assert!(err.contains("    - curl: "), "no install hint for curl:\n{err}");
+    assert!(
+        err.contains("missing required tool(s): kubectl curl\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("    - curl: "),
+        "no install hint for curl:\n{err}"
+    );
 }
 
 /// `tool subcommand` pairs deploy.sh runs (flags and their values skipped).
