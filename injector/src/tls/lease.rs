@@ -63,7 +63,10 @@ impl LeaderElector {
             lease_duration_seconds: Some(self.duration.as_secs().max(1) as i32),
             renew_time: Some(stamp.clone()),
             acquire_time: if ours { spec.acquire_time } else { Some(stamp) },
-            lease_transitions: Some(spec.lease_transitions.unwrap_or(0) + i32::from(!ours)),
+            // A transition is a change of holder, not the first one.
+            lease_transitions: Some(
+                spec.lease_transitions.unwrap_or(0) + i32::from(!ours && !holder.is_empty()),
+            ),
             ..spec
         });
         match self
