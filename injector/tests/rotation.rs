@@ -215,7 +215,7 @@ async fn two_replicas_serve_trusted_certificates_through_ca_and_certificate_rota
         "log.format=text".into(),
     ];
     sets.extend(TIMING.iter().map(|s| s.to_string()));
-    let rendered = helm_template(cp, "zt-injector", NS, &sets);
+    let rendered = helm_template("zt-injector", NS, &sets);
     assert_eq!(rendered.code, 0, "{}", rendered.stderr);
     kubectl_stdin(cp, &["apply", "--server-side"], &rendered.stdout).assert_clean("the chart");
     // A second webhook, calling the second replica, in the same configuration.

@@ -153,7 +153,6 @@ async fn the_webhook_injects_refuses_and_fails_closed_in_the_real_api_server() {
     // --- runs here too), applied server-side: no warning allowed.
     namespace(&client, NS, &[]).await;
     let rendered = helm_template(
-        cp,
         "zt-injector",
         NS,
         &[

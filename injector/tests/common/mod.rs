@@ -31,8 +31,9 @@ pub fn control_plane() -> &'static ControlPlane {
 }
 
 /// The pinned helm next to the pinned kubectl (`make tools`).
-pub fn helm(cp: &ControlPlane) -> PathBuf {
-    let helm = cp.tools().bin_dir.join("helm");
+pub fn helm() -> PathBuf {
+    let tools = devstack::kube::KubeTools::locate().unwrap_or_else(|e| panic!("{e}"));
+    let helm = tools.bin_dir.join("helm");
     assert!(
         helm.is_file(),
         "helm is not installed at {}: run `make tools`",
@@ -102,8 +103,8 @@ pub fn kubectl_stdin(cp: &ControlPlane, args: &[&str], stdin: &str) -> Run {
 }
 
 /// `helm template <release> deploy/charts/zt-injector --namespace <ns>` with `--set`s.
-pub fn helm_template(cp: &ControlPlane, release: &str, namespace: &str, sets: &[String]) -> Run {
-    let mut cmd = Command::new(helm(cp));
+pub fn helm_template(release: &str, namespace: &str, sets: &[String]) -> Run {
+    let mut cmd = Command::new(helm());
     cmd.args(["template", release])
         .arg(repo().join("deploy/charts/zt-injector"))
         .args(["--namespace", namespace, "--kube-version", "1.36.3"]);
