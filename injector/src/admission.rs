@@ -124,28 +124,31 @@ impl<C: ConfigMaps> Injector<C> {
             }
         };
         let (response, outcome) = self.admit(&req).await;
-        let pod = req.object.as_ref().map(|p| {
-            p.metadata
-                .name
-                .clone()
-                .or_else(|| p.metadata.generate_name.clone())
-                .unwrap_or_default()
-        });
+        let pod = req
+            .object
+            .as_ref()
+            .and_then(|p| {
+                p.metadata
+                    .name
+                    .clone()
+                    .or_else(|| p.metadata.generate_name.clone())
+            })
+            .unwrap_or_default();
         let ns = req.namespace.as_deref().unwrap_or_default();
         let micros = started.elapsed().as_micros() as u64;
         match &outcome {
             Outcome::Injected => tracing::info!(
                 namespace = ns,
-                pod,
+                pod = %pod,
                 micros,
                 dry_run = req.dry_run,
                 "sidecar injected"
             ),
             Outcome::Refused(message) => {
-                tracing::info!(namespace = ns, pod, micros, message = %message, "pod refused")
+                tracing::info!(namespace = ns, pod = %pod, micros, message = %message, "pod refused")
             }
             other => {
-                tracing::debug!(namespace = ns, pod, micros, outcome = ?other, "pod left alone")
+                tracing::debug!(namespace = ns, pod = %pod, micros, outcome = ?other, "pod left alone")
             }
         }
         response.into_review()

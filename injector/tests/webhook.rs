@@ -457,8 +457,31 @@ async fn the_webhook_injects_refuses_and_fails_closed_in_the_real_api_server() {
         println!("refused as expected: {}", run.stderr.trim());
     }
 
-    // --- The injector never logs key material.
+    // --- One plain-text line per review; never key material.
     let log = injector.log();
+    assert!(
+        log.contains("sidecar injected namespace=\"apps\" pod=backend-1 micros="),
+        "{log}"
+    );
+    assert!(
+        log.contains("pod refused namespace=\"apps\" pod=refused-0"),
+        "{log}"
+    );
+    assert!(!log.contains('\x1b'), "colour codes in a log file");
+    // The API server keeps its connection to the webhook alive: a TLS
+    // handshake is not part of every pod create.
+    let connections = log
+        .lines()
+        .filter(|l| l.contains(" connection remote="))
+        .count();
+    let reviews = log
+        .lines()
+        .filter(|l| l.contains("zt_injector::admission"))
+        .count();
+    assert!(
+        connections >= 1 && connections * 2 <= reviews,
+        "{connections} connections for {reviews} reviews"
+    );
     let secret = Api::<Secret>::namespaced(client.clone(), NS)
         .get("zt-injector-tls")
         .await
