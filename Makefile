@@ -10,7 +10,7 @@ PROFILE ?= release
 BINS := -p zt-sidecar -p app-backend -p app-frontend -p github-standin -p devstack
 DEVSTACK := target/$(PROFILE)/devstack
 
-.PHONY: help tools tools-kube disk test lint up down status demo bench bench-sidecar bench-mtls bench-backend build install deploy teardown lab
+.PHONY: help tools tools-kube disk test lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector build install deploy teardown lab
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -65,7 +65,7 @@ lab: tools tools-kube disk ## A real one-node Kubernetes here (root) with the pl
 teardown: ## Delete the kind cluster made by make deploy
 	@bash deploy/scripts/teardown.sh
 
-bench: bench-sidecar bench-mtls bench-backend ## All benchmarks (results in bench/results/)
+bench: bench-sidecar bench-mtls bench-backend bench-injector ## All benchmarks (results in bench/results/)
 
 bench-sidecar: ## zt-sidecar vs OpenBao Agent: RSS, time to first file, idle CPU
 	@bash scripts/bench.sh sidecar
@@ -75,3 +75,6 @@ bench-mtls: ## Latency/throughput: direct vs through the two mTLS sidecars (wrk)
 
 bench-backend: ## Backend: login p50/p99 (argon2id) and GET /api/auth/me req/s (wrk) on the real stack
 	@bash scripts/bench-backend.sh
+
+bench-injector: tools tools-kube ## zt-injector: pod-create p50/p99 through the real kube-apiserver with and without the webhook, its RSS
+	$(CARGO) bench --locked -p zt-injector --bench admission -- --out $(CURDIR)/bench/results/injector.md

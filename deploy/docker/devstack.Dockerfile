@@ -12,6 +12,7 @@ FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY sidecar sidecar
+COPY injector injector
 COPY probe probe
 COPY app-backend app-backend
 COPY app-frontend app-frontend

@@ -4,6 +4,11 @@
 //! here, and an invalid value is a [`ConfigError`] that names the key and
 //! what is wrong. The rest of the sidecar never sees raw strings.
 //!
+//! The TOML comes from a file (`--config FILE`) or, when no file is named,
+//! from the environment variable `ZT_CONFIG` ([`ConfigSource`]): zt-injector
+//! delivers it that way, so the configuration it validated at admission is
+//! exactly the one the container runs with for its whole life.
+//!
 //! Environment overrides (the few values deployments change) are read
 //! through [`Env`], so tests pass a map instead of mutating the process:
 //!
@@ -20,6 +25,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Env var holding the whole TOML configuration, read when `--config` is not given.
+pub const ENV_CONFIG: &str = "ZT_CONFIG";
 /// Env var that overrides `identity.workload_api`.
 pub const ENV_WORKLOAD_API: &str = "ZT_WORKLOAD_API";
 /// The SPIFFE-standard Workload API env var, used when nothing else says.
@@ -101,6 +108,9 @@ pub enum ConfigError {
     /// The TOML is malformed, has an unknown key or a value of the wrong type.
     #[error("{0}")]
     Syntax(String),
+    /// Neither `--config FILE` nor `ZT_CONFIG` says where the configuration is.
+    #[error("no configuration: pass --config FILE or set {ENV_CONFIG} to the TOML text")]
+    Missing,
     /// A key has a value that parsed but makes no sense.
     #[error("{key}: {problem}")]
     Invalid {
@@ -550,7 +560,55 @@ pub struct OutboundConfig {
     pub handshake_timeout: Duration,
 }
 
+/// Where the TOML configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A file (`--config FILE`).
+    File(PathBuf),
+    /// The text of the environment variable [`ENV_CONFIG`].
+    Env,
+}
+
+impl ConfigSource {
+    /// `--config FILE` when given (an explicit flag beats the ambient
+    /// environment), else [`ENV_CONFIG`] when it is set and not empty, else
+    /// [`ConfigError::Missing`].
+    pub fn choose(file: Option<PathBuf>, env: &dyn Env) -> Result<Self, ConfigError> {
+        match file {
+            Some(path) => Ok(Self::File(path)),
+            None if env.var(ENV_CONFIG).is_some_and(|v| !v.is_empty()) => Ok(Self::Env),
+            None => Err(ConfigError::Missing),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "file: {}", path.display()),
+            Self::Env => write!(f, "from {ENV_CONFIG}"),
+        }
+    }
+}
+
 impl Config {
+    /// Reads and validates the configuration from `source`.
+    pub fn load_from(source: &ConfigSource, env: &dyn Env) -> Result<Self, ConfigError> {
+        match source {
+            ConfigSource::File(path) => Self::load(path, env),
+            ConfigSource::Env => {
+                let text = env
+                    .var(ENV_CONFIG)
+                    .filter(|v| !v.is_empty())
+                    .ok_or(ConfigError::Missing)?;
+                Self::parse(&text, env).map_err(|e| match e {
+                    ConfigError::Syntax(msg) => ConfigError::Syntax(format!("{ENV_CONFIG}: {msg}")),
+                    other => other,
+                })
+            }
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

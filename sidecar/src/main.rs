@@ -1,11 +1,13 @@
-//! `zt-sidecar run --config FILE` | `zt-sidecar check --config FILE`
+//! `zt-sidecar run [--config FILE]` | `zt-sidecar check [--config FILE]` |
+//! `zt-sidecar probe [--config FILE]`; without `--config` the TOML is read
+//! from the environment variable `ZT_CONFIG`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use zt_sidecar::config::{Config, LogFormat, ProcessEnv};
+use zt_sidecar::config::{Config, ConfigError, ConfigSource, LogFormat, ProcessEnv};
 
 /// EX_USAGE: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
@@ -25,22 +27,23 @@ struct Cli {
 enum Command {
     /// Run the sidecar.
     Run {
-        /// TOML configuration file.
+        /// TOML configuration file (default: the TOML text in $ZT_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Validate the configuration and print the effective config (env overrides and defaults applied).
     Check {
-        /// TOML configuration file.
+        /// TOML configuration file (default: the TOML text in $ZT_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Exit 0 if the running sidecar's admin endpoint answers 200 (for exec
     /// probes, so the admin listener can stay on loopback).
     Probe {
-        /// The sidecar's TOML configuration (its `admin.listen` is probed).
+        /// The sidecar's TOML configuration (its `admin.listen` is probed;
+        /// default: the TOML text in $ZT_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Admin path to probe.
         #[arg(long, default_value = "/readyz")]
         path: String,
@@ -49,22 +52,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (path, check_only) = match &cli.command {
+    let (file, check_only) = match cli.command {
         Command::Run { config } => (config, false),
         Command::Check { config } => (config, true),
-        Command::Probe { config, path } => return probe(config, path),
+        Command::Probe { config, path } => return probe(config, &path),
     };
-    let config = match Config::load(path, &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("invalid configuration: {e}\n  (file: {})", path.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let (source, config) = match load(file) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     if check_only {
         println!(
-            "# effective configuration of {} (valid)\n{}",
-            path.display(),
+            "# effective configuration ({source}; valid)\n{}",
             config.to_toml()
         );
         return ExitCode::SUCCESS;
@@ -98,13 +97,27 @@ fn main() -> ExitCode {
 }
 
 /// `GET <path>` on the admin listener (see [`zt_probe`]).
-fn probe(config: &std::path::Path, path: &str) -> ExitCode {
-    match Config::load(config, &ProcessEnv) {
-        Ok(c) => zt_probe::exit_code(c.admin.listen, path),
-        Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            ExitCode::from(EXIT_CONFIG)
+fn probe(file: Option<PathBuf>, path: &str) -> ExitCode {
+    match load(file) {
+        Ok((_, c)) => zt_probe::exit_code(c.admin.listen, path),
+        Err(code) => code,
+    }
+}
+
+/// The validated configuration from `--config FILE` or `ZT_CONFIG`; on
+/// error, prints `invalid configuration: …` and returns exit code 64.
+fn load(file: Option<PathBuf>) -> Result<(ConfigSource, Config), ExitCode> {
+    let fail = |e: ConfigError, source: Option<&ConfigSource>| {
+        match source {
+            Some(source) => eprintln!("invalid configuration: {e}\n  ({source})"),
+            None => eprintln!("invalid configuration: {e}"),
         }
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let source = ConfigSource::choose(file, &ProcessEnv).map_err(|e| fail(e, None))?;
+    match Config::load_from(&source, &ProcessEnv) {
+        Ok(config) => Ok((source, config)),
+        Err(e) => Err(fail(e, Some(&source))),
     }
 }
 

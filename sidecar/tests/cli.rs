@@ -9,6 +9,7 @@ fn sidecar(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         .env_remove("ZT_WORKLOAD_API")
         .env_remove("ZT_OPENBAO_ADDR")
         .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .env_remove("ZT_CONFIG")
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -29,6 +30,61 @@ fn check_prints_the_effective_config_with_env_overrides() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("address = \"http://10.0.0.9:8200\""), "{out}");
     assert!(out.contains("revoke_grace = \"30s\""), "{out}");
+}
+
+#[test]
+fn without_config_the_toml_comes_from_zt_config() {
+    let toml = "[admin]\nlisten = \"127.0.0.1:15100\"\n[log]\nformat = \"json\"\n";
+    let (code, out, err) = sidecar(&["check"], &[("ZT_CONFIG", toml)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("# effective configuration (from ZT_CONFIG; valid)"),
+        "{out}"
+    );
+    assert!(out.contains("listen = \"127.0.0.1:15100\""), "{out}");
+    assert!(out.contains("format = \"json\""), "{out}");
+
+    // --config wins over ZT_CONFIG.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/backend.toml");
+    let (code, out, err) = sidecar(&["check", "--config", example], &[("ZT_CONFIG", toml)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("role = \"backend-role\""), "{out}");
+    assert!(!out.contains("15100"), "{out}");
+
+    // probe reads admin.listen from ZT_CONFIG too (nothing listens there).
+    let port = devstack::free_port().unwrap();
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n");
+    let (code, _, err) = sidecar(&["probe"], &[("ZT_CONFIG", &admin)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with(&format!("/readyz: cannot reach 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+
+    // Neither: a clear usage error for every command.
+    for cmd in ["run", "check", "probe"] {
+        let (code, _, err) = sidecar(&[cmd], &[]);
+        assert_eq!(code, 64, "{cmd}: {err}");
+        assert_eq!(
+            err.trim(),
+            "invalid configuration: no configuration: pass --config FILE or set ZT_CONFIG to the TOML text",
+            "{cmd}"
+        );
+    }
+    // Garbage in ZT_CONFIG: exit 64, naming ZT_CONFIG or the key.
+    for (text, says) in [
+        ("this is not toml", "ZT_CONFIG: TOML parse error"),
+        ("[admin]\nlisten = \"localhost\"\n", "admin.listen"),
+        ("[secrets]\nfile_mode = \"0444\"\n", "secrets.file_mode"),
+    ] {
+        for cmd in ["run", "check", "probe"] {
+            let (code, _, err) = sidecar(&[cmd], &[("ZT_CONFIG", text)]);
+            assert_eq!(code, 64, "{cmd} {text:?}: {err}");
+            assert!(err.starts_with("invalid configuration: "), "{err}");
+            assert!(err.contains(says), "{text:?}: {err}");
+            assert!(err.contains("(from ZT_CONFIG)"), "{err}");
+        }
+    }
 }
 
 #[test]

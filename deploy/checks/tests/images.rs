@@ -10,7 +10,13 @@ use deploy_checks::dockerfile;
 use deploy_checks::repo::{root, Versions};
 use serde_json::Value;
 
-const OURS: &[&str] = &["zt-sidecar", "app-backend", "app-frontend", "devstack"];
+const OURS: &[&str] = &[
+    "zt-sidecar",
+    "zt-injector",
+    "app-backend",
+    "app-frontend",
+    "devstack",
+];
 
 fn workspace_members() -> Vec<String> {
     let cargo: toml::Value =

@@ -312,3 +312,70 @@ fn effective_config_renders_and_reparses_keys() {
     assert!(shown.contains("file_mode = \"0440\""), "{shown}");
     assert!(shown.contains("unix:/run/zt/openbao.sock"), "{shown}");
 }
+
+#[test]
+fn the_source_is_the_file_when_named_else_zt_config_else_an_error() {
+    let with = env(&[(ENV_CONFIG, "[admin]\nlisten = \"127.0.0.1:15100\"\n")]);
+    let file = PathBuf::from("/etc/zt/sidecar.toml");
+    // An explicit --config beats the ambient environment.
+    assert_eq!(
+        ConfigSource::choose(Some(file.clone()), &with).unwrap(),
+        ConfigSource::File(file.clone())
+    );
+    assert_eq!(
+        ConfigSource::choose(None, &with).unwrap(),
+        ConfigSource::Env
+    );
+    for empty in [env(&[]), env(&[(ENV_CONFIG, "")])] {
+        let e = ConfigSource::choose(None, &empty).unwrap_err();
+        assert!(matches!(e, ConfigError::Missing), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "no configuration: pass --config FILE or set ZT_CONFIG to the TOML text"
+        );
+    }
+    assert_eq!(ConfigSource::Env.to_string(), "from ZT_CONFIG");
+    assert_eq!(
+        ConfigSource::File(file).to_string(),
+        "file: /etc/zt/sidecar.toml"
+    );
+}
+
+#[test]
+fn zt_config_is_parsed_and_validated_like_a_file() {
+    let c = Config::load_from(
+        &ConfigSource::Env,
+        &env(&[(ENV_CONFIG, "[admin]\nlisten = \"127.0.0.1:15100\"\n")]),
+    )
+    .unwrap();
+    assert_eq!(c.admin.listen, "127.0.0.1:15100".parse().unwrap());
+    // Same text, same result as from a file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, MIN_DB).unwrap();
+    let from_file = Config::load_from(&ConfigSource::File(path), &env(&[])).unwrap();
+    let from_env = Config::load_from(&ConfigSource::Env, &env(&[(ENV_CONFIG, MIN_DB)])).unwrap();
+    assert_eq!(from_file.to_toml(), from_env.to_toml());
+    // Syntax errors say where the text came from; invalid values name their key.
+    let e = Config::load_from(&ConfigSource::Env, &env(&[(ENV_CONFIG, "not toml")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("ZT_CONFIG: TOML parse error"), "{e}");
+    let e = Config::load_from(
+        &ConfigSource::Env,
+        &env(&[(ENV_CONFIG, "[admin]\nlisten = \"nowhere\"\n")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("admin.listen: "), "{e}");
+    // The other environment overrides still apply on top of ZT_CONFIG.
+    let c = Config::load_from(
+        &ConfigSource::Env,
+        &env(&[
+            (ENV_CONFIG, MIN_DB),
+            (ENV_OPENBAO_ADDR, "http://10.0.0.9:8200"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.openbao.unwrap().address, "http://10.0.0.9:8200");
+}
