@@ -151,12 +151,15 @@ k -n zt-examples create job --from=cronjob/psql-report "$job" >/dev/null
 echo "  kubectl -n zt-examples create job --from=cronjob/psql-report $job"
 if k -n zt-examples wait --for=condition=complete "job/$job" --timeout=180s >/dev/null 2>&1; then
   report=$(k -n zt-examples logs "job/$job" -c psql)
-  printf '%s\n' "$report" | sed 's/^/    /'
-  user=$(printf '%s\n' "$report" | sed -n 's/^connecting as \(v-[^ ]*\) .*/\1/p')
+  # The job's log is not ours: printed without control characters, and the
+  # user name taken only if it has the shape OpenBao gives it (it goes into SQL).
+  printf '%s\n' "$report" | tr -d '\000-\010\013-\037\177' | sed 's/^/    /'
+  user=$(printf '%s\n' "$report" | sed -n 's/^connecting as \(v-report-reader-[a-z0-9-]*\) .*/\1/p' | head -n 1)
   case $user in v-report-reader*) ok "the job's psql connected as its own short-lived user $user" ;; *) bad "the job did not report a v-report-reader user" ;; esac
   left=1
   for i in $(seq 1 60); do
-    left=$(psql_in_pod "SELECT count(*) FROM pg_user WHERE usename = '$user'")
+    left=$(printf '\\set u %s\nSELECT count(*) FROM pg_user WHERE usename = :'"'"'u'"'"';\n' "$user" |
+      k -n postgres exec -i postgres-0 -c postgres -- psql -X -q -At -U postgres -d appdb)
     [ "$left" = 0 ] && break
     sleep 1
   done

@@ -49,17 +49,31 @@ apply_overlay() {
 }
 
 # --- 0. which cluster, and can it take the platform -------------------------
-context=$(k config current-context 2>/dev/null) || die "no kube context: point kubectl at a cluster (kubectl config use-context NAME) or set ZT_CONTEXT"
-context=${ZT_CONTEXT:-$context}
+context=${ZT_CONTEXT:-$(k config current-context 2>/dev/null)} ||
+  die "no kube context: point kubectl at a cluster (kubectl config use-context NAME) or set ZT_CONTEXT"
+[ -n "$context" ] || die "no kube context: point kubectl at a cluster (kubectl config use-context NAME) or set ZT_CONTEXT"
 version=$(k version -o json 2>&1) || die "cannot reach the API server of context $context: $version"
 server_minor=$(printf '%s' "$version" | sed -n '/"serverVersion"/,/}/s/.*"minor": *"\([0-9]*\).*/\1/p')
 client_minor=$(printf '%s' "$version" | sed -n '/"clientVersion"/,/}/s/.*"minor": *"\([0-9]*\).*/\1/p')
 [ -n "$server_minor" ] || die "the API server of context $context did not say its version: $version"
 skew=$((client_minor - server_minor))
 [ "${skew#-}" -le 1 ] || die "kubectl 1.$client_minor is more than one minor away from the server (1.$server_minor): install a kubectl within one minor of it"
+# Native sidecars (init containers with restartPolicy Always): on by default since 1.29.
+[ "$server_minor" -ge 29 ] || die "Kubernetes 1.$server_minor is too old: zt-sidecar runs as a native sidecar, which needs 1.29 or newer"
+# The lab profile relaxes Pod Security and skips the network policies: only
+# for devstack's lab cluster, never a real one.
+! lab || [ "$context" = devstack ] ||
+  die "ZT_LAB=1 is for the lab cluster (context devstack, make lab) only; context $context would get privileged namespaces and no network policy"
 say "0/8 installing into context $context (Kubernetes 1.$server_minor)$(waiting || printf ', WAIT=0: not waiting for pods')$(lab && printf ', lab profile')"
 lab || k get crd ciliumnetworkpolicies.cilium.io >/dev/null 2>&1 ||
   die "this cluster has no Cilium (CRD ciliumnetworkpolicies.cilium.io is missing): the platform's network policies are Cilium policies. Install Cilium $CILIUM_VERSION first (docs/deploy.md#make-install-on-your-own-cluster; make deploy does it on kind), then run make install again."
+# The policies require Cilium's mutual authentication for the flows to OpenBao
+# and PostgreSQL: without it Cilium drops them.
+if ! lab; then
+  mutual=$(k -n kube-system get configmap cilium-config -o 'jsonpath={.data.mesh-auth-mutual-enabled}' 2>/dev/null || true)
+  [ "$mutual" = true ] ||
+    die "Cilium's mutual authentication is not enabled (kube-system/cilium-config has mesh-auth-mutual-enabled='$mutual'): the platform's policies require it for the flows to OpenBao and PostgreSQL, which Cilium would drop. Enable it (Helm values authentication.mutual.spire.enabled=true, as deploy/cilium/values.yaml does), then run make install again."
+fi
 
 # --- 1. namespaces and network policies (before any workload runs) -----------
 if lab; then
@@ -79,10 +93,16 @@ fi
 # their controllers retry. So wait for it before the apps when waiting.
 injector_values=()
 lab && injector_values+=(-f deploy/lab/zt-injector-values.yaml)
-for f in ${ZT_INJECTOR_VALUES:-}; do injector_values+=(-f "$f"); done
+read -r -a extra_values <<<"${ZT_INJECTOR_VALUES:-}"
+for f in "${extra_values[@]}"; do
+  [ -r "$f" ] || die "ZT_INJECTOR_VALUES: cannot read $f"
+  injector_values+=(-f "$f")
+done
 say "2/8 zt-injector (helm chart deploy/charts/zt-injector)"
 injector_existed=$(k -n zt-injector get deployment zt-injector --ignore-not-found -o name)
-helm upgrade --install zt-injector deploy/charts/zt-injector --namespace zt-injector \
+# --reset-values: every run installs exactly the chart's values and the files
+# given now; a one-off value of an earlier run does not linger.
+helm upgrade --install --reset-values zt-injector deploy/charts/zt-injector --namespace zt-injector \
   ${ZT_CONTEXT:+--kube-context "$ZT_CONTEXT"} "${injector_values[@]}"
 # Like the apps: a running injector restarts only to pick up a rebuilt :dev image.
 if [ "${ZT_RESTART_APPS:-0}" = 1 ] && [ -n "$injector_existed" ]; then
@@ -97,9 +117,21 @@ if waiting; then
       die "zt-injector is running but has not set its webhook's caBundle within 2 minutes: kubectl -n zt-injector logs deploy/zt-injector"
     sleep 1
   done
+  # The caBundle proves the injector reaches the API server; this proves the
+  # reverse: the API server calls the webhook for a pod in an opted-in
+  # namespace (a server-side dry run: nothing is created).
+  probe_pod='{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"zt-install-check-","annotations":{"zt.demo.local/inject":"true"}},"spec":{"securityContext":{"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"check","image":"zt-platform/zt-sidecar:dev","securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}'
+  deadline=$((SECONDS + 60))
+  until reply=$(printf '%s' "$probe_pod" | k -n 99-apps create --dry-run=server -o 'jsonpath={.spec.initContainers[0].name}' -f - 2>&1) &&
+    [ "$reply" = zt-sidecar ]; do
+    [ $SECONDS -lt $deadline ] ||
+      die "the API server cannot call zt-injector's webhook ($reply). On managed clusters the control plane may not reach pod IPs, or Cilium may not see it as the kube-apiserver entity: see docs/deploy.md#the-api-server-must-reach-zt-injector"
+    sleep 2
+  done
+  say "2/8 the API server calls zt-injector: a dry-run pod in 99-apps gets its sidecar"
 fi
 
-# --- 2. SPIRE -----------------------------------------------------------------
+# --- 3. SPIRE -----------------------------------------------------------------
 # spire_cli ARGS...: the SPIRE server's own CLI, in its pod.
 spire_cli() {
   k -n spire exec spire-server-0 -c spire-server -- /opt/spire/bin/spire-server "$@" \
@@ -150,7 +182,7 @@ else
   fi
 fi
 
-# --- 3. generated secrets (random, created once, never committed) ------------
+# --- 4. generated secrets (random, created once, never committed) ------------
 # ensure_secret NAMESPACE NAME: a Secret with one random `password`, unless it exists.
 ensure_secret() {
   if [ -n "$(k -n "$1" get secret "$2" --ignore-not-found -o name)" ]; then
@@ -170,7 +202,7 @@ if [ -z "$(k -n openbao get secret postgres-superuser --ignore-not-found -o name
     --from-file=password=<(k -n postgres get secret postgres-superuser -o 'jsonpath={.data.password}' | base64 -d)
 fi
 
-# --- 4. PostgreSQL and OpenBao -----------------------------------------------
+# --- 5. PostgreSQL and OpenBao -----------------------------------------------
 say "5/8 PostgreSQL $POSTGRES_IMAGE_TAG and OpenBao $OPENBAO_VERSION"
 k apply -f deploy/k8s/postgres/postgres.yaml
 k apply -f deploy/k8s/openbao/openbao.yaml
@@ -180,7 +212,7 @@ if waiting; then
   k -n openbao wait --for=jsonpath='{.status.phase}'=Running pod/openbao-0 --timeout 5m
 fi
 
-# --- 5. bootstrap: init, unseal, roles.sql, configure (devstack) -------------
+# --- 6. bootstrap: init, unseal, roles.sql, configure (devstack) -------------
 job=openbao-bootstrap
 # "finished" (Complete or Failed), "unfinished", or "" when there is none.
 job_state() {
@@ -240,7 +272,7 @@ k apply -f deploy/k8s/openbao/bootstrap.yaml ||
   die "could not apply the bootstrap Job; if one from an earlier run is still running, let it finish (kubectl -n openbao get job $job) and run make install again"
 waiting && wait_bootstrap
 
-# --- 6. apps --------------------------------------------------------------------
+# --- 7. apps and the example ------------------------------------------------
 say "7/8 backend, frontend and the example job (zt-sidecar injected from their annotations)"
 existed=$(k -n 99-apps get deployment backend frontend --ignore-not-found -o name)
 if lab; then

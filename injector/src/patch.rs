@@ -334,6 +334,20 @@ pub fn mutation(pod: &Pod, plan: &Plan<'_>, s: &Settings) -> Result<Patch, Refus
                 }
             }
         }
+        // The injected volumes are the sidecar's: an app mounting them by
+        // name would get the Workload API socket (its own JWT-SVIDs, past
+        // the proxy's allow-list) or the secrets read-write.
+        for m in c.volume_mounts.iter().flatten() {
+            if [WORKLOAD_API_VOLUME, RUN_VOLUME].contains(&m.name.as_str()) {
+                errors.push(AnnotationError::new(
+                    INJECT,
+                    format!(
+                        "container {} mounts volume {}, which the injector adds for the sidecar; mount nothing of it (the app gets {RUN_DIR} read-only)",
+                        c.name, m.name
+                    ),
+                ));
+            }
+        }
         if needs.run_volume {
             for m in c.volume_mounts.iter().flatten() {
                 let path = std::path::Path::new(&m.mount_path);

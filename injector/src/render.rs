@@ -482,6 +482,24 @@ fn check(r: &Rendered, s: &Settings) -> Result<(), Refusal> {
             );
         }
     }
+    // The admin listener (POST /rotate, /status) stays inside the pod: the
+    // kubelet probes it with `zt-sidecar probe` (exec).
+    if !c.admin.listen.ip().is_loopback() {
+        fail(
+            "admin.listen".into(),
+            format!(
+                "admin.listen {} must be a loopback address (the kubelet probes it from inside the pod)",
+                c.admin.listen
+            ),
+        );
+    }
+    // trace makes libraries log request details (headers, bodies).
+    if c.log.level.split(',').any(|d| d.trim().ends_with("trace")) {
+        fail(
+            "log.level".into(),
+            format!("log.level {:?}: trace is not allowed in a pod (libraries log request details); debug is the most", c.log.level),
+        );
+    }
     let shared = Path::new(RUN_DIR);
     if let Some(dir) = &c.secrets.dir {
         if !dir.starts_with(shared) {

@@ -22,6 +22,15 @@ use crate::tls::{ServingCert, TlsStatus};
 pub const MUTATE_PATH: &str = "/mutate";
 /// Largest accepted AdmissionReview (a pod is at most ~1.5 MB in etcd).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Reviews read and judged at once. A request waits for a slot *before* its
+/// body is read (it stays in the socket), so memory is bounded by this times
+/// [`MAX_BODY_BYTES`] and a flood of large (dry-run) pods cannot push the
+/// injector past its memory limit — which, the webhook failing closed,
+/// would stop pod creation in every opted-in namespace.
+pub const MAX_REVIEWS_IN_FLIGHT: usize = 4;
+/// How long a request waits for a slot before it is answered 503 (the API
+/// server's own timeout is the webhook's `timeoutSeconds`, 5 s by default).
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time a client gets to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client gets to send its request body.
@@ -51,10 +60,15 @@ pub async fn serve_https<C: ConfigMaps + 'static>(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS_IN_FLIGHT));
     while let Some((tcp, remote)) = next_tcp(&listener, &cancel).await {
         tracing::debug!(%remote, "connection");
-        let (acceptor, injector, in_flight) =
-            (acceptor.clone(), injector.clone(), in_flight.clone());
+        let (acceptor, injector, in_flight, slots) = (
+            acceptor.clone(),
+            injector.clone(),
+            in_flight.clone(),
+            slots.clone(),
+        );
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -68,8 +82,18 @@ pub async fn serve_https<C: ConfigMaps + 'static>(
                 }
             };
             serve_conn(tls, move |req| {
-                let (injector, in_flight) = (injector.clone(), in_flight.clone());
+                let (injector, in_flight, slots) =
+                    (injector.clone(), in_flight.clone(), slots.clone());
                 async move {
+                    let Ok(Ok(_slot)) =
+                        tokio::time::timeout(QUEUE_TIMEOUT, slots.acquire_owned()).await
+                    else {
+                        tracing::warn!("admission queue full: answered 503");
+                        return Ok(text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too many admission reviews at once",
+                        ));
+                    };
                     in_flight.fetch_add(1, Ordering::SeqCst);
                     let r = admission(&injector, req).await;
                     in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -362,6 +362,60 @@ async fn two_replicas_serve_trusted_certificates_through_ca_and_certificate_rota
         s.states
     );
 
+    // --- The Secret emptied (the README's recovery step, or a replaced
+    // --- Secret): the leader makes a new CA whose generation passes the one
+    // --- the webhook records, so its bundle is published and pods are
+    // --- created through it. (A new CA restarting at generation 1 was never
+    // --- published: every opted-in pod was refused.)
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    let before = tls_state(&secrets.get("zt-injector-tls").await.unwrap()).unwrap();
+    let old_bundle = ca_bundle(&client, "zt-injector").await.unwrap();
+    kubectl(
+        cp,
+        &[
+            "-n",
+            NS,
+            "patch",
+            "secret",
+            "zt-injector-tls",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/data"}]"#,
+        ],
+    )
+    .assert_clean("emptying the TLS Secret");
+    let new_bundle = eventually(
+        Duration::from_secs(30),
+        "a new caBundle after the Secret was emptied",
+        || {
+            let client = client.clone();
+            let old = old_bundle.clone();
+            async move {
+                let b = ca_bundle(&client, "zt-injector").await?;
+                (b != old && handshake(survivor_port, &b).await.is_ok()).then_some(b)
+            }
+        },
+    )
+    .await;
+    let after = tls_state(&secrets.get("zt-injector-tls").await.unwrap()).unwrap();
+    assert!(
+        after.0 > before.0,
+        "the new CA's generation {} does not pass the old one {}",
+        after.0,
+        before.0
+    );
+    assert!(!new_bundle.is_empty());
+    let pod = create_pod(
+        &client,
+        &pod_manifest("after-reset", APPS, &[("inject", "true")]),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a pod after the CA reset: {}", api_message(&e)));
+    assert_eq!(
+        pod.spec.unwrap().init_containers.unwrap()[0].name,
+        "zt-sidecar"
+    );
+
     // --- No key material in either log.
     let secret = Api::<Secret>::namespaced(client.clone(), NS)
         .get("zt-injector-tls")

@@ -90,6 +90,16 @@ fn cilium_chart_renders_with_our_values_into_objects_the_api_server_accepts() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let rendered = manifest::parse(&text, "helm template cilium").unwrap();
+    // What install.sh checks before installing: our values enable mutual auth.
+    let config = rendered
+        .iter()
+        .find(|m| m.kind() == "ConfigMap" && m.name() == "cilium-config")
+        .expect("the chart renders cilium-config");
+    assert_eq!(
+        config.value.pointer("/data/mesh-auth-mutual-enabled"),
+        Some(&serde_json::json!("true")),
+        "deploy/cilium/values.yaml must enable mutual authentication"
+    );
     // The chart's CRDs are registered by its operator at run time, as on a
     // real cluster: give the server those first, then the rendered objects.
     common::install::add_cilium_crds(cp);

@@ -118,6 +118,32 @@ async fn install_is_accepted_by_the_real_api_server_and_runs_twice() {
     );
 
     install::add_cilium_crds(cp);
+    // Cilium without mutual authentication: refused, nothing applied.
+    let run = install::install(cp, &root());
+    assert_eq!(run.code, 1, "{}", run.output);
+    assert!(
+        run.output
+            .contains("Cilium's mutual authentication is not enabled"),
+        "{}",
+        run.output
+    );
+    let ns = kubectl(
+        cp,
+        &[
+            "get",
+            "namespace",
+            "99-apps",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(
+        ns.output.trim(),
+        "",
+        "install applied something before refusing"
+    );
+    install::enable_cilium_mutual_auth(cp);
     // The webhook calls the injector started below, on loopback.
     let dir = tempfile::tempdir().unwrap();
     let https = free_port().unwrap();

@@ -11,6 +11,7 @@ use common::install::{self, copy_tree, edit, kubectl};
 async fn broken_manifests_are_refused_by_the_real_api_server() {
     let cp = devstack::kube::shared().unwrap_or_else(|e| panic!("{e:#}"));
     install::add_cilium_crds(cp);
+    install::enable_cilium_mutual_auth(cp);
 
     // 1. A misspelt field: strict field validation refuses the object.
     let tree = copy_tree();

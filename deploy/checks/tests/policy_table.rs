@@ -312,6 +312,14 @@ const FLOWS: &[(&str, &str, u16, Protocol, Want, &str)] = &[
         "the CSI driver only mounts a socket",
     ),
     (
+        "spire-server",
+        "kube-apiserver",
+        443,
+        TCP,
+        Allow,
+        "managed clusters (EKS, GKE, AKS) serve the API on 443",
+    ),
+    (
         "psql-report",
         "openbao",
         8200,

@@ -328,6 +328,14 @@ fn clashes_with_the_pods_own_names_are_refused_not_overwritten() {
             "zt.demo.local/inject: container app already mounts x at /run/zt/secrets, where the injector mounts the sidecar's files (/run/zt)",
         ),
         (
+            json!({"containers": [{"name": "app", "image": "a", "volumeMounts": [{"name": "zt-workload-api", "mountPath": "/spire"}]}]}),
+            "zt.demo.local/inject: container app mounts volume zt-workload-api, which the injector adds for the sidecar; mount nothing of it (the app gets /run/zt read-only)",
+        ),
+        (
+            json!({"initContainers": [{"name": "setup", "image": "a", "volumeMounts": [{"name": "zt-run", "mountPath": "/writable"}]}], "containers": [app("app")]}),
+            "zt.demo.local/inject: container setup mounts volume zt-run, which the injector adds for the sidecar; mount nothing of it (the app gets /run/zt read-only)",
+        ),
+        (
             json!({"containers": [{"name": "app", "image": "a", "ports": [{"containerPort": 15000}]}]}),
             "zt.demo.local/admin-port: port 15000 is already used by container app",
         ),

@@ -255,6 +255,14 @@ fn a_config_maps_toml_is_judged_by_the_sidecar_and_the_placement_rules() {
             "zt.demo.local/config-map: ConfigMap sc: port 8443 is also used by admin.listen",
         ),
         (
+            format!("{GOOD_CM}\n[admin]\nlisten = \"0.0.0.0:15000\"\n"),
+            "zt.demo.local/config-map: ConfigMap sc: admin.listen 0.0.0.0:15000 must be a loopback address",
+        ),
+        (
+            format!("{GOOD_CM}\n[log]\nlevel = \"info,hyper=trace\"\n"),
+            "zt.demo.local/config-map: ConfigMap sc: log.level \"info,hyper=trace\": trace is not allowed in a pod",
+        ),
+        (
             format!("{GOOD_CM}#{}", "x".repeat(MAX_CONFIG_MAP_BYTES)),
             "zt.demo.local/config-map: ConfigMap sc: sidecar.toml is 65",
         ),

@@ -123,7 +123,15 @@ impl Rotator {
         };
         if leading {
             match step(state.as_ref(), &self.step_config, OffsetDateTime::now_utc()) {
-                Ok(Some((next, change))) => {
+                Ok(Some((mut next, change))) => {
+                    if change == Change::Bootstrap {
+                        // A new CA after the Secret was emptied or replaced:
+                        // its generation must pass the one the webhook
+                        // configuration records, or the new bundle would
+                        // look older than the published one and never be
+                        // published (every opted-in pod refused).
+                        next.generation = next.generation.max(self.recorded_generation().await + 1);
+                    }
                     let mut updated = secret.clone();
                     next.write_into(&mut updated);
                     match self
@@ -169,6 +177,19 @@ impl Rotator {
         }
     }
 
+    /// The generation the webhook configuration's `caBundle` comes from (0:
+    /// none recorded, or the configuration cannot be read).
+    async fn recorded_generation(&self) -> u64 {
+        let name = &self.settings.kubernetes.webhook_configuration;
+        match self.webhooks.get(name).await {
+            Ok(config) => recorded_generation(&config),
+            Err(e) => {
+                tracing::warn!(webhook_configuration = %name, error = %e, "cannot read the webhook configuration");
+                0
+            }
+        }
+    }
+
     /// Sets the webhook configuration's `caBundle` (every webhook in it) to
     /// the state's bundle — unless it already comes from a newer generation.
     async fn publish_bundle(&self, state: &TlsState) {
@@ -180,13 +201,7 @@ impl Rotator {
                 return;
             }
         };
-        let recorded: u64 = config
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_CA_GENERATION))
-            .and_then(|g| g.parse().ok())
-            .unwrap_or(0);
+        let recorded = recorded_generation(&config);
         if recorded > state.generation {
             return; // another replica is ahead of us; we will catch up
         }
@@ -225,4 +240,15 @@ impl Rotator {
             }
         }
     }
+}
+
+/// The `ca-bundle-generation` annotation of a webhook configuration (0 if absent).
+fn recorded_generation(config: &MutatingWebhookConfiguration) -> u64 {
+    config
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_CA_GENERATION))
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
 }

@@ -133,6 +133,23 @@ pub fn add_cilium_crds(cp: &ControlPlane) {
     wait().assert_clean("waiting for Cilium's CRDs");
 }
 
+/// What Cilium's Helm chart writes with `authentication.mutual.spire.enabled`
+/// (deploy/cilium/values.yaml): the setting install.sh checks.
+pub fn enable_cilium_mutual_auth(cp: &ControlPlane) {
+    kubectl(
+        cp,
+        &[
+            "-n",
+            "kube-system",
+            "create",
+            "configmap",
+            "cilium-config",
+            "--from-literal=mesh-auth-mutual-enabled=true",
+        ],
+    )
+    .assert_clean("creating kube-system/cilium-config");
+}
+
 /// Every pod template of a workload in `namespaces`, as it is stored in the
 /// server, with the workload it came from.
 pub async fn pod_templates(

@@ -161,12 +161,17 @@ fn remove_container_log_links(dir: &Path) {
 /// The ids of every container and sandbox containerd ran for the lab.
 fn runtime_ids(dir: &Path) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
+    // containerd's state and root folders inside the lab's folder.
+    let (state, root) = (
+        dir.join("containerd").join("state"),
+        dir.join("containerd").join("root"),
+    );
     for sub in [
-        "containerd/state/io.containerd.runtime.v2.task/k8s.io",
-        "containerd/root/io.containerd.grpc.v1.cri/sandboxes",
-        "containerd/root/io.containerd.grpc.v1.cri/containers",
+        state.join("io.containerd.runtime.v2.task/k8s.io"),
+        root.join("io.containerd.grpc.v1.cri/sandboxes"),
+        root.join("io.containerd.grpc.v1.cri/containers"),
     ] {
-        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+        if let Ok(entries) = std::fs::read_dir(sub) {
             ids.extend(
                 entries
                     .flatten()
