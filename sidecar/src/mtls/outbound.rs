@@ -1,9 +1,15 @@
 //! Outbound: the app connects over plain HTTP on loopback; each connection is
 //! carried over its own mTLS connection to the upstream, whose SPIFFE ID is
 //! pinned. Byte-for-byte (keep-alive and streaming work as the app does them).
+//!
+//! A refused TCP connection to the upstream (its sidecar restarting) is
+//! retried with backoff within `handshake_timeout`: nothing of the app's
+//! request has been sent yet, so a peer back within that time costs the
+//! request latency instead of a 502.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
@@ -43,7 +49,7 @@ pub(super) async fn serve(
         let (cfg, stats, server_name) = (cfg.clone(), stats.clone(), server_name.clone());
         tokio::spawn(async move {
             let connect = async {
-                let tcp = TcpStream::connect(cfg.upstream.as_str()).await?;
+                let tcp = connect_retrying_refusals(cfg.upstream.as_str()).await?;
                 let _ = tcp.set_nodelay(true);
                 connector.connect(server_name, tcp).await
             };
@@ -80,6 +86,34 @@ pub(super) async fn serve(
                 tracing::debug!(error = %e, "outbound connection ended with an error");
             }
         });
+    }
+}
+
+/// First and longest pause between connection attempts to an upstream that
+/// refuses them (doubling in between).
+const REFUSED_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(25), Duration::from_millis(400));
+
+/// Connects to `upstream`, trying again while the connection is refused (no
+/// listener: the peer is restarting). The caller bounds the whole attempt.
+async fn connect_retrying_refusals(upstream: &str) -> std::io::Result<TcpStream> {
+    let mut pause = REFUSED_BACKOFF.0;
+    let mut refusals = 0u32;
+    loop {
+        match TcpStream::connect(upstream).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refusals += 1;
+                if refusals == 1 {
+                    tracing::debug!(
+                        upstream,
+                        "upstream refuses connections; retrying until the handshake timeout"
+                    );
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(REFUSED_BACKOFF.1);
+            }
+            other => return other,
+        }
     }
 }
 
