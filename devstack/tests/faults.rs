@@ -132,7 +132,7 @@ impl Fault {
         match self {
             Fault::PostgresRestart => "the server takes queries when the fault ends; waiting requests retry on a new connection within 0.5 s (the backend's backoff cap)",
             Fault::OpenBaoRestart | Fault::OpenBaoSealed => "the failed renewal is retried after at most backoff.max (2 s) and may take up to request_timeout (5 s)",
-            Fault::SpireServerStopped => "the agent retries the rotation it could not do on its own schedule (about every 5 s) and the Workload API stream delivers the SVID at once: two agent periods",
+            Fault::SpireServerStopped => "the agent syncs again at the end of its current backoff, which grows x1.5 (+-10 % jitter) per failed sync from its sync_interval (1 s here; SPIRE's default is 5 s, capped at 48 times that) — after 20 s of failures at most ~12.6 s; the Workload API stream then delivers the SVID at once",
             Fault::SidecarKilled => "a new sidecar needs an SVID from the agent, an OpenBao login, two leases and its files: about 0.5 s here, 5 s leaves room for a loaded machine",
             Fault::SecretsDirFull => "the refused rotation is retried after at most backoff.max (2 s), plus the write",
         }
@@ -147,10 +147,10 @@ impl Fault {
             // The failed renewal is retried after at most backoff.max (2 s);
             // the retry itself may take up to request_timeout (5 s).
             Fault::OpenBaoRestart | Fault::OpenBaoSealed => Duration::from_secs(7),
-            // The agent retries the rotation it could not do on its own
-            // schedule (every 5 s here) and the sidecar's Workload API
-            // stream delivers the new SVID at once: two agent periods.
-            Fault::SpireServerStopped => Duration::from_secs(10),
+            // The agent's next sync after the server is back: its backoff
+            // grows x1.5 (+-10 %) per failed sync from sync_interval (1 s),
+            // so after 20 s of failures the wait is at most ~12.6 s.
+            Fault::SpireServerStopped => Duration::from_secs(15),
             // A new process: SVID from the agent, OpenBao login, two leases,
             // files, listeners — about 1 s; 5 s for a loaded machine.
             Fault::SidecarKilled => Duration::from_secs(5),
