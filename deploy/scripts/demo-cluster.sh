@@ -5,6 +5,9 @@
 #   2. the backend sidecar's SPIFFE identity, and OpenBao's audit entry for its JWT-SVID login
 #   3. a GitHub token stored in OpenBao through the sidecar's proxy, and repos fetched with it
 #   4. the backend's PostgreSQL user rotated (forced) and the old one dropped
+#   4b. zt-injector: the sidecars were attached by annotation; the example job
+#      (deploy/examples/psql-report, Debian's psql) gets its own short-lived
+#      PostgreSQL user, which is gone when the job ends
 #   5. (Cilium) identities, what the frontend pod can and cannot reach, WireGuard
 #      across nodes, Hubble flows
 # The API calls go through `kubectl port-forward` to loopback listeners inside
@@ -82,6 +85,13 @@ token=$(printf '%s' "$login" | json_str access_token)
 if [ -n "$token" ]; then ok "POST /api/auth/login -> a JWT ($(printf '%s' "$token" | cut -d. -f1 | tr -d '\n' | head -c 20)...)"; else bad "login failed: $login"; fi
 me=$(curl -sS -m 10 -H "Authorization: Bearer $token" "$API/api/auth/me")
 case $me in *'"username":"jake"'*) ok "GET /api/auth/me -> jake <$(printf '%s' "$me" | json_str email)>" ;; *) bad "GET /api/auth/me: $me" ;; esac
+# The refusals: a wrong password, no token, a token with a forged signature.
+code=$(curl -sS -m 15 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d '{"username":"jake","password":"wrong-password"}' "$API/api/auth/login")
+[ "$code" = 401 ] && ok "a wrong password is refused (401)" || bad "wrong password answered $code"
+code=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "$API/api/auth/me")
+[ "$code" = 401 ] && ok "GET /api/auth/me without a token is refused (401)" || bad "no token answered $code"
+code=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${token%.*}.AAAA" "$API/api/auth/me")
+[ "$code" = 401 ] && ok "a token with a forged signature is refused (401)" || bad "forged token answered $code"
 code=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' "$FRONTEND_URL/login" || true)
 [ "$code" = 200 ] && ok "the frontend's login page at $FRONTEND_URL/login answers 200" || bad "frontend $FRONTEND_URL/login answered $code"
 
@@ -89,7 +99,8 @@ say "Part 2 (seed steps 4-7): the backend's workload identity"
 status=$(admin /status)
 id=$(printf '%s' "$status" | json_str spiffe_id)
 [ "$id" = spiffe://demo.local/ns/99-apps/sa/backend ] && ok "backend sidecar SVID: $id (SPIRE k8s attestation)" || bad "backend sidecar /status: $status"
-audit=$(k -n openbao exec openbao-0 -c openbao -- sh -c 'grep "auth/jwt/login" /openbao/audit/audit.log | grep "\"type\":\"response\"" | tail -n 1' || true)
+# The backend's last login (other workloads, e.g. the example job, log in too).
+audit=$(k -n openbao exec openbao-0 -c openbao -- sh -c 'grep "auth/jwt/login" /openbao/audit/audit.log | grep "\"type\":\"response\"" | grep "spiffe://demo.local/ns/99-apps/sa/backend" | tail -n 1' || true)
 case $audit in
   *'"role":"backend"'* | *'"role_name":"backend"'* | *"spiffe://demo.local/ns/99-apps/sa/backend"*)
     ok "OpenBao's audit log: a JWT-SVID login to role backend for $(printf '%s' "$audit" | grep -o 'spiffe://demo.local/ns/99-apps/sa/backend' | head -n 1)" ;;
@@ -128,6 +139,31 @@ for i in $(seq 1 90); do
   sleep 1
 done
 [ -n "$gone" ] && ok "old user(s) $(echo $before) dropped after the grace period (lease revoked)" || bad "old users still there: $(db_users | tr '\n' ' ')"
+
+say "Part 4b: zt-sidecar attached by annotation (zt-injector), also to a workload that is not ours"
+for app in backend frontend; do
+  pod=$(pod_of 99-apps "$app")
+  got=$(k -n 99-apps get pod "$pod" -o 'jsonpath={.spec.initContainers[0].name} {.metadata.annotations.zt\.demo\.local/status}')
+  [ "$got" = "zt-sidecar injected" ] && ok "$app: zt-sidecar injected from its annotations (pod $pod)" || bad "$app pod $pod: '$got'"
+done
+job=psql-report-demo-$(date +%s)
+k -n zt-examples create job --from=cronjob/psql-report "$job" >/dev/null
+echo "  kubectl -n zt-examples create job --from=cronjob/psql-report $job"
+if k -n zt-examples wait --for=condition=complete "job/$job" --timeout=180s >/dev/null 2>&1; then
+  report=$(k -n zt-examples logs "job/$job" -c psql)
+  printf '%s\n' "$report" | sed 's/^/    /'
+  user=$(printf '%s\n' "$report" | sed -n 's/^connecting as \(v-[^ ]*\) .*/\1/p')
+  case $user in v-report-reader*) ok "the job's psql connected as its own short-lived user $user" ;; *) bad "the job did not report a v-report-reader user" ;; esac
+  left=1
+  for i in $(seq 1 60); do
+    left=$(psql_in_pod "SELECT count(*) FROM pg_user WHERE usename = '$user'")
+    [ "$left" = 0 ] && break
+    sleep 1
+  done
+  [ "$left" = 0 ] && ok "user $user dropped: the sidecar revoked its lease when the job ended" || bad "user $user still exists after the job ended"
+else
+  bad "job $job did not complete within 3 minutes: kubectl -n zt-examples describe job $job; kubectl -n zt-examples logs job/$job --all-containers"
+fi
 
 if lab; then
   say "Part 5 (seed steps 18-21): skipped in the lab — no Cilium here (docs/deploy.md); run it on kind"

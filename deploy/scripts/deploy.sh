@@ -60,18 +60,23 @@ kubectl --context "$CTX" -n kube-system rollout status ds/cilium --timeout 5m
 kubectl --context "$CTX" wait --for condition=established --timeout 2m crd/ciliumnetworkpolicies.cilium.io
 
 # --- 3. images ----------------------------------------------------------------
-images=(zt-sidecar app-backend app-frontend devstack)
+# name=Dockerfile: ours, and the example's (Debian's psql, nothing of ours).
+images=(zt-sidecar=deploy/docker/zt-sidecar.Dockerfile app-backend=deploy/docker/app-backend.Dockerfile
+  app-frontend=deploy/docker/app-frontend.Dockerfile devstack=deploy/docker/devstack.Dockerfile
+  zt-injector=deploy/docker/zt-injector.Dockerfile psql=deploy/examples/psql-report/Dockerfile)
 if $skip_build; then
   say "3/4 --skip-build: using the images already built"
 else
-  for img in "${images[@]}"; do
-    say "3/4 building zt-platform/$img:dev (deploy/docker/$img.Dockerfile)"
-    DOCKER_BUILDKIT=1 docker build -f "deploy/docker/$img.Dockerfile" \
+  for entry in "${images[@]}"; do
+    img=${entry%%=*}
+    say "3/4 building zt-platform/$img:dev (${entry#*=})"
+    DOCKER_BUILDKIT=1 docker build -f "${entry#*=}" \
       --build-arg RUST_VERSION="$RUST_VERSION" --build-arg KUBERNETES_VERSION="$KUBERNETES_VERSION" \
       -t "zt-platform/$img:dev" .
   done
 fi
-for img in "${images[@]}"; do
+for entry in "${images[@]}"; do
+  img=${entry%%=*}
   kind load docker-image "zt-platform/$img:dev" --name "$CLUSTER"
 done
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make install: the whole platform — SPIRE (with the spire-controller-manager
-# CRDs), PostgreSQL, OpenBao and its bootstrap Job, the apps, and the Cilium
-# network policies — into the cluster your kube context points at. `make
+# make install: the whole platform — zt-injector (its Helm chart), SPIRE (with
+# the spire-controller-manager CRDs), PostgreSQL, OpenBao and its bootstrap
+# Job, the apps and the example workload (their sidecars injected), and the
+# Cilium network policies — into the cluster your kube context points at. `make
 # deploy` runs it after creating its kind cluster; on your own cluster, run it
 # directly. Safe to re-run. Every command is explained in docs/deploy.md
 # ("make install on your own cluster").
@@ -14,6 +15,9 @@
 #                      (default: its v$SPIRE_CONTROLLER_MANAGER_VERSION release on GitHub)
 #   ZT_RESTART_APPS=1  restart the apps if they were already running
 #                      (make deploy sets it after rebuilding the :dev images)
+#   ZT_INJECTOR_VALUES="F…"  more values files for the zt-injector chart
+#                      (helm -f, in order; deploy/charts/zt-injector/values.yaml
+#                      documents every value)
 #   ZT_LAB=1           the lab profile (devstack's one-node cluster, make lab):
 #                      only what cannot exist there differs — no Cilium, no
 #                      spire-controller-manager (entries made with the SPIRE
@@ -34,7 +38,7 @@ case $ZT_LAB in 0 | 1) ;; *) die "ZT_LAB must be 0 or 1, got '$ZT_LAB'" ;; esac
 crd_base=https://raw.githubusercontent.com/spiffe/spire-controller-manager/v$SPIRE_CONTROLLER_MANAGER_VERSION/config/crd/bases
 ZT_SPIRE_CRDS=${ZT_SPIRE_CRDS:-$crd_base/spire.spiffe.io_clusterspiffeids.yaml $crd_base/spire.spiffe.io_clusterfederatedtrustdomains.yaml $crd_base/spire.spiffe.io_clusterstaticentries.yaml}
 
-require_tools kubectl
+require_tools kubectl helm
 cd "$ZT_ROOT"
 k() { kubectl ${ZT_CONTEXT:+--context "$ZT_CONTEXT"} "$@"; }
 waiting() { [ "$WAIT" = 1 ]; }
@@ -53,19 +57,46 @@ client_minor=$(printf '%s' "$version" | sed -n '/"clientVersion"/,/}/s/.*"minor"
 [ -n "$server_minor" ] || die "the API server of context $context did not say its version: $version"
 skew=$((client_minor - server_minor))
 [ "${skew#-}" -le 1 ] || die "kubectl 1.$client_minor is more than one minor away from the server (1.$server_minor): install a kubectl within one minor of it"
-say "0/7 installing into context $context (Kubernetes 1.$server_minor)$(waiting || printf ', WAIT=0: not waiting for pods')$(lab && printf ', lab profile')"
+say "0/8 installing into context $context (Kubernetes 1.$server_minor)$(waiting || printf ', WAIT=0: not waiting for pods')$(lab && printf ', lab profile')"
 lab || k get crd ciliumnetworkpolicies.cilium.io >/dev/null 2>&1 ||
   die "this cluster has no Cilium (CRD ciliumnetworkpolicies.cilium.io is missing): the platform's network policies are Cilium policies. Install Cilium $CILIUM_VERSION first (docs/deploy.md#make-install-on-your-own-cluster; make deploy does it on kind), then run make install again."
 
 # --- 1. namespaces and network policies (before any workload runs) -----------
 if lab; then
-  say "1/7 namespaces (lab: 99-apps allows the Workload API hostPath; no Cilium, so no network policy is enforced)"
+  say "1/8 namespaces (lab: 99-apps allows the Workload API hostPath; no Cilium, so no network policy is enforced)"
   apply_overlay namespaces
 else
-  say "1/7 namespaces and Cilium network policies (default deny)"
+  say "1/8 namespaces and Cilium network policies (default deny)"
   k apply -f deploy/k8s/00-namespaces.yaml
   k apply -f policies/cilium/99-apps.yaml -f policies/cilium/openbao.yaml \
-    -f policies/cilium/postgres.yaml -f policies/cilium/spire.yaml
+    -f policies/cilium/postgres.yaml -f policies/cilium/spire.yaml \
+    -f policies/cilium/zt-injector.yaml -f policies/cilium/zt-examples.yaml
+fi
+
+# --- 2. zt-injector (before any annotated pod is created) ---------------------
+# Its webhook fails closed for the opted-in namespaces (99-apps, zt-examples):
+# until it answers with a trusted certificate, their pods are refused and
+# their controllers retry. So wait for it before the apps when waiting.
+injector_values=()
+lab && injector_values+=(-f deploy/lab/zt-injector-values.yaml)
+for f in ${ZT_INJECTOR_VALUES:-}; do injector_values+=(-f "$f"); done
+say "2/8 zt-injector (helm chart deploy/charts/zt-injector)"
+injector_existed=$(k -n zt-injector get deployment zt-injector --ignore-not-found -o name)
+helm upgrade --install zt-injector deploy/charts/zt-injector --namespace zt-injector \
+  ${ZT_CONTEXT:+--kube-context "$ZT_CONTEXT"} "${injector_values[@]}"
+# Like the apps: a running injector restarts only to pick up a rebuilt :dev image.
+if [ "${ZT_RESTART_APPS:-0}" = 1 ] && [ -n "$injector_existed" ]; then
+  k -n zt-injector rollout restart deployment/zt-injector
+fi
+if waiting; then
+  k -n zt-injector rollout status deployment/zt-injector --timeout 5m
+  # Ready replicas serve the CA in the Secret; the caBundle follows within a poll.
+  deadline=$((SECONDS + 120))
+  until [ -n "$(k get mutatingwebhookconfiguration zt-injector -o 'jsonpath={.webhooks[0].clientConfig.caBundle}')" ]; do
+    [ $SECONDS -lt $deadline ] ||
+      die "zt-injector is running but has not set its webhook's caBundle within 2 minutes: kubectl -n zt-injector logs deploy/zt-injector"
+    sleep 1
+  done
 fi
 
 # --- 2. SPIRE -----------------------------------------------------------------
@@ -83,26 +114,32 @@ register_lab_entries() {
   while read -r id selectors; do
     case $id in '' | '#'*) continue ;; esac
     if spire_cli entry show -spiffeID "$id" | grep -q 'Entry ID'; then
-      say "2/7 lab: entry $id exists"
+      say "3/8 lab: entry $id exists"
       continue
     fi
     args=()
     for s in $selectors; do args+=(-selector "$s"); done
     spire_cli entry create -parentID "$node" -spiffeID "$id" "${args[@]}" >/dev/null
-    say "2/7 lab: entry $id created ($selectors)"
+    say "3/8 lab: entry $id created ($selectors)"
   done <policies/spire/lab/entries.txt
 }
 if lab; then
-  say "2/7 SPIRE $SPIRE_VERSION (lab: no spire-controller-manager, no SPIFFE CSI driver)"
+  say "3/8 SPIRE $SPIRE_VERSION (lab: no spire-controller-manager, no SPIFFE CSI driver)"
   apply_overlay spire
   k -n spire rollout status statefulset/spire-server --timeout 5m
   k -n spire rollout status daemonset/spire-agent --timeout 5m
   register_lab_entries
 else
-  say "2/7 SPIRE $SPIRE_VERSION, spire-controller-manager $SPIRE_CONTROLLER_MANAGER_VERSION, SPIFFE CSI driver $SPIFFE_CSI_DRIVER_VERSION"
+  say "3/8 SPIRE $SPIRE_VERSION, spire-controller-manager $SPIRE_CONTROLLER_MANAGER_VERSION, SPIFFE CSI driver $SPIFFE_CSI_DRIVER_VERSION"
   crd_args=()
   for crd in $ZT_SPIRE_CRDS; do crd_args+=(-f "$crd"); done
   k apply --server-side "${crd_args[@]}"
+  # kubectl wait fails at once (".status.conditions accessor error") while a
+  # fresh CRD has no status yet: retry until it has one.
+  for _ in $(seq 60); do
+    k wait --for condition=established --timeout 2m crd/clusterspiffeids.spire.spiffe.io 2>/dev/null && break
+    sleep 1
+  done
   k wait --for condition=established --timeout 2m crd/clusterspiffeids.spire.spiffe.io
   k apply -f deploy/k8s/spire/
   k apply -f policies/spire/k8s/clusterspiffeids.yaml
@@ -117,9 +154,9 @@ fi
 # ensure_secret NAMESPACE NAME: a Secret with one random `password`, unless it exists.
 ensure_secret() {
   if [ -n "$(k -n "$1" get secret "$2" --ignore-not-found -o name)" ]; then
-    say "3/7 secret $1/$2 exists"
+    say "4/8 secret $1/$2 exists"
   else
-    say "3/7 generating secret $1/$2"
+    say "4/8 generating secret $1/$2"
     k -n "$1" create secret generic "$2" \
       --from-file=password=<(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40)
   fi
@@ -128,13 +165,13 @@ ensure_secret postgres postgres-superuser
 ensure_secret openbao openbao-pg-admin
 # The bootstrap Job (namespace openbao) runs roles.sql as the superuser: same value.
 if [ -z "$(k -n openbao get secret postgres-superuser --ignore-not-found -o name)" ]; then
-  say "3/7 copying secret postgres/postgres-superuser to namespace openbao"
+  say "4/8 copying secret postgres/postgres-superuser to namespace openbao"
   k -n openbao create secret generic postgres-superuser \
     --from-file=password=<(k -n postgres get secret postgres-superuser -o 'jsonpath={.data.password}' | base64 -d)
 fi
 
 # --- 4. PostgreSQL and OpenBao -----------------------------------------------
-say "4/7 PostgreSQL $POSTGRES_IMAGE_TAG and OpenBao $OPENBAO_VERSION"
+say "5/8 PostgreSQL $POSTGRES_IMAGE_TAG and OpenBao $OPENBAO_VERSION"
 k apply -f deploy/k8s/postgres/postgres.yaml
 k apply -f deploy/k8s/openbao/openbao.yaml
 if waiting; then
@@ -190,26 +227,27 @@ wait_bootstrap() {
 }
 case $(job_state) in
   finished)
-    say "5/7 replacing the finished OpenBao bootstrap Job"
+    say "6/8 replacing the finished OpenBao bootstrap Job"
     k -n openbao delete job "$job" --wait=true
     ;;
   unfinished)
     # Never delete a running Job: its pod may hold a fresh unseal key in memory.
-    say "5/7 the OpenBao bootstrap Job from an earlier run has not finished: leaving it to finish"
+    say "6/8 the OpenBao bootstrap Job from an earlier run has not finished: leaving it to finish"
     ;;
-  *) say "5/7 OpenBao bootstrap Job (devstack init/unseal/configure-openbao, roles.sql)" ;;
+  *) say "6/8 OpenBao bootstrap Job (devstack init/unseal/configure-openbao, roles.sql)" ;;
 esac
 k apply -f deploy/k8s/openbao/bootstrap.yaml ||
   die "could not apply the bootstrap Job; if one from an earlier run is still running, let it finish (kubectl -n openbao get job $job) and run make install again"
 waiting && wait_bootstrap
 
 # --- 6. apps --------------------------------------------------------------------
-say "6/7 backend and frontend (zt-sidecar as native sidecars)"
+say "7/8 backend, frontend and the example job (zt-sidecar injected from their annotations)"
 existed=$(k -n 99-apps get deployment backend frontend --ignore-not-found -o name)
 if lab; then
   apply_overlay apps
 else
-  k apply -f deploy/k8s/apps/backend.yaml -f deploy/k8s/apps/frontend.yaml
+  k apply -f deploy/k8s/apps/backend.yaml -f deploy/k8s/apps/frontend.yaml \
+    -f deploy/examples/psql-report/psql-report.yaml
 fi
 # Only running apps need a restart to pick up images rebuilt under the same tag.
 if [ "${ZT_RESTART_APPS:-0}" = 1 ] && [ -n "$existed" ]; then
@@ -221,4 +259,4 @@ if waiting; then
   k -n 99-apps rollout status deployment/frontend --timeout 5m
 fi
 lab && waiting && k -n github-standin rollout status deployment/github-standin --timeout 5m
-say "7/7 installed into context $context$(waiting || printf ' (WAIT=0: pods not waited for)')"
+say "8/8 installed into context $context$(waiting || printf ' (WAIT=0: pods not waited for)')"

@@ -52,11 +52,17 @@ impl Registration {
     /// same binary must not get the identity (and through it the backend's
     /// OpenBao role). Selectors sorted, as [`Spire::entries`] lists them.
     pub fn for_binary(spiffe_id: &str, exe: &Path) -> anyhow::Result<Self> {
+        Self::for_binary_as(spiffe_id, exe, nix::unistd::geteuid().as_raw())
+    }
+
+    /// Identity for a process that runs the binary at `exe` as user `uid`
+    /// (a test that runs the workload as another user, as a pod would).
+    pub fn for_binary_as(spiffe_id: &str, exe: &Path, uid: u32) -> anyhow::Result<Self> {
         let real = std::fs::canonicalize(exe)
             .with_context(|| format!("cannot resolve workload binary {}", exe.display()))?;
         let mut selectors = vec![
             format!("unix:path:{}", real.display()),
-            format!("unix:uid:{}", nix::unistd::geteuid().as_raw()),
+            format!("unix:uid:{uid}"),
         ];
         selectors.sort();
         Ok(Self {

@@ -126,6 +126,18 @@ impl Options {
             .push(Registration::for_binary(spiffe_id, exe)?);
         Ok(self)
     }
+
+    /// [`Options::register_binary`] for a workload that runs as user `uid`.
+    pub fn register_binary_as(
+        mut self,
+        spiffe_id: &str,
+        exe: &Path,
+        uid: u32,
+    ) -> anyhow::Result<Self> {
+        self.registrations
+            .push(Registration::for_binary_as(spiffe_id, exe, uid)?);
+        Ok(self)
+    }
 }
 
 /// The running infrastructure. Dropping it stops every process; when the

@@ -28,26 +28,6 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 
-const BACKEND: &[(&str, &str)] = &[
-    ("inject", "true"),
-    ("openbao-role", "backend"),
-    ("database-db", "backend-role"),
-    (
-        "database-db-migrator",
-        "backend-migrator, rotate_before=2m, revoke_grace=10s",
-    ),
-    ("kv-jwt-signing-key", "backend/jwt-signing-key"),
-    (
-        "proxy-allow",
-        "GET,PUT,POST,DELETE secret/data/github/users/*; GET,DELETE secret/metadata/github/users/*",
-    ),
-    (
-        "mtls-inbound-8443",
-        "8000, allow=spiffe://demo.local/ns/99-apps/sa/frontend",
-    ),
-    ("secrets-group", "10001"),
-];
-
 struct Args {
     out: PathBuf,
     pods: usize,

@@ -214,14 +214,7 @@ impl<C: ConfigMaps> Injector<C> {
                 render::from_config_map(name, &text, s)?
             }
         };
-        let plan = Plan {
-            rendered: &rendered,
-            image: injection
-                .image
-                .clone()
-                .unwrap_or_else(|| s.sidecar.image.clone()),
-            resources: patch::resources(&injection.resources, &s.sidecar.resources)?,
-        };
+        let plan = Plan::new(&injection, &rendered, s)?;
         patch::mutation(pod, &plan, s).map(Decision::Inject)
     }
 }

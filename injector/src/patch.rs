@@ -6,7 +6,8 @@
 //!   spec.initContainers    + [0] zt-sidecar   native sidecar: restartPolicy Always,
 //!                                             startupProbe = `zt-sidecar probe` (/readyz),
 //!                                             config in ZT_CONFIG, restricted securityContext
-//!   spec.volumes           + zt-workload-api  SPIFFE CSI driver (Workload API socket)
+//!   spec.volumes           + zt-workload-api  SPIFFE CSI driver (Workload API socket;
+//!                                             a hostPath if sidecar.workload_api_host_path is set)
 //!                          + zt-run           memory-backed emptyDir with a sizeLimit
 //!   every other container  + zt-run at /run/zt, read-only   (secrets/, openbao.sock)
 //!   spec.securityContext   + supplementalGroups: the secrets group
@@ -31,19 +32,19 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
     CSIVolumeSource, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    ExecAction, Pod, PodSecurityContext, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    ExecAction, HostPathVolumeSource, Pod, PodSecurityContext, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KQuantity;
 use serde_json::Value;
 use zt_sidecar::config::{ListenAddr, ENV_CONFIG};
 
 use crate::annotations::{
-    key, AnnotationError, Refusal, ResourceOverrides, ADMIN_PORT, CPU_LIMIT, CPU_REQUEST, INJECT,
-    MEMORY_LIMIT, MEMORY_REQUEST, STATUS, STATUS_INJECTED,
+    key, AnnotationError, Injection, Intent, Refusal, ResourceOverrides, Source, ADMIN_PORT,
+    CPU_LIMIT, CPU_REQUEST, INJECT, MEMORY_LIMIT, MEMORY_REQUEST, STATUS, STATUS_INJECTED,
 };
 use crate::render::{Rendered, RUN_DIR, WORKLOAD_API_DIR};
-use crate::settings::{Resources, Settings};
+use crate::settings::{Resources, Settings, WorkloadApiVolume};
 
 /// Name of the injected container.
 pub const CONTAINER_NAME: &str = "zt-sidecar";
@@ -60,6 +61,30 @@ pub const STARTUP_PERIOD_SECONDS: i32 = 2;
 /// Startup probe attempts: 150 × 2 s = 5 minutes to get an SVID and every secret.
 pub const STARTUP_FAILURE_THRESHOLD: i32 = 150;
 
+/// The volume with the Workload API socket's directory.
+fn workload_api_volume(source: &WorkloadApiVolume) -> Volume {
+    let mut v = Volume {
+        name: WORKLOAD_API_VOLUME.into(),
+        ..Default::default()
+    };
+    match source {
+        WorkloadApiVolume::Csi => {
+            v.csi = Some(CSIVolumeSource {
+                driver: SPIFFE_CSI_DRIVER.into(),
+                read_only: Some(true),
+                ..Default::default()
+            })
+        }
+        WorkloadApiVolume::HostPath(path) => {
+            v.host_path = Some(HostPathVolumeSource {
+                path: path.clone(),
+                type_: Some("Directory".into()),
+            })
+        }
+    }
+    v
+}
+
 /// Everything the patch needs besides the pod.
 #[derive(Debug, Clone)]
 pub struct Plan<'a> {
@@ -69,6 +94,60 @@ pub struct Plan<'a> {
     pub image: String,
     /// Requests and limits (annotations over defaults).
     pub resources: Resources,
+}
+
+impl<'a> Plan<'a> {
+    /// The plan for `injection` with its rendered configuration: the image
+    /// and resources of its annotations over the injector's defaults.
+    pub fn new(
+        injection: &Injection,
+        rendered: &'a Rendered,
+        s: &Settings,
+    ) -> Result<Self, Refusal> {
+        Ok(Self {
+            rendered,
+            image: injection
+                .image
+                .clone()
+                .unwrap_or_else(|| s.sidecar.image.clone()),
+            resources: resources(&injection.resources, &s.sidecar.resources)?,
+        })
+    }
+}
+
+/// The pod as the webhook would have the API server store it, without a
+/// cluster: for checks of manifests (deploy/checks) and the tests. A pod
+/// whose configuration is in a ConfigMap is refused here (no cluster to read
+/// it from); a pod the annotations leave alone comes back unchanged.
+pub fn injected(pod: &Pod, s: &Settings) -> Result<Pod, Refusal> {
+    let notes = pod.metadata.annotations.clone().unwrap_or_default();
+    let injection = match crate::annotations::parse(&notes, &s.trust_domain)? {
+        Intent::Leave(_) => return Ok(pod.clone()),
+        Intent::Inject(i) => i,
+    };
+    let rendered = match &injection.source {
+        Source::Annotations(a) => crate::render::from_annotations(a, s)?,
+        Source::ConfigMap(_) => {
+            return Err(Refusal::from(AnnotationError::new(
+                crate::annotations::CONFIG_MAP,
+                "cannot be read without a cluster",
+            )))
+        }
+    };
+    let patch = mutation(pod, &Plan::new(&injection, &rendered, s)?, s)?;
+    let mut doc = json(pod);
+    json_patch::patch(&mut doc, &patch.0).map_err(|e| {
+        Refusal::from(AnnotationError::new(
+            INJECT,
+            format!("the patch does not apply: {e}"),
+        ))
+    })?;
+    serde_json::from_value(doc).map_err(|e| {
+        Refusal::from(AnnotationError::new(
+            INJECT,
+            format!("the patched pod is not a Pod: {e}"),
+        ))
+    })
 }
 
 /// Requests and limits: each annotation over its default; a request above
@@ -294,15 +373,7 @@ pub fn mutation(pod: &Pod, plan: &Plan<'_>, s: &Settings) -> Result<Patch, Refus
     } else {
         add(&mut ops, &["spec", "initContainers", "0"], json(&sidecar));
     }
-    let mut volumes = vec![Volume {
-        name: WORKLOAD_API_VOLUME.into(),
-        csi: Some(CSIVolumeSource {
-            driver: SPIFFE_CSI_DRIVER.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
+    let mut volumes = vec![workload_api_volume(&s.sidecar.workload_api_volume)];
     if needs.run_volume {
         volumes.push(Volume {
             name: RUN_VOLUME.into(),

@@ -127,6 +127,23 @@ impl Origins {
     }
 }
 
+/// The sidecar configuration a pod with these annotations gets, as the
+/// webhook renders it: `None` when the pod is left alone or takes its
+/// configuration from a ConfigMap. For checks of manifests (deploy/checks)
+/// and tools that want to see a pod's configuration without a cluster.
+pub fn for_pod(
+    annotations: &BTreeMap<String, String>,
+    s: &Settings,
+) -> Result<Option<Rendered>, Refusal> {
+    match crate::annotations::parse(annotations, &s.trust_domain)? {
+        crate::annotations::Intent::Inject(i) => match &i.source {
+            crate::annotations::Source::Annotations(a) => from_annotations(a, s).map(Some),
+            crate::annotations::Source::ConfigMap(_) => Ok(None),
+        },
+        crate::annotations::Intent::Leave(_) => Ok(None),
+    }
+}
+
 /// Renders the sidecar TOML the annotations describe, on top of the
 /// injector's defaults, and has zt-sidecar's loader judge it.
 pub fn from_annotations(a: &SidecarAnnotations, s: &Settings) -> Result<Rendered, Refusal> {

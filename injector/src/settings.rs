@@ -168,6 +168,7 @@ struct RawSidecar {
     secrets_group: Option<i64>,
     secrets_size_limit: Option<String>,
     workload_api: Option<String>,
+    workload_api_host_path: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
     cpu_request: Option<String>,
@@ -323,6 +324,8 @@ pub struct SidecarDefaults {
     pub secrets_size_limit: Quantity,
     /// `identity.workload_api` of the sidecar.
     pub workload_api: String,
+    /// Where the Workload API socket's directory comes from.
+    pub workload_api_volume: WorkloadApiVolume,
     /// `log.format`.
     pub log_format: String,
     /// `log.level` (annotation `log-level` overrides); `None` = the sidecar's default.
@@ -333,6 +336,18 @@ pub struct SidecarDefaults {
     pub openbao: Option<OpenBaoDefaults>,
     /// Defaults of `[[secrets.database]]` entries.
     pub database: DatabaseDefaults,
+}
+
+/// The source of the `zt-workload-api` volume (mounted at /run/spire/sockets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkloadApiVolume {
+    /// The SPIFFE CSI driver (`csi.spiffe.io`): the default, and the only
+    /// choice a namespace with the `restricted` Pod Security profile admits.
+    Csi,
+    /// A directory of the node holding the SPIRE agent's socket, for clusters
+    /// without the CSI driver (the lab). Needs a namespace that allows
+    /// hostPath volumes.
+    HostPath(String),
 }
 
 /// CPU and memory requests and limits.
@@ -628,6 +643,18 @@ impl Raw {
             workload_api: s
                 .workload_api
                 .unwrap_or_else(|| DEFAULT_WORKLOAD_API.into()),
+            workload_api_volume: match s.workload_api_host_path.as_deref() {
+                None | Some("") => WorkloadApiVolume::Csi,
+                Some(p) if p.starts_with('/') && !p.split('/').any(|c| c == "..") && p.len() <= 256 => {
+                    WorkloadApiVolume::HostPath(p.to_string())
+                }
+                Some(p) => {
+                    return Err(invalid(
+                        "sidecar.workload_api_host_path",
+                        format!("`{p}` is not an absolute path without `..` (at most 256 bytes); empty = the SPIFFE CSI driver"),
+                    ))
+                }
+            },
             log_format: s.log_format.unwrap_or_else(|| DEFAULT_LOG_FORMAT.into()),
             log_level: s.log_level,
             resources,

@@ -1,8 +1,9 @@
-//! The sidecar configuration the injector renders from annotations is the
-//! one the hand-written manifests use today: deploy/k8s/apps/backend.yaml
-//! and frontend.yaml (ConfigMaps backend-sidecar and frontend-sidecar), with
-//! the chart's default values. Both are loaded by zt-sidecar's own loader —
-//! the hand-written one from a file (`--config`, as those pods run it), the
+//! The sidecar configuration the injector renders from the annotations in
+//! deploy/k8s/apps/backend.yaml and frontend.yaml (with the chart's default
+//! values) is the one those manifests carried by hand before the injector
+//! (ConfigMaps backend-sidecar and frontend-sidecar, kept as
+//! tests/fixtures/*-sidecar.toml). Both are loaded by zt-sidecar's own loader —
+//! the hand-written one from a file (`--config`, as those pods ran it), the
 //! rendered one from ZT_CONFIG (as injected pods run it) — and compared key
 //! by key.
 
@@ -11,42 +12,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use zt_injector::annotations::{self, Intent, Source, PREFIX};
+use zt_injector::annotations::PREFIX;
 use zt_injector::render;
 use zt_injector::settings::Settings;
 use zt_sidecar::config::{Config, ConfigSource, ENV_CONFIG};
-
-/// The annotations that replace backend.yaml's hand-written sidecar
-/// (injector/README.md, "Attach zt-sidecar to your workload").
-pub const BACKEND: &[(&str, &str)] = &[
-    ("inject", "true"),
-    ("openbao-role", "backend"),
-    ("database-db", "backend-role"),
-    (
-        "database-db-migrator",
-        "backend-migrator, rotate_before=2m, revoke_grace=10s",
-    ),
-    ("kv-jwt-signing-key", "backend/jwt-signing-key"),
-    (
-        "proxy-allow",
-        "GET,PUT,POST,DELETE secret/data/github/users/*; GET,DELETE secret/metadata/github/users/*",
-    ),
-    (
-        "mtls-inbound-8443",
-        "8000, allow=spiffe://demo.local/ns/99-apps/sa/frontend",
-    ),
-    ("secrets-group", "10001"),
-];
-
-/// The annotations that replace frontend.yaml's hand-written sidecar.
-pub const FRONTEND: &[(&str, &str)] = &[
-    ("inject", "true"),
-    ("admin-port", "15100"),
-    (
-        "mtls-outbound-backend",
-        "backend.99-apps.svc.cluster.local:8443, listen=15001, server_id=spiffe://demo.local/ns/99-apps/sa/backend",
-    ),
-];
 
 /// The injector's settings as the chart renders them with its default values.
 fn chart_settings() -> Settings {
@@ -67,29 +36,16 @@ fn chart_settings() -> Settings {
     .unwrap()
 }
 
-fn rendered(pairs: &[(&str, &str)], settings: &Settings) -> String {
-    let notes: BTreeMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
-        .collect();
-    let Intent::Inject(i) = annotations::parse(&notes, &settings.trust_domain).unwrap() else {
-        panic!("not an injection")
-    };
-    let Source::Annotations(a) = &i.source else {
-        panic!("annotations only")
-    };
-    render::from_annotations(a, settings)
+fn rendered(notes: &BTreeMap<String, String>, settings: &Settings) -> String {
+    render::for_pod(notes, settings)
         .unwrap_or_else(|r| panic!("{r}"))
+        .expect("annotations of an injected pod")
         .toml
 }
 
-fn hand_written(file: &str, configmap: &str) -> String {
-    deploy_checks::manifest::load(&repo().join(file))
-        .unwrap()
-        .into_iter()
-        .find(|m| m.kind() == "ConfigMap" && m.name() == configmap)
-        .and_then(|m| m.value["data"]["sidecar.toml"].as_str().map(str::to_string))
-        .unwrap_or_else(|| panic!("{file} has no ConfigMap {configmap}"))
+/// The annotations of an app's pod template, as deployed.
+fn deployed(app: &str) -> BTreeMap<String, String> {
+    template_annotations(&format!("deploy/k8s/apps/{app}.yaml"), app)
 }
 
 /// Every leaf of the effective configuration, as `dotted.key[i] = value`.
@@ -161,8 +117,8 @@ fn the_backend_annotations_render_the_hand_written_backend_sidecar_config() {
     let s = chart_settings();
     let n = compare(
         "backend",
-        &hand_written("deploy/k8s/apps/backend.yaml", "backend-sidecar"),
-        &rendered(BACKEND, &s),
+        &fixture("backend-sidecar.toml"),
+        &rendered(&deployed("backend"), &s),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(n >= 50, "only {n} keys compared");
@@ -173,8 +129,8 @@ fn the_frontend_annotations_render_the_hand_written_frontend_sidecar_config() {
     let s = chart_settings();
     let n = compare(
         "frontend",
-        &hand_written("deploy/k8s/apps/frontend.yaml", "frontend-sidecar"),
-        &rendered(FRONTEND, &s),
+        &fixture("frontend-sidecar.toml"),
+        &rendered(&deployed("frontend"), &s),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(n >= 12, "only {n} keys compared");
@@ -184,9 +140,9 @@ fn the_frontend_annotations_render_the_hand_written_frontend_sidecar_config() {
 #[test]
 fn a_changed_annotation_shows_up_as_a_differing_key() {
     let s = chart_settings();
-    let mut changed = BACKEND.to_vec();
-    changed.retain(|(k, _)| *k != "secrets-group");
-    let hand = hand_written("deploy/k8s/apps/backend.yaml", "backend-sidecar");
+    let mut changed = deployed("backend");
+    changed.remove(&format!("{PREFIX}secrets-group"));
+    let hand = fixture("backend-sidecar.toml");
     let msg = compare("backend", &hand, &rendered(&changed, &s)).unwrap_err();
     assert!(
         msg.contains("secrets.group: hand-written 10001 / injected 10000"),

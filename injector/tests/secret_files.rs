@@ -122,7 +122,13 @@ fn test() {
             .unwrap();
     let stack = devstack::Devstack::start(
         devstack::Options::default()
-            .register_binary(devstack::spire::BACKEND_ID, &binary)
+            // The sidecar runs as the injected container's uid, and SPIRE
+            // selects on it (unix:uid), as devstack does for `make up`.
+            .register_binary_as(
+                devstack::spire::BACKEND_ID,
+                &binary,
+                zt_injector::settings::DEFAULT_RUN_AS_USER as u32,
+            )
             .unwrap(),
     )
     .expect("devstack (real SPIRE, OpenBao, PostgreSQL)");
@@ -473,8 +479,9 @@ fn wait_ready(admin: &str, timeout: Duration) -> Result<(), String> {
         match std::net::TcpStream::connect(admin) {
             Ok(mut s) => {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ =
-                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let _ = s.write_all(
+                    b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                );
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
                 if buf.starts_with("HTTP/1.1 200") {

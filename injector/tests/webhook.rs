@@ -17,36 +17,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{json, Value};
-use zt_injector::annotations::{self, Intent, Source};
-use zt_injector::patch::{self, Plan};
-use zt_injector::render;
+use zt_injector::patch;
 use zt_injector::settings::Settings;
 
 const NS: &str = "zt-injector";
 const APPS: &str = "apps";
 const PLAIN: &str = "plain";
 const WEBHOOK: &str = "inject.zt.demo.local";
-
-/// The annotations of a backend-like workload: every kind of setting.
-const BACKEND: &[(&str, &str)] = &[
-    ("inject", "true"),
-    ("openbao-role", "backend"),
-    ("database-db", "backend-role"),
-    (
-        "database-db-migrator",
-        "backend-migrator, rotate_before=2m, revoke_grace=10s",
-    ),
-    ("kv-jwt-signing-key", "backend/jwt-signing-key"),
-    (
-        "proxy-allow",
-        "GET,PUT,POST,DELETE secret/data/github/users/*; GET,DELETE secret/metadata/github/users/*",
-    ),
-    (
-        "mtls-inbound-8443",
-        "8000, allow=spiffe://demo.local/ns/99-apps/sa/frontend",
-    ),
-    ("secrets-group", "10001"),
-];
 
 /// Every key of `want` is in `got` with the same value (arrays: same
 /// length, element by element). The API server adds defaults; what the
@@ -74,28 +51,7 @@ fn assert_subset(want: &Value, got: &Value, path: &str) {
 /// What the library says the stored pod must contain.
 fn expected(settings: &Settings, manifest: &Value) -> Value {
     let pod: Pod = serde_json::from_value(manifest.clone()).unwrap();
-    let notes = pod.metadata.annotations.clone().unwrap_or_default();
-    let Intent::Inject(injection) = annotations::parse(&notes, &settings.trust_domain).unwrap()
-    else {
-        panic!("not an injection")
-    };
-    let Source::Annotations(a) = &injection.source else {
-        panic!("annotations only")
-    };
-    let rendered = render::from_annotations(a, settings).unwrap();
-    let plan = Plan {
-        rendered: &rendered,
-        image: settings.sidecar.image.clone(),
-        resources: patch::resources(&injection.resources, &settings.sidecar.resources).unwrap(),
-    };
-    let p = patch::mutation(&pod, &plan, settings).unwrap();
-    let mut out = manifest.clone();
-    json_patch_apply(&mut out, p);
-    out
-}
-
-fn json_patch_apply(doc: &mut Value, p: json_patch::Patch) {
-    json_patch::patch(doc, &p.0).unwrap();
+    serde_json::to_value(patch::injected(&pod, settings).unwrap_or_else(|r| panic!("{r}"))).unwrap()
 }
 
 fn sidecars(pod: &Pod) -> usize {
@@ -401,7 +357,7 @@ async fn the_webhook_injects_refuses_and_fails_closed_in_the_real_api_server() {
     );
 
     // --- A ConfigMap with a full sidecar TOML (read with the chart's RBAC).
-    let backend_toml = hand_written_toml("deploy/k8s/apps/backend.yaml", "backend-sidecar");
+    let backend_toml = fixture("backend-sidecar.toml");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), APPS);
     for (name, text) in [
         ("good", backend_toml.as_str()),
@@ -552,14 +508,4 @@ fn assert_no_key_material(log: &str, secret: &Secret) {
             );
         }
     }
-}
-
-/// The sidecar.toml of a hand-written ConfigMap in the repository.
-fn hand_written_toml(file: &str, configmap: &str) -> String {
-    deploy_checks::manifest::load(&repo().join(file))
-        .unwrap()
-        .into_iter()
-        .find(|m| m.kind() == "ConfigMap" && m.name() == configmap)
-        .and_then(|m| m.value["data"]["sidecar.toml"].as_str().map(str::to_string))
-        .unwrap_or_else(|| panic!("{file} has no ConfigMap {configmap}"))
 }

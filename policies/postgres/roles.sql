@@ -10,6 +10,10 @@
 --                  `SET ROLE app_owner`), never as the runtime user.
 --   app_runtime    NOLOGIN. DML only: SELECT/INSERT/UPDATE/DELETE on tables,
 --                  USAGE/SELECT on sequences. OpenBao's runtime users are members.
+--   app_reader     NOLOGIN. CONNECT to appdb and nothing else (no table: the
+--                  users table holds password hashes): what every role may
+--                  read, the catalog and statistics views. The example report
+--                  job's short-lived users (deploy/examples/psql-report).
 --   openbao_admin  LOGIN. Used only by OpenBao's database engine to create and
 --                  drop the short-lived users; may hand out the two roles above
 --                  and terminate sessions of users it revokes.
@@ -18,19 +22,22 @@ SELECT 'CREATE ROLE app_owner NOLOGIN'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_owner') \gexec
 SELECT 'CREATE ROLE app_runtime NOLOGIN'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_runtime') \gexec
+SELECT 'CREATE ROLE app_reader NOLOGIN'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_reader') \gexec
 SELECT 'CREATE ROLE openbao_admin'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'openbao_admin') \gexec
 
 ALTER ROLE openbao_admin WITH LOGIN CREATEROLE NOSUPERUSER PASSWORD :'openbao_admin_password';
 GRANT app_runtime TO openbao_admin WITH ADMIN OPTION;
 GRANT app_owner TO openbao_admin WITH ADMIN OPTION;
+GRANT app_reader TO openbao_admin WITH ADMIN OPTION;
 GRANT pg_signal_backend TO openbao_admin;
 
 SELECT 'CREATE DATABASE appdb OWNER app_owner ENCODING ''UTF8'' TEMPLATE template0'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'appdb') \gexec
 
 REVOKE ALL ON DATABASE appdb FROM PUBLIC;
-GRANT CONNECT ON DATABASE appdb TO app_owner, app_runtime, openbao_admin;
+GRANT CONNECT ON DATABASE appdb TO app_owner, app_runtime, app_reader, openbao_admin;
 
 \connect appdb
 ALTER SCHEMA public OWNER TO app_owner;
@@ -41,6 +48,7 @@ ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
   GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO app_runtime;
 ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
   GRANT USAGE, SELECT ON SEQUENCES TO app_runtime;
+
 -- And those that already exist (re-running this file after migrations).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_runtime;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO app_runtime;

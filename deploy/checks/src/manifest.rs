@@ -63,6 +63,7 @@ impl Manifest {
             "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => {
                 self.value.pointer("/spec/template")
             }
+            "CronJob" => self.value.pointer("/spec/jobTemplate/spec/template"),
             _ => None,
         }
     }
@@ -163,12 +164,18 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Everything `make deploy` applies from this repository: deploy/k8s,
-/// policies/cilium and policies/spire/k8s.
+/// Everything `make install` applies from this repository as plain
+/// manifests: deploy/k8s, deploy/examples, policies/cilium and
+/// policies/spire/k8s (the injector comes from its chart).
 pub fn deployed() -> Result<Vec<Manifest>> {
     let root = crate::repo::root();
     let mut all = Vec::new();
-    for dir in ["deploy/k8s", "policies/cilium", "policies/spire/k8s"] {
+    for dir in [
+        "deploy/k8s",
+        "deploy/examples",
+        "policies/cilium",
+        "policies/spire/k8s",
+    ] {
         for file in yaml_files(&root.join(dir))? {
             all.extend(load(&file)?);
         }

@@ -165,30 +165,9 @@ impl World {
             let path = root().join(file).display().to_string();
             kubectl(cp, &["apply", "-f", &path]).assert_clean(file);
         }
-        let token = kubectl(
-            cp,
-            &[
-                "-n",
-                "openbao",
-                "create",
-                "token",
-                "openbao-bootstrap",
-                "--duration=2h",
-            ],
-        );
-        assert_eq!(token.code, 0, "kubectl create token failed");
         let kubeconfig = dir.path().join("kubeconfig");
-        let ca = std::fs::read(cp.pki().ca_cert()).unwrap();
-        use base64::Engine;
-        let config = serde_json::json!({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "c", "cluster": {"server": cp.server(),
-                "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca)}}],
-            "users": [{"name": "openbao-bootstrap", "user": {"token": token.output.trim()}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "openbao-bootstrap"}}],
-            "current-context": "c",
-        });
-        std::fs::write(&kubeconfig, config.to_string()).unwrap();
+        cp.service_account_kubeconfig("openbao", "openbao-bootstrap", &kubeconfig)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         chown(&kubeconfig, JOB_UID, JOB_UID);
         std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o400)).unwrap();
 

@@ -287,13 +287,29 @@ fn openbao_server_config_passes_bao_operator_diagnose() {
     );
 }
 
-fn sidecar_config(
+/// The effective sidecar configuration zt-injector gives every annotated pod
+/// template of the manifests, by "<namespace>/<name>", as JSON.
+fn injected_configs(
     all: &[deploy_checks::manifest::Manifest],
-    name: &str,
-) -> zt_sidecar::config::Config {
-    let text = common::config_map_entry(all, "99-apps", name, "sidecar.toml");
-    zt_sidecar::config::Config::parse(text, &BTreeMap::new())
-        .unwrap_or_else(|e| panic!("{name}: invalid configuration: {e}"))
+) -> BTreeMap<String, zt_sidecar::config::Config> {
+    let settings = common::injector_settings();
+    let mut out = BTreeMap::new();
+    for m in all {
+        let Some(t) = m.pod_template() else { continue };
+        let notes: BTreeMap<String, String> =
+            serde_json::from_value(t["metadata"]["annotations"].clone()).unwrap_or_default();
+        let rendered = zt_injector::render::for_pod(&notes, &settings).unwrap_or_else(|r| {
+            panic!("{}: zt-injector refuses its annotations: {r}", m.describe())
+        });
+        if let Some(r) = rendered {
+            out.insert(format!("{}/{}", m.namespace(), m.name()), r.config);
+        }
+    }
+    out
+}
+
+fn as_json(c: &zt_sidecar::config::Config) -> Value {
+    serde_json::to_value(toml::from_str::<toml::Value>(&c.to_toml()).unwrap()).unwrap()
 }
 
 /// The value of env var `name` in container `c`.
@@ -341,94 +357,84 @@ fn app_containers_are_probed_where_they_listen() {
 }
 
 #[test]
-fn sidecar_configs_are_accepted_by_zt_sidecar_and_match_the_pods() {
+fn injected_sidecar_configs_are_accepted_and_match_the_pods() {
     let all = common::deployed();
     let w = Workloads::load().unwrap();
     let td = &w.trust_domain;
     let backend_id = w.get("backend").unwrap().spiffe_id(td);
     let frontend_id = w.get("frontend").unwrap().spiffe_id(td);
-    let backend = sidecar_config(&all, "backend-sidecar");
-    let frontend = sidecar_config(&all, "frontend-sidecar");
-    let b =
-        serde_json::to_value(toml::from_str::<toml::Value>(&backend.to_toml()).unwrap()).unwrap();
-    let f =
-        serde_json::to_value(toml::from_str::<toml::Value>(&frontend.to_toml()).unwrap()).unwrap();
-    println!("backend sidecar (effective):\n{}", backend.to_toml());
+    let configs = injected_configs(&all);
+    assert_eq!(
+        configs.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "99-apps/backend",
+            "99-apps/frontend",
+            "zt-examples/psql-report"
+        ],
+        "the annotated workloads"
+    );
+    let b = as_json(&configs["99-apps/backend"]);
+    let f = as_json(&configs["99-apps/frontend"]);
+    println!(
+        "backend sidecar (effective):\n{}",
+        configs["99-apps/backend"].to_toml()
+    );
 
-    // Identity through the CSI driver's mount.
-    for (c, deploy) in [(&b, "backend"), (&f, "frontend")] {
-        let api = c
-            .pointer("/identity/workload_api")
-            .and_then(Value::as_str)
-            .unwrap();
-        let d = common::find(&all, "Deployment", "99-apps", deploy);
-        let sidecar = &d
-            .value
-            .pointer("/spec/template/spec/initContainers/0")
-            .unwrap();
-        assert_eq!(
-            sidecar["restartPolicy"], "Always",
-            "{deploy}: zt-sidecar must be a native sidecar"
-        );
-        let mount = sidecar["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == "spiffe-workload-api")
-            .unwrap();
-        assert!(
-            api.starts_with(&format!("unix:{}/", mount["mountPath"].as_str().unwrap())),
-            "{deploy}: {api} is not in the CSI mount"
-        );
-        let agent = common::config_map_entry(&all, "spire", "spire-agent", "agent.conf");
-        let socket = api.rsplit('/').next().unwrap();
-        assert!(
-            agent.contains(&format!("/run/spire/agent-sockets/{socket}\"")),
-            "{deploy}: the agent does not create {socket}"
-        );
-        // The admin listener stays on loopback; the kubelet probes it through
-        // `zt-sidecar probe --config <the mounted config>` (exec).
-        let admin = c.pointer("/admin/listen").and_then(Value::as_str).unwrap();
-        assert!(
-            admin.starts_with("127.0.0.1:"),
-            "{deploy}: admin.listen {admin} must be loopback"
-        );
-        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-            let cmd: Vec<&str> = sidecar[probe]["exec"]["command"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{deploy}: {probe} must be an exec probe"))
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            assert_eq!(
-                &cmd[..4],
-                [
-                    "/usr/local/bin/zt-sidecar",
-                    "probe",
-                    "--config",
-                    "/etc/zt/sidecar.toml"
-                ],
-                "{deploy}: {probe}"
-            );
-            assert_eq!(
-                sidecar["args"][2], "/etc/zt/sidecar.toml",
-                "{deploy}: the probe reads the config the sidecar runs with"
-            );
-        }
-    }
-    // The backend: OpenBao role bound to its ID; files for its group; mTLS allow-list.
+    // Each annotated workload's namespace opted in, and its OpenBao role is
+    // bound to exactly its own SPIFFE ID.
     let setup: toml::Value = toml::from_str(
         &std::fs::read_to_string(root().join("policies/openbao/setup.toml")).unwrap(),
     )
     .unwrap();
-    let role = b.pointer("/openbao/role").and_then(Value::as_str).unwrap();
-    let bound = setup["jwt"]["roles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"].as_str() == Some(role))
-        .expect("role in setup.toml");
-    assert_eq!(bound["bound_subject"].as_str(), Some(backend_id.as_str()));
+    for (key, config) in &configs {
+        let (ns, name) = key.split_once('/').unwrap();
+        let namespace = all
+            .iter()
+            .find(|m| m.kind() == "Namespace" && m.name() == ns)
+            .unwrap_or_else(|| panic!("{key}: no Namespace {ns} in the manifests"));
+        assert_eq!(
+            namespace
+                .value
+                .pointer("/metadata/labels/zt.demo.local~1injection")
+                .and_then(Value::as_str),
+            Some("enabled"),
+            "{key}: namespace {ns} must opt in to injection"
+        );
+        let c = as_json(config);
+        let Some(role) = c.pointer("/openbao/role").and_then(Value::as_str) else {
+            continue;
+        };
+        let m = all
+            .iter()
+            .find(|m| m.namespace() == ns && m.name() == name && m.pod_template().is_some())
+            .unwrap();
+        let sa = m.pod_template().unwrap()["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap();
+        let bound = setup["jwt"]["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"].as_str() == Some(role))
+            .unwrap_or_else(|| panic!("{key}: OpenBao role {role} is not in setup.toml"));
+        assert_eq!(
+            bound["bound_subject"].as_str(),
+            Some(format!("spiffe://{td}/ns/{ns}/sa/{sa}").as_str()),
+            "{key}: role {role}"
+        );
+    }
+    assert!(
+        b.pointer("/admin/listen")
+            .and_then(Value::as_str)
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "admin listeners stay on loopback"
+    );
+    // The backend: its role; files for its group; mTLS allow-list.
+    assert_eq!(
+        b.pointer("/openbao/role").and_then(Value::as_str),
+        Some("backend")
+    );
     let d = common::find(&all, "Deployment", "99-apps", "backend");
     let app = d.value.pointer("/spec/template/spec/containers/0").unwrap();
     assert_eq!(

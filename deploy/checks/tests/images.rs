@@ -18,6 +18,10 @@ const OURS: &[&str] = &[
     "devstack",
 ];
 
+/// Images of deploy/examples (built by deploy.sh from their own Dockerfiles,
+/// nothing of ours inside).
+const EXAMPLES: &[&str] = &["psql"];
+
 fn workspace_members() -> Vec<String> {
     let cargo: toml::Value =
         toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
@@ -214,12 +218,13 @@ fn every_image_is_ours_or_pinned_in_versions_env() {
             if let Some(rest) = image.strip_prefix("zt-platform/") {
                 let (name, tag) = rest.split_once(':').unwrap();
                 assert!(
-                    OURS.contains(&name) && tag == "dev",
+                    (OURS.contains(&name) || EXAMPLES.contains(&name)) && tag == "dev",
                     "{}: unknown own image {image}",
                     m.describe()
                 );
                 assert!(
-                    deploy_sh.contains("images=(zt-sidecar app-backend app-frontend devstack)"),
+                    deploy_sh.contains(&format!(" {name}=deploy/"))
+                        || deploy_sh.contains(&format!("({name}=deploy/")),
                     "deploy.sh must build and load {image}"
                 );
                 assert_eq!(
@@ -248,15 +253,17 @@ fn containers(t: &Value) -> Vec<&Value> {
         .collect()
 }
 
-/// Apps, OpenBao, PostgreSQL and the SPIRE server: non-root, read-only root
-/// filesystem, no privilege escalation, all capabilities dropped, requests
-/// and limits. (The SPIRE agent and the CSI driver are the documented
-/// exceptions: host PID / mount propagation.)
+/// Apps (with their injected sidecars), OpenBao, PostgreSQL and the SPIRE
+/// server: non-root, read-only root filesystem, no privilege escalation, all
+/// capabilities dropped, requests and limits. (The SPIRE agent and the CSI
+/// driver are the documented exceptions: host PID / mount propagation.)
 #[test]
 fn pods_are_locked_down() {
     let exceptions = ["spire-agent", "spiffe-csi-driver"];
+    let settings = common::injector_settings();
     for m in common::deployed() {
         let Some(t) = m.pod_template() else { continue };
+        let t = &common::injected_template(t, &settings);
         let all_c = containers(t);
         for c in &all_c {
             let who = format!("{} container {}", m.describe(), c["name"]);
@@ -320,17 +327,21 @@ fn pods_are_locked_down() {
     }
 }
 
+/// The annotated pods as they run (their sidecar injected): identity from
+/// the SPIFFE CSI driver, no API token, secrets in memory and read-only for
+/// the apps.
 #[test]
-fn app_pods_get_identity_from_the_csi_driver_and_secrets_in_memory() {
+fn annotated_pods_get_identity_from_the_csi_driver_and_secrets_in_memory() {
     let all = common::deployed();
-    for name in ["backend", "frontend"] {
-        let d = common::find(&all, "Deployment", "99-apps", name);
-        let vols = d
-            .value
-            .pointer("/spec/template/spec/volumes")
-            .unwrap()
-            .as_array()
-            .unwrap();
+    let settings = common::injector_settings();
+    for (kind, ns, name, secrets) in [
+        ("Deployment", "99-apps", "backend", true),
+        ("Deployment", "99-apps", "frontend", false),
+        ("CronJob", "zt-examples", "psql-report", true),
+    ] {
+        let m = common::find(&all, kind, ns, name);
+        let t = common::injected_template(m.pod_template().unwrap(), &settings);
+        let vols = t.pointer("/spec/volumes").unwrap().as_array().unwrap();
         let csi = vols
             .iter()
             .find(|v| v.get("csi").is_some())
@@ -338,30 +349,53 @@ fn app_pods_get_identity_from_the_csi_driver_and_secrets_in_memory() {
         assert_eq!(csi["csi"]["driver"], "csi.spiffe.io");
         assert_eq!(csi["csi"]["readOnly"], true);
         assert_eq!(
-            d.value
-                .pointer("/spec/template/spec/automountServiceAccountToken"),
+            t.pointer("/spec/automountServiceAccountToken"),
             Some(&Value::Bool(false)),
             "{name}: no API token in app pods"
         );
+        assert_eq!(
+            t.pointer("/spec/initContainers/0/name")
+                .and_then(Value::as_str),
+            Some("zt-sidecar"),
+            "{name}: the sidecar is injected first"
+        );
+        let run = vols.iter().find(|v| v["name"] == "zt-run");
+        assert_eq!(
+            run.is_some(),
+            secrets,
+            "{name}: a secrets volume only with secrets"
+        );
+        if !secrets {
+            continue;
+        }
+        assert_eq!(
+            run.unwrap()["emptyDir"]["medium"],
+            "Memory",
+            "secrets must live in memory"
+        );
+        let app = t.pointer("/spec/containers/0").unwrap();
+        let mount = app["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "zt-run")
+            .unwrap();
+        assert_eq!(
+            mount["readOnly"], true,
+            "{name}: the app only reads secrets"
+        );
+        // The files' group is the app's group: readable without fsGroup.
+        let groups = t
+            .pointer("/spec/securityContext/supplementalGroups")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("{name}: no supplementalGroups"));
+        assert!(
+            groups.contains(&app["securityContext"]["runAsGroup"]),
+            "{name}: the secrets group {groups:?} is not the app's group"
+        );
+        assert!(
+            t.pointer("/spec/securityContext/fsGroup").is_none(),
+            "{name}: no fsGroup is needed"
+        );
     }
-    let d = common::find(&all, "Deployment", "99-apps", "backend");
-    let vols = d
-        .value
-        .pointer("/spec/template/spec/volumes")
-        .unwrap()
-        .as_array()
-        .unwrap();
-    let run = vols.iter().find(|v| v["name"] == "zt-run").unwrap();
-    assert_eq!(
-        run["emptyDir"]["medium"], "Memory",
-        "secrets must live in memory"
-    );
-    let app = d.value.pointer("/spec/template/spec/containers/0").unwrap();
-    let mount = app["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "zt-run")
-        .unwrap();
-    assert_eq!(mount["readOnly"], true, "the backend only reads secrets");
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::install::{self, copy_tree, edit};
+use common::install::{self, copy_tree, edit, kubectl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_manifests_are_refused_by_the_real_api_server() {
@@ -61,8 +61,8 @@ async fn broken_manifests_are_refused_by_the_real_api_server() {
     edit(
         tree.path(),
         "deploy/k8s/apps/frontend.yaml",
-        "            runAsUser: 10001\n            runAsGroup: 10001\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n      volumes:",
-        "            runAsUser: 10001\n            runAsGroup: 10001\n            allowPrivilegeEscalation: true\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n      volumes:",
+        "            runAsUser: 10001\n            runAsGroup: 10001\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n---",
+        "            runAsUser: 10001\n            runAsGroup: 10001\n            allowPrivilegeEscalation: true\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n---",
     );
     let run = install::install(cp, tree.path());
     println!("--- restricted violated:\n{}", run.output);
@@ -75,6 +75,19 @@ async fn broken_manifests_are_refused_by_the_real_api_server() {
         "no Pod Security warning for the privileged Deployment:\n{}",
         run.output
     );
+    // No injector runs here, and its webhook fails closed for 99-apps: it
+    // would refuse the Pod before Pod Security (a validating plugin) saw it.
+    // Without the webhook, Pod Security judges the Pod as written.
+    kubectl(
+        cp,
+        &[
+            "delete",
+            "mutatingwebhookconfiguration",
+            "zt-injector",
+            "--ignore-not-found",
+        ],
+    )
+    .assert_clean("deleting the webhook configuration");
     let client = cp.client().await.unwrap();
     let templates = install::pod_templates(&client, "99-apps").await;
     let (_, frontend) = templates

@@ -122,7 +122,7 @@ fn leases(bao: &Bao, role: &str) -> Vec<String> {
 fn platform_installs_into_the_lab_and_every_pod_becomes_ready() {
     let _serial = lab::serial();
     let lab = installed();
-    for ns in ["spire", "postgres", "openbao", "99-apps"] {
+    for ns in ["spire", "postgres", "openbao", "zt-injector", "99-apps"] {
         let pods = kubectl(
             lab,
             &["-n", ns, "get", "pods", "-o",
@@ -264,8 +264,18 @@ fn the_seed_demo_steps_pass_through_the_cluster() {
     );
     println!("{text}");
     assert!(out.status.success(), "make demo (lab) failed:\n{text}");
-    for part in ["Part 1", "Part 2", "Part 3", "Part 4"] {
+    for part in ["Part 1", "Part 2", "Part 3", "Part 4", "Part 4b"] {
         assert!(text.contains(part), "{part} did not run:\n{text}");
+    }
+    // The apps' sidecars were injected, and the example job (not ours) got
+    // its own user through annotations alone, dropped when it ended.
+    for want in [
+        "ok: backend: zt-sidecar injected from its annotations",
+        "ok: frontend: zt-sidecar injected from its annotations",
+        "ok: the job's psql connected as its own short-lived user v-report-reader",
+        "the sidecar revoked its lease when the job ended",
+    ] {
+        assert!(text.contains(want), "missing {want:?}:\n{text}");
     }
     assert!(
         !text.contains("UNEXPECTED") && !text.contains("skipped: set GITHUB_TOKEN"),

@@ -78,11 +78,14 @@ fn resolves(image: &Image, word: &str) -> bool {
 #[test]
 fn every_container_of_the_manifests_can_start_from_its_lab_image() {
     let all = images();
+    let settings = common::injector_settings();
     let mut checked = 0;
     for m in common::deployed() {
         let Some(template) = m.pod_template() else {
             continue;
         };
+        // As the pods run: with their injected sidecars.
+        let template = &common::injected_template(template, &settings);
         for list in ["/spec/initContainers", "/spec/containers"] {
             for c in template
                 .pointer(list)

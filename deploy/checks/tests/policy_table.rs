@@ -311,6 +311,38 @@ const FLOWS: &[(&str, &str, u16, Protocol, Want, &str)] = &[
         Deny,
         "the CSI driver only mounts a socket",
     ),
+    (
+        "psql-report",
+        "openbao",
+        8200,
+        TCP,
+        AllowAuth,
+        "the example job's sidecar logs in and gets its user",
+    ),
+    (
+        "psql-report",
+        "postgres",
+        5432,
+        TCP,
+        AllowAuth,
+        "the example job's psql",
+    ),
+    (
+        "psql-report",
+        "backend",
+        8443,
+        TCP,
+        Deny,
+        "the example job is not the frontend",
+    ),
+    (
+        "psql-report",
+        "world",
+        443,
+        TCP,
+        Deny,
+        "the example job has no internet",
+    ),
 ];
 
 #[test]

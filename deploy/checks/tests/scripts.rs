@@ -202,10 +202,13 @@ fn deploy_sees_an_existing_cluster_among_many() {
 fn install_refuses_garbage_and_missing_tools_before_touching_the_cluster() {
     let (code, err, _) = run_script("install.sh", &[]);
     assert_eq!(code, 69, "{err}");
-    assert!(err.contains("missing required tool(s): kubectl\n"), "{err}");
+    assert!(
+        err.contains("missing required tool(s): kubectl helm\n"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    let path = scripted_path(dir.path(), &[("kubectl", "exit 1")]);
+    let path = scripted_path(dir.path(), &[("kubectl", "exit 1"), ("helm", "exit 1")]);
     let run = |env: &[(&str, &str)]| {
         let mut cmd = Command::new(bash());
         cmd.arg(root().join("deploy/scripts/install.sh"))

@@ -288,6 +288,41 @@ impl ControlPlane {
         cmd
     }
 
+    /// Writes (mode 0600) a kubeconfig at `path` that authenticates as the
+    /// ServiceAccount `namespace/name` with a 2-hour token from the
+    /// TokenRequest API: a process using it has exactly that account's RBAC.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &Path,
+    ) -> anyhow::Result<()> {
+        let out = self
+            .kubectl()
+            .args(["-n", namespace, "create", "token", name, "--duration=2h"])
+            .output()
+            .context("running kubectl create token")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl -n {namespace} create token {name}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let token = String::from_utf8(out.stdout).context("token is not UTF-8")?;
+        let ca = std::fs::read(self.pki.ca_cert()).context("reading the cluster CA")?;
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "devstack", "cluster": {
+                "server": self.server(),
+                "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca),
+            }}],
+            "users": [{"name": name, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "devstack", "context": {"cluster": "devstack", "user": name, "namespace": namespace}}],
+            "current-context": "devstack",
+        });
+        crate::openbao::write_private(path, serde_json::to_string_pretty(&config)?.as_bytes())
+    }
+
     /// Each process's name and last log lines (for failure messages).
     pub fn log_tails(&self, lines: usize) -> String {
         let procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());

@@ -7,7 +7,10 @@ use crate::testing::settings;
 
 /// parse → render → mutation, as the webhook does for annotation-only pods.
 fn inject(pod: &Value) -> Result<Option<Value>, String> {
-    let s = settings();
+    inject_with(pod, settings())
+}
+
+fn inject_with(pod: &Value, s: Settings) -> Result<Option<Value>, String> {
     let pod_typed: Pod = serde_json::from_value(pod.clone()).unwrap();
     let annotations = pod_typed.metadata.annotations.clone().unwrap_or_default();
     let injection = match parse(&annotations, &s.trust_domain).map_err(|r| r.to_string())? {
@@ -153,6 +156,23 @@ fn a_plain_pod_gets_an_identity_only_native_sidecar() {
             "containers": [app("app")],
             "initContainers": [expected_sidecar(IDENTITY_ONLY, false, &[])],
             "volumes": [csi()],
+        }),
+    );
+    assert_eq!(got, Some(want));
+}
+
+#[test]
+fn a_host_path_setting_replaces_the_csi_volume_and_nothing_else() {
+    let mut s = settings();
+    s.sidecar.workload_api_volume =
+        crate::settings::WorkloadApiVolume::HostPath("/run/spire/agent-sockets".into());
+    let got = inject_with(&pod(with(&[]), json!({"containers": [app("app")]})), s).unwrap();
+    let want = pod(
+        injected(&[]),
+        json!({
+            "containers": [app("app")],
+            "initContainers": [expected_sidecar(IDENTITY_ONLY, false, &[])],
+            "volumes": [{"name": "zt-workload-api", "hostPath": {"path": "/run/spire/agent-sockets", "type": "Directory"}}],
         }),
     );
     assert_eq!(got, Some(want));

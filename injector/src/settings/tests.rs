@@ -89,6 +89,8 @@ fn every_bad_setting_is_refused_naming_its_key() {
         ("[sidecar.openbao]\naddress = \"openbao:8200\"", "sidecar: the sidecar configuration these defaults make is invalid: openbao.address: `openbao:8200` must start with http:// or https://"),
         ("[sidecar.database]\nport = 0", "sidecar.database.port: 0 is not a TCP port"),
         ("[sidecar]\nworkload_api = \"unix:/tmp/agent.sock\"", "sidecar: the sidecar configuration these defaults make is invalid: identity.workload_api unix:/tmp/agent.sock is outside /run/spire/sockets"),
+        ("[sidecar]\nworkload_api_host_path = \"run/spire\"", "sidecar.workload_api_host_path: `run/spire` is not an absolute path without `..`"),
+        ("[sidecar]\nworkload_api_host_path = \"/run/../etc\"", "sidecar.workload_api_host_path: `/run/../etc` is not an absolute path without `..`"),
         ("[sidecar]\nlog_format = \"xml\"", "sidecar: the sidecar configuration these defaults make is invalid: log.format: `xml` is not one of: text, json"),
         ("[log]\nformat = \"xml\"", "log.format: `xml` is not one of: text, json"),
         ("[log]\nlevel = \"[\"", "log.level: `[` is not a log filter"),

@@ -114,6 +114,45 @@ pub fn helm_template(release: &str, namespace: &str, sets: &[String]) -> Run {
     Run::from(cmd.output().expect("run helm"))
 }
 
+/// The annotations of a backend-like workload: every kind of setting (the
+/// same as deploy/k8s/apps/backend.yaml's, which tests/equality.rs reads).
+pub const BACKEND: &[(&str, &str)] = &[
+    ("inject", "true"),
+    ("openbao-role", "backend"),
+    ("database-db", "backend-role"),
+    (
+        "database-db-migrator",
+        "backend-migrator, rotate_before=2m, revoke_grace=10s",
+    ),
+    ("kv-jwt-signing-key", "backend/jwt-signing-key"),
+    (
+        "proxy-allow",
+        "GET,PUT,POST,DELETE secret/data/github/users/*; GET,DELETE secret/metadata/github/users/*",
+    ),
+    (
+        "mtls-inbound-8443",
+        "8000, allow=spiffe://demo.local/ns/99-apps/sa/frontend",
+    ),
+    ("secrets-group", "10001"),
+];
+
+/// A file of injector/tests/fixtures.
+pub fn fixture(name: &str) -> String {
+    let path = repo().join("injector/tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The pod template annotations of the Deployment `name` in `file`.
+pub fn template_annotations(file: &str, name: &str) -> std::collections::BTreeMap<String, String> {
+    let d = deploy_checks::manifest::load(&repo().join(file))
+        .unwrap()
+        .into_iter()
+        .find(|m| m.kind() == "Deployment" && m.name() == name)
+        .unwrap_or_else(|| panic!("{file} has no Deployment {name}"));
+    serde_json::from_value(d.value["spec"]["template"]["metadata"]["annotations"].clone())
+        .unwrap_or_else(|e| panic!("{file}: Deployment {name}: annotations: {e}"))
+}
+
 /// The rendered chart's documents, as JSON values.
 pub fn documents(yaml: &str) -> Vec<Value> {
     deploy_checks::manifest::parse(yaml, "helm template")
@@ -177,34 +216,17 @@ pub async fn default_service_account(client: &kube::Client, name: &str) {
 }
 
 /// A kubeconfig that authenticates as the ServiceAccount `namespace/name`
-/// with a token from the TokenRequest API: the injector then runs with
-/// exactly the permissions the chart's RBAC gives it.
+/// (TokenRequest API): the injector then runs with exactly the permissions
+/// the chart's RBAC gives it.
 pub fn service_account_kubeconfig(
     cp: &ControlPlane,
     namespace: &str,
     name: &str,
     dir: &Path,
 ) -> PathBuf {
-    let token = kubectl(
-        cp,
-        &["-n", namespace, "create", "token", name, "--duration", "2h"],
-    );
-    assert_eq!(token.code, 0, "kubectl create token: {}", token.stderr);
-    use base64::Engine;
-    let ca = std::fs::read(cp.pki().ca_cert()).unwrap();
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {
-            "server": cp.server(),
-            "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca),
-        }}],
-        "users": [{"name": name, "user": {"token": token.stdout.trim()}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": name, "namespace": namespace}}],
-        "current-context": "test",
-    });
     let path = dir.join(format!("kubeconfig-{name}"));
-    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    cp.service_account_kubeconfig(namespace, name, &path)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     path
 }
 

@@ -8,12 +8,19 @@ use std::process::{Command, Output};
 use deploy_checks::repo::root;
 use devstack::kube::ControlPlane;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
 /// The namespaces the platform installs workloads into.
-pub const NAMESPACES: [&str; 4] = ["spire", "postgres", "openbao", "99-apps"];
+pub const NAMESPACES: [&str; 6] = [
+    "spire",
+    "postgres",
+    "openbao",
+    "zt-injector",
+    "99-apps",
+    "zt-examples",
+];
 
 /// What one run of install.sh printed.
 #[derive(Debug)]
@@ -66,8 +73,14 @@ fn path_with_tools(cp: &ControlPlane) -> String {
 /// Runs `<tree>/deploy/scripts/install.sh` with `WAIT=0` against `cp`.
 /// `tree` is the repository root or a copy of it.
 pub fn install(cp: &ControlPlane, tree: &Path) -> Run {
+    install_with(cp, tree, &[])
+}
+
+/// [`install`] with more environment variables (e.g. `ZT_INJECTOR_VALUES`).
+pub fn install_with(cp: &ControlPlane, tree: &Path, env: &[(&str, &str)]) -> Run {
     let out = Command::new("bash")
         .arg(tree.join("deploy/scripts/install.sh"))
+        .envs(env.iter().copied())
         .env("KUBECONFIG", cp.kubeconfig())
         .env("PATH", path_with_tools(cp))
         .env("WAIT", "0")
@@ -99,16 +112,25 @@ pub fn add_cilium_crds(cp: &ControlPlane) {
     // Cilium's own CRDs draw a warning (`unrecognized format "idn-hostname"`):
     // theirs, not ours, so only success counts here.
     assert_eq!(run.code, 0, "applying Cilium's CRDs:\n{}", run.output);
-    kubectl(
-        cp,
-        &[
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd/ciliumnetworkpolicies.cilium.io",
-        ],
-    )
-    .assert_clean("waiting for Cilium's CRDs");
+    // kubectl wait fails at once while a fresh CRD has no status yet.
+    let wait = || {
+        kubectl(
+            cp,
+            &[
+                "wait",
+                "--for=condition=established",
+                "--timeout=60s",
+                "crd/ciliumnetworkpolicies.cilium.io",
+            ],
+        )
+    };
+    for _ in 0..50 {
+        if wait().code == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    wait().assert_clean("waiting for Cilium's CRDs");
 }
 
 /// Every pod template of a workload in `namespaces`, as it is stored in the
@@ -162,6 +184,16 @@ pub async fn pod_templates(
             d.spec.unwrap().template,
         ));
     }
+    for c in Api::<CronJob>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await
+        .unwrap()
+    {
+        out.push((
+            format!("CronJob {namespace}/{}", c.metadata.name.unwrap()),
+            c.spec.job_template.spec.unwrap().template,
+        ));
+    }
     for j in Api::<Job>::namespaced(client.clone(), namespace)
         .list(&lp)
         .await
@@ -209,7 +241,13 @@ pub async fn dry_run_pod(
 /// A copy of what install.sh reads (deploy/, policies/), to break on purpose.
 pub fn copy_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["deploy/scripts", "deploy/k8s", "policies"] {
+    for sub in [
+        "deploy/scripts",
+        "deploy/k8s",
+        "deploy/charts",
+        "deploy/examples",
+        "policies",
+    ] {
         copy_dir(&root().join(sub), &dir.path().join(sub));
     }
     std::fs::copy(

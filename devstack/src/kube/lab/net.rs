@@ -7,6 +7,7 @@
 //!   host netns                         lab netns "zt-lab"
 //!   kube-apiserver 10.250.0.1 ── veth ── 10.250.0.2 (node IP): kubelet :10250,
 //!   tests → NodePorts on 10.250.0.2        kube-proxy (iptables), containerd
+//!   routes 10.96/16, 10.244/16 → .2        (webhook calls reach ClusterIPs)
 //!                                          └─ bridge zt-lab0 10.244.0.1/24 ── pods
 //! ```
 
@@ -77,6 +78,20 @@ impl LabNet {
         ])?;
         in_ns(&["ip", "link", "set", NODE_VETH, "up"])?;
         in_ns(&["ip", "route", "add", "default", "via", &HOST_IP.to_string()])?;
+        // The API server calls admission webhooks (zt-injector) at their
+        // Service's ClusterIP; kube-proxy's rules inside the namespace take
+        // it to the pod. Routes on the host veth vanish with it.
+        for cidr in [crate::kube::SERVICE_CIDR, CLUSTER_CIDR] {
+            ip(&[
+                "route",
+                "add",
+                cidr,
+                "via",
+                &NODE_IP.to_string(),
+                "dev",
+                HOST_VETH,
+            ])?;
+        }
         // Only inside the namespace: the host's forwarding setting is untouched.
         in_ns(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         Ok(net)

@@ -89,6 +89,11 @@ pub fn platform_images(base: &Tools, kubectl: &Path) -> anyhow::Result<Vec<Image
         ),
         ("app-backend", "10001:10001", None),
         ("app-frontend", "10001:10001", None),
+        (
+            "zt-injector",
+            "10003:10003",
+            Some(["run", "--config", "/etc/zt-injector/injector.toml"]),
+        ),
     ] {
         let mut image = distroless(&format!("zt-platform/{name}:{OUR_TAG}"));
         let at = format!("/usr/local/bin/{name}");
@@ -145,6 +150,23 @@ pub fn platform_images(base: &Tools, kubectl: &Path) -> anyhow::Result<Vec<Image
         .user("10002:10002")
         .entrypoint(&["/opt/zt/bootstrap.sh"]);
     images.push(bootstrap);
+
+    // The example's image (deploy/examples/psql-report/Dockerfile): Debian's
+    // psql and a shell, nothing of ours; uid 10005 has no passwd entry.
+    let mut psql = Image::new(&format!("zt-platform/psql:{OUR_TAG}"));
+    psql.binary(Path::new("/bin/dash"), "/bin/sh")?
+        .bytes("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        .bytes("/etc/group", "root:x:0:\n", 0o644)
+        .binary(
+            &base.pg("psql"),
+            &format!("/usr/lib/postgresql/{PG_MAJOR}/bin/psql"),
+        )?
+        .symlink(
+            "/usr/bin/psql",
+            &format!("../lib/postgresql/{PG_MAJOR}/bin/psql"),
+        )
+        .user("10005:10005");
+    images.push(psql);
 
     // SPIRE: ghcr.io/spiffe/* (binaries in /opt/spire/bin).
     for (name, bin, entry) in [
