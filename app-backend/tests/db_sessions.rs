@@ -123,3 +123,85 @@ fn a_retry_that_loses_its_session_too_is_retried_on_a_newer_one() {
             assert!(started.elapsed() < std::time::Duration::from_secs(15));
         });
 }
+
+/// Regression (issue 16, fault suite): a PostgreSQL restart (fast shutdown,
+/// 2 s down, start) failed almost every request made meanwhile with `503
+/// database_unavailable`, although the credentials stayed valid: a session
+/// ended by the shutdown was retried at once, the new connection was refused
+/// (`the database system is shutting down`, then `Connection refused`) and
+/// that error went straight to the client. The restart has to be ridden out
+/// within the retry budget instead.
+#[test]
+fn a_postgres_restart_fails_no_query() {
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    let mut stack = Stack::start(Setup::default());
+    let creds = DbCredentials::load(&stack.layout.secrets_dir, DB_FILE).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let queries = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let db = Arc::new(Database::new(4, Arc::new(Metrics::default())));
+                    db.apply(creds).await.unwrap();
+                    let mut tasks = Vec::new();
+                    for _ in 0..3 {
+                        let (db, stop) = (db.clone(), stop.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let (mut ok, mut failed) = (0usize, Vec::new());
+                            while !stop.load(Ordering::Relaxed) {
+                                let started = Instant::now();
+                                match db
+                                    .run(|c| async move {
+                                        c.query_one("SELECT count(*) FROM pg_stat_activity", &[])
+                                            .await
+                                            .map(|_| ())
+                                    })
+                                    .await
+                                {
+                                    Ok(()) => ok += 1,
+                                    Err(e) => {
+                                        failed.push(format!("{e} (after {:?})", started.elapsed()))
+                                    }
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            (ok, failed)
+                        }));
+                    }
+                    let (mut ok, mut failed) = (0, Vec::new());
+                    for t in tasks {
+                        let (o, f) = t.await.unwrap();
+                        ok += o;
+                        failed.extend(f);
+                    }
+                    (ok, failed)
+                })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    stack.infra.postgres.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    stack
+        .infra
+        .postgres
+        .restart()
+        .expect("PostgreSQL starts again");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = queries.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} queries failed across a PostgreSQL restart; first: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 30, "only {ok} queries ran");
+}

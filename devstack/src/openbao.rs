@@ -76,7 +76,19 @@ impl OpenBaoServer {
         Ok(server)
     }
 
-    fn unseal(&mut self) -> anyhow::Result<()> {
+    /// Seals the server through its API with the root token (what an
+    /// operator's `bao operator seal` does): every request is refused with
+    /// 503 until [`OpenBaoServer::unseal`].
+    pub fn seal(&self) -> anyhow::Result<()> {
+        self.root_client().write("sys/seal", &json!({}))?;
+        match state(&self.addr())? {
+            SealState::Sealed => Ok(()),
+            other => bail!("OpenBao is {other} after sys/seal"),
+        }
+    }
+
+    /// Unseals with the stored key share and waits until it is the active node.
+    pub fn unseal(&mut self) -> anyhow::Result<()> {
         let addr = self.addr();
         unseal(&addr, &self.keys.unseal_key)?;
         self.process

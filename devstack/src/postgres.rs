@@ -14,7 +14,10 @@ use crate::tools::Tools;
 /// A running PostgreSQL server.
 #[derive(Debug)]
 pub struct Postgres {
-    process: Supervised,
+    /// `None` only while [`Postgres::restart`] is between stop and start.
+    process: Option<Supervised>,
+    tools: Tools,
+    opts: PostgresOptions,
     /// TCP port on 127.0.0.1.
     pub port: u16,
     /// Folder holding the server's Unix socket (mode 0700; superuser access
@@ -67,8 +70,27 @@ impl Postgres {
             as_user(&mut initdb, run_as.as_ref());
             run(&mut initdb).context("initdb failed")?;
         }
-        write_auth_files(&data, run_as.as_ref())?;
-        let mut cmd = Command::new(tools.pg("postgres"));
+        let mut pg = Postgres {
+            port: opts.port,
+            socket_dir,
+            psql: tools.pg("psql"),
+            run_as,
+            process: None,
+            tools: tools.clone(),
+            opts: opts.clone(),
+        };
+        pg.spawn()?;
+        Ok(pg)
+    }
+
+    /// Writes the auth files, starts the server on the existing data folder
+    /// and waits until it accepts queries.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let opts = &self.opts;
+        let data = opts.dir.join("data");
+        let socket_dir = self.socket_dir.clone();
+        write_auth_files(&data, self.run_as.as_ref())?;
+        let mut cmd = Command::new(self.tools.pg("postgres"));
         cmd.arg("-D")
             .arg(&data)
             .args(["-p", &opts.port.to_string()])
@@ -85,9 +107,9 @@ impl Postgres {
             cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off"]);
         }
-        as_user(&mut cmd, run_as.as_ref());
+        as_user(&mut cmd, self.run_as.as_ref());
         let log = opts.dir.join("postgres.log");
-        if let Some(user) = &run_as {
+        if let Some(user) = &self.run_as {
             // The log file is created by us; make it writable for the server.
             std::fs::OpenOptions::new()
                 .create(true)
@@ -96,27 +118,20 @@ impl Postgres {
             nix::unistd::chown(&log, Some(user.uid), Some(user.gid))?;
         }
         let mut process = Supervised::spawn("postgres", cmd, &log)?;
-        let pg = Postgres {
-            port: opts.port,
-            socket_dir: socket_dir.clone(),
-            psql: tools.pg("psql"),
-            run_as,
-            process: {
-                process.wait_ready(Duration::from_secs(30), || {
-                    if socket_dir.join(format!(".s.PGSQL.{}", opts.port)).exists() {
-                        Ok(())
-                    } else {
-                        Err("socket not there yet".into())
-                    }
-                })?;
-                process
-            },
-        };
+        let port = opts.port;
+        process.wait_ready(Duration::from_secs(30), || {
+            if socket_dir.join(format!(".s.PGSQL.{port}")).exists() {
+                Ok(())
+            } else {
+                Err("socket not there yet".into())
+            }
+        })?;
+        self.process = Some(process);
         // The socket appears slightly before the server accepts queries.
         let mut last = String::new();
         for _ in 0..100 {
-            match pg.psql("postgres", "SELECT 1") {
-                Ok(_) => return Ok(pg),
+            match self.psql("postgres", "SELECT 1") {
+                Ok(_) => return Ok(()),
                 Err(e) => last = format!("{e:#}"),
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -200,12 +215,36 @@ impl Postgres {
 
     /// The server process (log path, pid).
     pub fn process(&self) -> &Supervised {
-        &self.process
+        // Invariant: `process` is only `None` inside `restart`, which puts a
+        // process back before returning or fails and leaves the old one.
+        self.process
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("postgres process is set outside restart"))
     }
 
-    /// Stops the server (fast shutdown).
+    /// Stops the server (fast shutdown: SIGINT to the postmaster, which ends
+    /// every session and checkpoints — what `pg_ctl stop -m fast` does).
     pub fn stop(&mut self) {
-        self.process.stop(Duration::from_secs(10));
+        if let Some(p) = self.process.as_mut() {
+            p.stop_with(nix::sys::signal::Signal::SIGINT, Duration::from_secs(10));
+        }
+    }
+
+    /// Starts a stopped server again on the same data folder and port and
+    /// waits until it accepts queries (`stop` then `restart` = `pg_ctl
+    /// restart -m fast` with a pause of the caller's choosing).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let old = self.process.take();
+        match self.spawn() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if self.process.is_none() {
+                    self.process = old;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The OS account the server runs as when we are root.

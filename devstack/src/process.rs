@@ -145,6 +145,32 @@ impl Supervised {
         let _ = killpg(Pid::from_raw(self.child.id() as i32), signal);
     }
 
+    /// SIGKILL to the whole group, without warning (a crash, an OOM kill),
+    /// and waits for the leader to be reaped.
+    pub fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// `signal` to the leader only, then SIGKILL to the group if it has not
+    /// exited after `grace` (servers whose own shutdown ends their workers,
+    /// e.g. PostgreSQL's fast shutdown on SIGINT).
+    pub fn stop_with(&mut self, signal: Signal, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal);
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if self.exited().is_some() {
+                self.signal(Signal::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
     /// SIGTERM to the group, then SIGKILL if it is still running after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         if self.exited().is_some() {

@@ -163,6 +163,29 @@ impl Sidecar {
         None
     }
 
+    /// SIGKILL, no warning (a crash or an OOM kill): nothing is revoked or
+    /// removed, the files it wrote stay.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the same binary with the same configuration again (a
+    /// container restart), appending to the same log. Does not wait.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.process.exited().is_none() {
+            self.process.kill();
+        }
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("ZT_LOG", "info,zt_sidecar=debug");
+        let name = self.process.name().to_string();
+        let log = self.process.log_path().to_path_buf();
+        self.process = Supervised::spawn(&name, cmd, &log)?;
+        Ok(())
+    }
+
     /// The binary this sidecar runs (its identity).
     pub fn binary(&self) -> &Path {
         &self.binary

@@ -322,6 +322,34 @@ impl Spire {
         self.start_agent(&[])
     }
 
+    /// Stops the SPIRE server only (the agent keeps serving the SVIDs it
+    /// has until they expire; the discovery provider keeps its last JWKS).
+    pub fn stop_server(&mut self) {
+        self.server.stop(Duration::from_secs(5));
+    }
+
+    /// Starts a stopped server again on the same data folder (its CA keys and
+    /// registrations persist) and waits until it answers its health check.
+    pub fn restart_server(&mut self) -> anyhow::Result<()> {
+        self.stop_server();
+        let conf = self.opts.dir.join("server/server.conf");
+        let mut cmd = Command::new(&self.tools.spire_server);
+        cmd.arg("run").arg("-config").arg(&conf);
+        self.server = Supervised::spawn(
+            "spire-server",
+            cmd,
+            &self.opts.dir.join("server/server.log"),
+        )?;
+        let socket = self.server_socket();
+        let tools = self.tools.clone();
+        self.server.wait_ready(Duration::from_secs(30), || {
+            let mut cmd = Command::new(&tools.spire_server);
+            cmd.arg("healthcheck").arg("-socketPath").arg(&socket);
+            run(&mut cmd).map(|_| ()).map_err(|e| format!("{e:#}"))
+        })?;
+        Ok(())
+    }
+
     /// Stops the agent only (tests of Workload API outages).
     pub fn stop_agent(&mut self) {
         if let Some(mut agent) = self.agent.take() {
@@ -347,6 +375,10 @@ fn server_config(o: &SpireOptions) -> String {
   ca_ttl = "168h"
   default_x509_svid_ttl = "{x509}s"
   default_jwt_svid_ttl = "{jwt}s"
+  # The agent's own SVID: a join-token agent whose SVID expires while the
+  # server is down cannot attest again, so tests that shorten workload
+  # SVIDs do not shorten it.
+  agent_ttl = "{agent}s"
   jwt_issuer = "{issuer}"
 }}
 plugins {{
@@ -369,6 +401,7 @@ plugins {{
         port = o.server_port,
         x509 = o.x509_svid_ttl.as_secs().max(1),
         jwt = o.jwt_svid_ttl.as_secs().max(1),
+        agent = o.x509_svid_ttl.as_secs().max(3600),
         issuer = issuer(o.oidc_port),
     )
 }

@@ -648,3 +648,55 @@ async fn garbage_on_the_tls_port_is_refused_without_hurting_others() {
         "plain HTTP and slowloris count as handshake failures ({before} → {after})"
     );
 }
+
+/// Regression (issue 16, fault suite): with the backend's sidecar killed and
+/// started again a second later, every request the frontend made meanwhile
+/// got `502 upstream_unavailable` at once — the outbound connection to the
+/// upstream was refused and the refusal went straight back. Nothing has been
+/// sent upstream when a connection is refused, so it is retried (with
+/// backoff) within `handshake_timeout`: an upstream back within that time
+/// costs latency, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_sidecar_restarted_within_the_handshake_timeout_costs_no_request() {
+    let mut m = mesh(Duration::from_secs(3600)).await;
+    let http = reqwest::Client::new();
+    let ok = http
+        .get(format!("http://{}/before", m.outbound))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    m.backend.kill();
+    let killed = Instant::now();
+    // New connections only: this is about connecting while the upstream is
+    // down, not about a kept-alive connection the kill cut.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut during = Vec::new();
+    for i in 0..3 {
+        let (http, url) = (
+            fresh.clone(),
+            format!("http://{}/during-restart/{i}", m.outbound),
+        );
+        during.push(tokio::spawn(async move {
+            let r = http.get(url).send().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(r.status().as_u16())
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000).saturating_sub(killed.elapsed())).await;
+    tokio::task::block_in_place(|| {
+        m.backend.restart().unwrap();
+        m.backend.wait_ready(Duration::from_secs(30)).unwrap();
+    });
+    for (i, d) in during.into_iter().enumerate() {
+        assert_eq!(
+            d.await.unwrap(),
+            Ok(200),
+            "request {i}, sent while the upstream sidecar was down"
+        );
+    }
+}

@@ -19,6 +19,13 @@
 //! can lose its session to the next such event — opening a connection under
 //! load can take longer than the time between two of them (issue 16, 9) —
 //! so it is repeated, up to [`MAX_ATTEMPTS`] in all within [`RETRY_BUDGET`].
+//!
+//! A server that does not take connections for a moment (a restart: "the
+//! database system is shutting down", then "connection refused", then
+//! "starting up") is waited for, with a short backoff, within the same
+//! budget: a restart of a second or two costs those requests latency, not
+//! an error (the fault suite, `devstack/tests/faults.rs`). Refused
+//! credentials are not waited for.
 
 pub mod migrate;
 pub mod queries;
@@ -49,6 +56,10 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_ATTEMPTS: u32 = 3;
 /// No retry starts later than this after the first attempt began.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(8);
+/// First and longest pause between connection attempts while the server is
+/// unavailable (doubling in between).
+const UNAVAILABLE_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_millis(500));
 
 /// When a lost session was last seen: connections opened before then are
 /// not reused.
@@ -160,6 +171,18 @@ pub fn is_session_lost(e: &tokio_postgres::Error) -> bool {
         src = s.source();
     }
     false
+}
+
+/// Whether getting a connection failed because the server is not taking
+/// connections right now (shutting down, restarting, unreachable, or a
+/// connection attempt timed out) rather than because it refused us: worth
+/// waiting for. A refused login (wrong or revoked credentials) is not.
+pub fn is_server_unavailable(e: &DbError) -> bool {
+    match e {
+        DbError::Pool(PoolError::Backend(pg)) => is_session_lost(pg),
+        DbError::Pool(PoolError::Timeout(deadpool_postgres::TimeoutType::Create)) => true,
+        _ => false,
+    }
 }
 
 /// The pool in use and the credentials it was built from.
@@ -326,8 +349,25 @@ impl Database {
     {
         let started = Instant::now();
         let mut attempt = 1;
+        let mut pause = UNAVAILABLE_BACKOFF.0;
         loop {
-            let client = self.client().await?;
+            let client = match self.client().await {
+                Ok(c) => c,
+                Err(e) if is_server_unavailable(&e) && started.elapsed() < RETRY_BUDGET => {
+                    // Sessions die with a restarting server: none is reused.
+                    self.losses.lost_now();
+                    tracing::debug!(error = %e, retry_in_ms = pause.as_millis() as u64, "database unavailable; waiting for it");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(UNAVAILABLE_BACKOFF.1);
+                    continue;
+                }
+                Err(e) => {
+                    if is_server_unavailable(&e) {
+                        tracing::warn!(error = %e, waited_ms = started.elapsed().as_millis() as u64, "database unavailable for the whole retry budget; giving up");
+                    }
+                    return Err(e);
+                }
+            };
             let e = match f(client).await {
                 Ok(v) => return Ok(v),
                 Err(e) if is_session_lost(&e) => e,

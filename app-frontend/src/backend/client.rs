@@ -262,6 +262,7 @@ impl BackendClient {
         body: Option<&B>,
         client: Option<std::net::IpAddr>,
     ) -> Result<T, BackendError> {
+        let is_read = method == Method::GET;
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -275,7 +276,18 @@ impl BackendClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = self.send(req).await?;
+        // A read whose connection broke before an answer came (the backend's
+        // sidecar restarting cuts what is in flight through it) is sent once
+        // more, on a new connection; our sidecar waits for the peer to come
+        // back within its handshake timeout. Writes are never repeated.
+        let again = if is_read { req.try_clone() } else { None };
+        let resp = match (self.send(req).await, again) {
+            (Err(BackendError::Unreachable(first)), Some(again)) => {
+                tracing::info!(path, error = %first, "backend connection broke before an answer; sending the read once more");
+                self.send(again).await?
+            }
+            (r, _) => r?,
+        };
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -371,4 +383,77 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendError> {
             e.column()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::config::{FrontendConfig, BACKEND_URL_ENV};
+
+    /// Reads one request head (the test requests have no body).
+    fn read_head(s: &mut std::net::TcpStream) {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+            buf.push(b[0]);
+        }
+    }
+
+    /// A peer that cuts the first connection after reading the request (the
+    /// backend's sidecar killed mid-request) and answers `GET /api/auth/me`
+    /// on the next; the requests it saw.
+    fn cutting_peer(cuts: usize) -> (String, std::thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let peer = std::thread::spawn(move || {
+            let mut seen = 0;
+            for conn in listener.incoming() {
+                let mut s = conn.unwrap();
+                read_head(&mut s);
+                seen += 1;
+                if seen <= cuts {
+                    drop(s);
+                    continue;
+                }
+                let body = r#"{"id":1,"username":"jake"}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                return seen;
+            }
+            seen
+        });
+        (url, peer)
+    }
+
+    fn client(url: &str) -> BackendClient {
+        let mut env = HashMap::new();
+        env.insert(BACKEND_URL_ENV, url);
+        BackendClient::new(&FrontendConfig::from_source(&env).unwrap()).unwrap()
+    }
+
+    /// Regression (issue 16, fault suite): killing the backend's sidecar cut
+    /// the requests in flight through it, and each one became a "backend is
+    /// unreachable" page although the sidecar was back a second later.
+    #[tokio::test]
+    async fn a_read_cut_mid_request_is_sent_once_more() {
+        let (url, peer) = cutting_peer(1);
+        let me = client(&url).me("token").await;
+        assert_eq!(me.map(|u| u.username).ok(), Some("jake".to_string()));
+        assert_eq!(peer.join().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn only_once() {
+        let (url, peer) = cutting_peer(2);
+        let me = client(&url).me("token").await;
+        assert!(matches!(me, Err(BackendError::Unreachable(_))), "{me:?}");
+        drop(peer); // still waiting for a third request that never comes
+    }
 }

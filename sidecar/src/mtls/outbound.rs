@@ -1,15 +1,24 @@
 //! Outbound: the app connects over plain HTTP on loopback; each connection is
 //! carried over its own mTLS connection to the upstream, whose SPIFFE ID is
 //! pinned. Byte-for-byte (keep-alive and streaming work as the app does them).
+//!
+//! A connection to the upstream that is refused, or reset or cut during the
+//! handshake (its sidecar restarting, or killed with the connection in its
+//! backlog), is tried again with backoff within `handshake_timeout`: nothing
+//! of the app's request has been sent yet, so a peer back within that time
+//! costs the request latency instead of a 502. A certificate the pinned ID
+//! refuses is never retried.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
@@ -42,11 +51,7 @@ pub(super) async fn serve(
         let connector = TlsConnector::from(config.load_full());
         let (cfg, stats, server_name) = (cfg.clone(), stats.clone(), server_name.clone());
         tokio::spawn(async move {
-            let connect = async {
-                let tcp = TcpStream::connect(cfg.upstream.as_str()).await?;
-                let _ = tcp.set_nodelay(true);
-                connector.connect(server_name, tcp).await
-            };
+            let connect = connect_retrying(&cfg.upstream, &connector, &server_name);
             let mut tls = match tokio::time::timeout(cfg.handshake_timeout, connect).await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
@@ -80,6 +85,49 @@ pub(super) async fn serve(
                 tracing::debug!(error = %e, "outbound connection ended with an error");
             }
         });
+    }
+}
+
+/// First and longest pause between connection attempts to an upstream that
+/// is not there (doubling in between).
+const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(25), Duration::from_millis(400));
+
+/// Whether a failed connect or handshake means the peer process is gone or
+/// not there yet (as opposed to a refused certificate or a bad address).
+fn peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+    )
+}
+
+/// TCP connect and TLS handshake to `upstream`, tried again while the peer
+/// is gone ([`peer_gone`]). The caller bounds the whole attempt.
+async fn connect_retrying(
+    upstream: &str,
+    connector: &TlsConnector,
+    server_name: &ServerName<'static>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut pause = RETRY_BACKOFF.0;
+    let mut failures = 0u32;
+    loop {
+        let attempt = async {
+            let tcp = TcpStream::connect(upstream).await?;
+            let _ = tcp.set_nodelay(true);
+            connector.connect(server_name.clone(), tcp).await
+        };
+        match attempt.await {
+            Err(e) if peer_gone(&e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::debug!(upstream, error = %e, "upstream not there; trying again until the handshake timeout");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_BACKOFF.1);
+            }
+            other => return other,
+        }
     }
 }
 
