@@ -25,6 +25,8 @@ pub mod config;
 pub mod db;
 pub mod errors;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod github;
 pub mod handlers;
 pub mod metrics;
