@@ -10,7 +10,7 @@ PROFILE ?= release
 BINS := -p zt-sidecar -p app-backend -p app-frontend -p github-standin -p devstack
 DEVSTACK := target/$(PROFILE)/devstack
 
-.PHONY: help tools tools-kube disk test lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector build install deploy teardown lab
+.PHONY: help tools tools-kube disk test fuzz lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector build install deploy teardown lab
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lint: ## cargo fmt --check and clippy -D warnings
 
 test: tools tools-kube disk lint ## Install tools if needed, lint, then run every test against the real components
 	$(CARGO) test --workspace --locked
+
+fuzz: ## cargo fuzz every target for FUZZ_SECONDS (default 60) each from fuzz/corpus/ (nightly; installs cargo-fuzz); figures in bench/results/fuzz.md
+	@bash scripts/fuzz.sh
 
 up: tools $(if $(SKIP_BUILD),,build) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
 	@$(DEVSTACK) up --state $(STATE)
