@@ -10,7 +10,7 @@ PROFILE ?= release
 BINS := -p zt-sidecar -p zt-injector -p app-backend -p app-frontend -p github-standin -p devstack
 DEVSTACK := target/$(PROFILE)/devstack
 
-.PHONY: help tools tools-kube disk test test-faults lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector build install deploy teardown lab
+.PHONY: help tools tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector build install deploy teardown lab
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ test: tools tools-kube disk lint ## Install tools if needed, lint, then run ever
 test-faults: tools disk ## Every fault of the fault suite under load on the real platform (root: it mounts a tmpfs); table in bench/results/faults.md
 	$(CARGO) build --locked -p zt-sidecar -p app-backend -p app-frontend -p github-standin
 	ZT_FAULTS=all $(CARGO) test --locked -p devstack --test faults -- --nocapture
+
+fuzz: ## cargo fuzz every target for FUZZ_SECONDS (default 60) each from fuzz/corpus/ (nightly; installs cargo-fuzz); figures in bench/results/fuzz.md
+	@bash scripts/fuzz.sh
 
 up: tools $(if $(SKIP_BUILD),,build) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
 	@$(DEVSTACK) up --state $(STATE)

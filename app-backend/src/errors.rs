@@ -343,7 +343,12 @@ pub async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound)
 }
 
-/// Default service of each resource: known route, other method.
-pub async fn method_not_allowed() -> Result<HttpResponse, AppError> {
-    Err(AppError::MethodNotAllowed)
+/// Default service of each resource: known route, other method; `allow`
+/// is the method the route supports (the `Allow` header).
+pub async fn method_not_allowed(allow: String) -> HttpResponse {
+    let mut resp = AppError::MethodNotAllowed.error_response();
+    if let Ok(v) = header::HeaderValue::from_str(&allow) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    resp
 }

@@ -25,6 +25,8 @@ pub mod config;
 pub mod db;
 pub mod errors;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod github;
 pub mod handlers;
 pub mod metrics;
@@ -39,6 +41,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web;
 
@@ -58,36 +61,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(errors::json_error),
     )
     .app_data(web::QueryConfig::default().error_handler(errors::query_error))
-    .service(route("/healthz", web::get().to(health::healthz)))
-    .service(route("/readyz", web::get().to(health::readyz)))
-    .service(route("/metrics", web::get().to(health::metrics)))
-    .service(route("/api/openapi.json", web::get().to(openapi::document)))
-    .service(route(
-        "/api/auth/register",
-        web::post().to(auth_h::register),
-    ))
-    .service(route("/api/auth/login", web::post().to(auth_h::login)))
-    .service(route("/api/auth/logout", web::post().to(auth_h::logout)))
-    .service(route("/api/auth/me", web::get().to(auth_h::me)))
+    .service(route("/healthz", Method::GET, health::healthz))
+    .service(route("/readyz", Method::GET, health::readyz))
+    .service(route("/metrics", Method::GET, health::metrics))
+    .service(route("/api/openapi.json", Method::GET, openapi::document))
+    .service(route("/api/auth/register", Method::POST, auth_h::register))
+    .service(route("/api/auth/login", Method::POST, auth_h::login))
+    .service(route("/api/auth/logout", Method::POST, auth_h::logout))
+    .service(route("/api/auth/me", Method::GET, auth_h::me))
     .service(route(
         "/api/github/configure",
-        web::post().to(github_h::configure),
+        Method::POST,
+        github_h::configure,
     ))
-    .service(route("/api/github/status", web::get().to(github_h::status)))
+    .service(route("/api/github/status", Method::GET, github_h::status))
     .service(route(
         "/api/github/token",
-        web::delete().to(github_h::delete_token),
+        Method::DELETE,
+        github_h::delete_token,
     ))
-    .service(route("/api/github/repos", web::get().to(github_h::repos)))
-    .service(route("/api/github/user", web::get().to(github_h::user)))
-    .service(route("/api/zt/status", web::get().to(zt::status)))
+    .service(route("/api/github/repos", Method::GET, github_h::repos))
+    .service(route("/api/github/user", Method::GET, github_h::user))
+    .service(route("/api/zt/status", Method::GET, zt::status))
     .default_service(web::to(errors::not_found));
 }
 
-fn route(path: &str, r: actix_web::Route) -> actix_web::Resource {
+/// One path, one method; any other method gets `405` with `Allow` naming
+/// the one it supports (RFC 9110 requires it; schemathesis checks it).
+fn route<F, Args>(path: &str, method: Method, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let allow = method.to_string();
     web::resource(path)
-        .route(r)
-        .default_service(web::to(method_not_allowed))
+        .route(web::route().method(method).to(handler))
+        .default_service(web::to(move || method_not_allowed(allow.clone())))
 }
 
 /// Middleware: refuses a request whose `Host` is not ours (see

@@ -24,6 +24,20 @@ pub const EMAIL_MAX: usize = 100;
 /// Longest GitHub token accepted (GitHub's are under 100 characters).
 pub const GITHUB_TOKEN_MAX: usize = 255;
 
+// The OpenAPI document states each input rule as a JSON Schema pattern, and
+// validation below implements exactly that rule (issue 16: schemathesis
+// found schema-valid requests the server refused, e.g. an empty username).
+// `tests` checks each pattern against the validation on many strings.
+
+/// [`RegisterRequest::username`] in the OpenAPI document.
+pub const USERNAME_PATTERN: &str = "^[a-z0-9_.-]{3,50}$";
+/// [`RegisterRequest::email`] in the OpenAPI document: printable ASCII
+/// without `@` or spaces, `@`, then two or more dot-separated labels of
+/// ASCII letters, digits and `-`; at most [`EMAIL_MAX`] characters.
+pub const EMAIL_PATTERN: &str = "^[!-?A-~]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$";
+/// [`ConfigureRequest::token`] in the OpenAPI document.
+pub const GITHUB_TOKEN_PATTERN: &str = "^[!-~]{1,255}$";
+
 /// Formats a `TIMESTAMP` (UTC) as RFC 3339.
 pub fn timestamp(t: PrimitiveDateTime) -> String {
     t.assume_utc().format(&Rfc3339).unwrap_or_default()
@@ -57,12 +71,18 @@ impl From<UserRow> for User {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// 3–50 characters of `a-z 0-9 _ . -`.
+    #[schema(pattern = "^[a-z0-9_.-]{3,50}$", min_length = 3, max_length = 50)]
     pub username: String,
-    /// Optional email (at most 100 characters).
+    /// Optional (absent or `null`); if given, an address such as
+    /// `amy@99.precinct` of at most 100 characters, ASCII only. Stored lower-case.
     #[serde(default)]
+    #[schema(
+        pattern = "^[!-?A-~]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$",
+        max_length = 100
+    )]
     pub email: Option<String>,
-    /// At least 6 characters.
-    #[schema(value_type = String, format = Password)]
+    /// 6–1024 characters.
+    #[schema(value_type = String, format = Password, min_length = 6, max_length = 1024)]
     pub password: Sensitive,
 }
 
@@ -91,8 +111,8 @@ impl RegisterRequest {
                 "username: must be {USERNAME_MIN}–{USERNAME_MAX} characters of a-z, 0-9, '_', '.', '-'"
             )));
         }
-        let email = match self.email.as_deref().map(str::trim) {
-            None | Some("") => None,
+        let email = match self.email.as_deref() {
+            None => None,
             Some(e) => Some(parse_email(e)?),
         };
         let p = self.password.expose().chars().count();
@@ -114,30 +134,25 @@ impl RegisterRequest {
     }
 }
 
+/// [`EMAIL_PATTERN`], lower-cased.
 fn parse_email(e: &str) -> Result<String, AppError> {
     let bad = || {
         AppError::Validation(format!(
-            "email: must look like name@example.org and be at most {EMAIL_MAX} characters"
+            "email: must look like name@example.org (ASCII) and be at most {EMAIL_MAX} characters"
         ))
     };
-    if e.chars().count() > EMAIL_MAX || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if e.len() > EMAIL_MAX {
         return Err(bad());
     }
-    let (local, domain) = e.rsplit_once('@').ok_or_else(bad)?;
-    if local.is_empty()
-        || local.contains('@')
-        || domain.len() < 3
-        || !domain.contains('.')
-        || domain.starts_with('.')
-        || domain.ends_with('.')
-        || domain.contains("..")
-        || !domain
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
-    {
+    let (local, domain) = e.split_once('@').ok_or_else(bad)?;
+    let local_ok = !local.is_empty() && local.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
+    let label_ok =
+        |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let labels: Vec<&str> = domain.split('.').collect();
+    if !local_ok || labels.len() < 2 || !labels.iter().all(|l| label_ok(l)) {
         return Err(bad());
     }
-    Ok(e.to_lowercase())
+    Ok(e.to_ascii_lowercase())
 }
 
 /// `POST /api/auth/login`
@@ -173,22 +188,24 @@ pub struct LoginResponse {
 /// `POST /api/github/configure`
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ConfigureRequest {
-    /// A GitHub personal access token. Checked against GitHub, stored in
-    /// OpenBao, never returned, logged or written to PostgreSQL.
-    #[schema(value_type = String, format = Password)]
+    /// A GitHub personal access token: 1–255 printable ASCII characters, no
+    /// spaces. Checked against GitHub, stored in OpenBao, never returned,
+    /// logged or written to PostgreSQL.
+    #[schema(value_type = String, format = Password, pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)]
     pub token: Sensitive,
 }
 
 impl ConfigureRequest {
-    /// The token, if it is one: 1–255 printable ASCII characters without spaces.
+    /// The token, if it is one ([`GITHUB_TOKEN_PATTERN`]: 1–255 printable
+    /// ASCII characters, no spaces — the frontend trims what was pasted).
     pub fn validate(self) -> Result<Sensitive, AppError> {
-        let t = self.token.expose().trim();
+        let t = self.token.expose();
         if t.is_empty() || t.len() > GITHUB_TOKEN_MAX || !t.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(AppError::Validation(format!(
                 "token: must be 1–{GITHUB_TOKEN_MAX} printable characters without spaces"
             )));
         }
-        Ok(Sensitive::new(t))
+        Ok(self.token)
     }
 }
 
@@ -276,12 +293,16 @@ pub struct ReposResponse {
     pub has_next: bool,
 }
 
-/// Query of `GET /api/github/repos`.
+/// Query of `GET /api/github/repos`. (Without `parameter_in = Query` the
+/// document said both were required *path* parameters.)
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReposQuery {
     /// Page, from 1 (default 1, at most 1000).
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
     pub page: Option<u32>,
     /// Page size, 1–100 (default 30).
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub per_page: Option<u32>,
 }
 
@@ -378,10 +399,10 @@ mod tests {
     #[test]
     fn emails_are_optional_checked_and_lowercased() {
         assert_eq!(reg("abc", None, "secret").validate().unwrap().email, None);
-        assert_eq!(
-            reg("abc", Some("  "), "secret").validate().unwrap().email,
-            None
-        );
+        // Given means given: the frontend leaves an empty field out.
+        for blank in ["", "  "] {
+            assert!(reg("abc", Some(blank), "secret").validate().is_err());
+        }
         assert_eq!(
             reg("abc", Some("Amy.Santiago@99.Precinct"), "secret")
                 .validate()
@@ -399,6 +420,11 @@ mod tests {
             "a b@c.d",
             "a@b.c'; DROP TABLE users;--",
             &format!("{}@x.org", "a".repeat(95)),
+            " amy@99.precinct",
+            "amy@99.precinct\n",
+            "jäke@99.precinct",
+            "jake@bü.de",
+            "a@b@c.de",
         ] {
             let e = reg("abc", Some(bad), "secret").validate().unwrap_err();
             assert!(e.to_string().contains("email"), "{bad}: {e}");
@@ -428,10 +454,11 @@ mod tests {
             }
             .validate()
         };
-        assert_eq!(v(" ghp_abc ").unwrap().expose(), "ghp_abc");
+        assert_eq!(v("ghp_abc").unwrap().expose(), "ghp_abc");
         for bad in [
             "",
             "   ",
+            " ghp_abc ",
             "ghp abc",
             "ghp\r\nX-Evil: 1",
             &"x".repeat(256),
@@ -456,5 +483,92 @@ mod tests {
         assert!(q(None, Some(0)).is_err());
         assert!(q(None, Some(101)).is_err());
         assert!(q(Some(1001), None).is_err());
+    }
+
+    /// Regression (issue 16, schemathesis): the document said `username` is
+    /// any string, so an empty one was schema-valid yet refused. Each
+    /// documented pattern now accepts exactly what validation accepts.
+    mod document_and_validation_agree {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn matches(pattern: &str, s: &str, max_chars: usize) -> bool {
+            regex::Regex::new(pattern).unwrap().is_match(s) && s.chars().count() <= max_chars
+        }
+
+        /// Half strings the pattern generates (so both answers are common),
+        /// half strings near the rule: its alphabet, some outsiders, any length.
+        fn near(pattern: &str, alphabet: &'static str) -> impl Strategy<Value = String> {
+            let inner = &pattern[1..pattern.len() - 1];
+            prop_oneof![
+                proptest::string::string_regex(inner).unwrap(),
+                prop::collection::vec(
+                    prop_oneof![
+                        8 => prop::sample::select(alphabet.chars().collect::<Vec<_>>()),
+                        1 => any::<char>(),
+                    ],
+                    0..110,
+                )
+                .prop_map(|v| v.into_iter().collect()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn username(u in near(USERNAME_PATTERN, "abcxyz0189_.-A @ä\n")) {
+                let ok = reg(&u, None, "secret").validate().is_ok();
+                prop_assert_eq!(ok, matches(USERNAME_PATTERN, &u, USERNAME_MAX), "{:?}", u);
+            }
+
+            #[test]
+            fn email(e in near(EMAIL_PATTERN, "ab.z09-@+'(;@.AZ.-\n ä")) {
+                let ok = reg("abc", Some(&e), "secret").validate().is_ok();
+                prop_assert_eq!(ok, matches(EMAIL_PATTERN, &e, EMAIL_MAX), "{:?}", e);
+            }
+
+            #[test]
+            fn github_token(t in near(GITHUB_TOKEN_PATTERN, "ghp_AZaz09!~ \t\u{7f}ö")) {
+                let ok = ConfigureRequest { token: Sensitive::new(t.clone()) }.validate().is_ok();
+                prop_assert_eq!(ok, matches(GITHUB_TOKEN_PATTERN, &t, GITHUB_TOKEN_MAX), "{:?}", t);
+            }
+
+            #[test]
+            fn password(p in near("^.{6,1030}$", "aä€x")) {
+                let n = p.chars().count();
+                let ok = reg("abc", None, &p).validate().is_ok();
+                prop_assert_eq!(ok, (PASSWORD_MIN..=PASSWORD_MAX).contains(&n));
+            }
+        }
+
+        #[test]
+        fn the_document_carries_these_patterns() {
+            use utoipa::OpenApi as _;
+            let doc = serde_json::to_value(crate::handlers::openapi::ApiDoc::openapi()).unwrap();
+            let schemas = &doc["components"]["schemas"];
+            let reg = &schemas["RegisterRequest"]["properties"];
+            assert_eq!(reg["username"]["pattern"], USERNAME_PATTERN);
+            assert_eq!(reg["username"]["minLength"], USERNAME_MIN);
+            assert_eq!(reg["username"]["maxLength"], USERNAME_MAX);
+            assert_eq!(reg["email"]["pattern"], EMAIL_PATTERN);
+            assert_eq!(reg["email"]["maxLength"], EMAIL_MAX);
+            assert_eq!(reg["password"]["minLength"], PASSWORD_MIN);
+            assert_eq!(reg["password"]["maxLength"], PASSWORD_MAX);
+            let token = &schemas["ConfigureRequest"]["properties"]["token"];
+            assert_eq!(token["pattern"], GITHUB_TOKEN_PATTERN);
+            assert_eq!(token["maxLength"], GITHUB_TOKEN_MAX);
+            // Regression: `page` and `per_page` were documented as required path parameters.
+            let params = &doc["paths"]["/api/github/repos"]["get"]["parameters"];
+            for (i, (name, max)) in [("page", 1000), ("per_page", 100)].into_iter().enumerate() {
+                let p = &params[i];
+                assert_eq!(p["name"], name);
+                assert_eq!(p["in"], "query", "{p}");
+                assert_ne!(p["required"], true, "{p}");
+                assert_eq!(p["schema"]["type"], "integer", "{p}");
+                assert_eq!(
+                    (&p["schema"]["minimum"], &p["schema"]["maximum"]),
+                    (&1.into(), &max.into())
+                );
+            }
+        }
     }
 }

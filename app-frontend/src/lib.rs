@@ -28,6 +28,8 @@ pub mod backend;
 pub mod config;
 pub mod errors;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handlers;
 pub mod session;
 pub mod views;

@@ -23,6 +23,8 @@ pub mod backoff;
 pub mod config;
 pub mod database;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod kv;
 pub mod mtls;

@@ -64,6 +64,8 @@ async fn touch(state: &AppState, user_id: i32) {
         (status = 200, description = "Stored", body = ConfigureResponse),
         (status = 400, description = "`github_token_rejected` (GitHub said 401) or malformed JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the body is not `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
         (status = 502, description = "`github_unavailable`, `github_rate_limited`", body = ErrorBody),
         (status = 503, description = "`secret_store_unavailable`", body = ErrorBody),

@@ -157,7 +157,12 @@ pub struct DbCredentials {
 impl DbCredentials {
     /// Reads `<dir>/<name>`.
     pub fn load(dir: &Path, name: &str) -> Result<Self, FileError> {
-        let c: Self = parse(name, &read(dir, name)?)?;
+        Self::from_json(name, &read(dir, name)?)
+    }
+
+    /// Parses the contents of the file `name`.
+    pub fn from_json(name: &str, bytes: &[u8]) -> Result<Self, FileError> {
+        let c: Self = parse(name, bytes)?;
         let unusable = |problem: &str| FileError::Unusable {
             file: name.into(),
             problem: problem.into(),
@@ -268,8 +273,13 @@ impl SigningKeyFile {
     /// Reads `<dir>/jwt-signing-key.json`. `data.key` is base64 of at least
     /// [`MIN_KEY_BYTES`] random bytes (what `policies/openbao/setup.toml` generates).
     pub fn load(dir: &Path) -> Result<Self, FileError> {
+        Self::from_json(&read(dir, SIGNING_KEY_FILE)?)
+    }
+
+    /// Parses the contents of `jwt-signing-key.json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, FileError> {
         let name = SIGNING_KEY_FILE;
-        let f: KvFile = parse(name, &read(dir, name)?)?;
+        let f: KvFile = parse(name, bytes)?;
         let key = f.data.key.as_ref().ok_or_else(|| FileError::Unusable {
             file: name.into(),
             problem: "data.key is missing".into(),

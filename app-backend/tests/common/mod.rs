@@ -13,7 +13,7 @@ use devstack::process::Supervised;
 use devstack::sidecar::{
     backend_config, install_copy, workspace_binary, BackendLayout, Sidecar, SIDECAR_BIN_ENV,
 };
-use devstack::spire::BACKEND_ID;
+use devstack::spire::{BACKEND_ID, FRONTEND_ID};
 use devstack::{free_port, Devstack, Options};
 use github_standin::GithubStandIn;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -29,6 +29,10 @@ pub struct Setup {
     pub revoke_grace: &'static str,
     /// Start the sidecar (files, proxy) right away.
     pub start_sidecar: bool,
+    /// Also run the path the frontend uses: the backend sidecar's inbound
+    /// mTLS listener in front of the backend, and a frontend sidecar whose
+    /// outbound listener ([`Stack::mesh_url`]) speaks mTLS to it.
+    pub mesh: bool,
 }
 
 impl Default for Setup {
@@ -38,8 +42,19 @@ impl Default for Setup {
             rotate_before: "10m",
             revoke_grace: "30s",
             start_sidecar: true,
+            mesh: false,
         }
     }
+}
+
+/// The frontend's half of the mesh: its sidecar and the ports of both halves.
+pub struct Mesh {
+    /// The frontend's zt-sidecar (outbound mTLS); `None` while stopped.
+    pub frontend_sidecar: Option<Sidecar>,
+    /// Port the backend must listen on (the inbound listener forwards here).
+    pub backend_port: u16,
+    /// The frontend sidecar's plain-HTTP outbound listener.
+    pub outbound_port: u16,
 }
 
 pub struct Stack {
@@ -49,6 +64,8 @@ pub struct Stack {
     pub infra: Devstack,
     sidecar_binary: PathBuf,
     sidecar_config: String,
+    /// Set with [`Setup::mesh`].
+    pub mesh: Option<Mesh>,
     /// Kept (not removed) when a test fails.
     tmp: Option<tempfile::TempDir>,
     pub dir: PathBuf,
@@ -59,6 +76,9 @@ impl Drop for Stack {
         if std::thread::panicking() {
             if let Some(s) = &self.sidecar {
                 eprintln!("--- sidecar log ---\n{}", tail(&s.log(), 40));
+            }
+            if let Some(s) = self.mesh.as_ref().and_then(|m| m.frontend_sidecar.as_ref()) {
+                eprintln!("--- frontend sidecar log ---\n{}", tail(&s.log(), 20));
             }
             if let Some(t) = self.tmp.take() {
                 eprintln!(
@@ -113,6 +133,12 @@ impl Stack {
         let mut opts = Options::default()
             .register_binary(BACKEND_ID, &binary)
             .unwrap();
+        let frontend_binary = setup.mesh.then(|| {
+            let b = install_copy(&sidecar_bin, dir.path(), "frontend").unwrap();
+            opts.registrations
+                .push(devstack::spire::Registration::for_binary(FRONTEND_ID, &b).unwrap());
+            b
+        });
         if let Some((ttl, max)) = setup.db_ttl {
             opts.db_ttls = vec![
                 ("backend-role".into(), ttl, max),
@@ -121,8 +147,26 @@ impl Stack {
         }
         let infra = Devstack::start(opts).expect("devstack");
         let layout = BackendLayout::new(&dir.path().join("run")).unwrap();
-        let sidecar_config =
-            backend_config(&infra, &layout, setup.rotate_before, setup.revoke_grace, "");
+        let (backend_port, inbound_port, outbound_port, frontend_admin) = (
+            free_port().unwrap(),
+            free_port().unwrap(),
+            free_port().unwrap(),
+            free_port().unwrap(),
+        );
+        let inbound = if setup.mesh {
+            format!(
+                "\n[[mtls.inbound]]\nlisten = \"127.0.0.1:{inbound_port}\"\nforward_to = \"127.0.0.1:{backend_port}\"\nallow = [\"{FRONTEND_ID}\"]\n"
+            )
+        } else {
+            String::new()
+        };
+        let sidecar_config = backend_config(
+            &infra,
+            &layout,
+            setup.rotate_before,
+            setup.revoke_grace,
+            &inbound,
+        );
         let github = GithubStandIn::start().unwrap();
         let mut s = Self {
             sidecar: None,
@@ -131,13 +175,47 @@ impl Stack {
             infra,
             sidecar_binary: binary,
             sidecar_config,
+            mesh: None,
             tmp: Some(dir),
             dir: path,
         };
         if setup.start_sidecar {
             s.start_sidecar();
         }
+        if let Some(fb) = frontend_binary {
+            let config = format!(
+                "[identity]\nworkload_api = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:{frontend_admin}\"\n\n\
+                 [[mtls.outbound]]\nlisten = \"127.0.0.1:{outbound_port}\"\nupstream = \"127.0.0.1:{inbound_port}\"\nserver_id = \"{BACKEND_ID}\"\n",
+                s.infra.workload_endpoint()
+            );
+            let mut fs = Sidecar::start(
+                "frontend-sidecar",
+                &fb,
+                &s.dir,
+                &config,
+                std::net::SocketAddr::from(([127, 0, 0, 1], frontend_admin)),
+            )
+            .unwrap();
+            if let Err(e) = fs.wait_ready(Duration::from_secs(60)) {
+                panic!(
+                    "frontend sidecar not ready: {e:#}\n--- log ---\n{}",
+                    tail(&fs.log(), 60)
+                );
+            }
+            s.mesh = Some(Mesh {
+                frontend_sidecar: Some(fs),
+                backend_port,
+                outbound_port,
+            });
+        }
         s
+    }
+
+    /// The backend as the frontend reaches it: frontend sidecar (plain HTTP)
+    /// → SPIFFE mTLS → backend sidecar → backend. Needs [`Setup::mesh`].
+    pub fn mesh_url(&self) -> String {
+        let m = self.mesh.as_ref().expect("Setup { mesh: true, .. }");
+        format!("http://127.0.0.1:{}", m.outbound_port)
     }
 
     pub fn start_sidecar(&mut self) {
@@ -185,7 +263,11 @@ impl Stack {
 
     /// Starts the backend binary with `backend_env()` plus `extra`, without waiting.
     pub fn spawn_backend(&self, name: &str, extra: &[(&str, &str)]) -> Backend {
-        let port = free_port().unwrap();
+        // Behind the mesh, the port the inbound listener forwards to.
+        let port = match &self.mesh {
+            Some(m) => m.backend_port,
+            None => free_port().unwrap(),
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-backend"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -1,0 +1,125 @@
+//! Entry points for the fuzz targets in `fuzz/` and the tests that replay
+//! their corpus (`tests/fuzz_replay.rs`): each takes raw bytes, runs the
+//! real parser and panics when one of its invariants breaks. Not an API.
+
+use std::collections::BTreeMap;
+
+use crate::config::{AllowRule, Config};
+use crate::proxy::{authorise, authorise_query, normalise, Checked};
+
+/// The allow-list the proxy target checks against: the backend's rules
+/// (`devstack`'s and the chart's) plus an exact-path rule.
+pub fn rules() -> Vec<AllowRule> {
+    let rule = |path: &str, methods: &[&str], query: &[&str]| AllowRule {
+        path: path.into(),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        query: query.iter().map(|q| q.to_string()).collect(),
+    };
+    vec![
+        rule(
+            "secret/data/github/users/*",
+            &["GET", "PUT", "POST", "DELETE"],
+            &["version"],
+        ),
+        rule("secret/metadata/github/users/*", &["GET", "DELETE"], &[]),
+        rule("secret/data/app/config", &["GET", "LIST"], &[]),
+    ]
+}
+
+/// Splits a fuzz input into the proxy's three inputs: `method\npath\nquery`
+/// (a missing third line is no query).
+pub fn proxy_input(data: &[u8]) -> Option<(&str, &str, Option<&str>)> {
+    let text = std::str::from_utf8(data).ok()?;
+    let mut parts = text.splitn(3, '\n');
+    let method = parts.next()?;
+    let path = parts.next()?;
+    Some((method, path, parts.next()))
+}
+
+/// The proxy's normaliser and rule matcher on one request. Invariants:
+/// what is forwarded has no empty, `.` or `..` segment and nothing that
+/// decodes to `/`, `\` or a control character; normalising what is
+/// forwarded gives the same request (so OpenBao reads what was checked); an
+/// allowed path is the rule's path or strictly below its prefix, with an
+/// allowed operation and only allowed query keys.
+pub fn proxy(data: &[u8]) {
+    let Some((method, path, query)) = proxy_input(data) else {
+        return;
+    };
+    let Ok(checked) = normalise(method, path, query) else {
+        return;
+    };
+    for seg in checked.path.split('/') {
+        assert!(
+            !seg.is_empty() && seg != "." && seg != "..",
+            "segment {seg:?} in {:?}",
+            checked.path
+        );
+        assert!(
+            !seg.contains('\\') && !seg.chars().any(char::is_control),
+            "segment {seg:?}"
+        );
+    }
+    assert!(
+        !checked.encoded.contains("%2F") && !checked.encoded.contains("%2f"),
+        "encoded slash forwarded: {:?}",
+        checked.encoded
+    );
+    // Idempotent: the upstream request, normalised again, is the same request.
+    let again = normalise(
+        &checked.operation,
+        &format!("/v1/{}", checked.encoded),
+        checked.encoded_query().as_deref(),
+    )
+    .unwrap_or_else(|e| panic!("forwarded request {checked:?} refused when re-checked: {e}"));
+    assert_eq!(again, checked, "normalising twice changed the request");
+
+    let rules = rules();
+    if let Ok(rule) = authorise(&rules, &checked.path, &checked.operation) {
+        assert_allowed_by(rule, &checked);
+        if authorise_query(rule, &checked).is_ok() {
+            for (k, _) in &checked.query {
+                assert!(rule.query.contains(k), "query key {k:?} forwarded");
+            }
+        }
+    }
+}
+
+fn assert_allowed_by(rule: &AllowRule, checked: &Checked) {
+    assert!(
+        rule.methods.contains(&checked.operation),
+        "{} allowed by {rule:?}",
+        checked.operation
+    );
+    match rule.path.strip_suffix("/*") {
+        Some(prefix) => {
+            let below = checked
+                .path
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('/'));
+            assert!(
+                below.is_some_and(|b| !b.is_empty()),
+                "{:?} allowed by {rule:?} but not below {prefix:?}",
+                checked.path
+            );
+        }
+        None => assert_eq!(checked.path, rule.path, "allowed by an exact rule"),
+    }
+}
+
+/// The TOML loader on any text, with no environment overrides. Invariants:
+/// no panic; a configuration it accepts renders (`to_toml`) to TOML that it
+/// accepts again and renders the same way.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = BTreeMap::new();
+    let Ok(first) = Config::parse(text, &env) else {
+        return;
+    };
+    let rendered = first.to_toml();
+    let second = Config::parse(&rendered, &env)
+        .unwrap_or_else(|e| panic!("the rendered configuration is refused: {e}\n{rendered}"));
+    assert_eq!(second.to_toml(), rendered, "rendering is not stable");
+}
