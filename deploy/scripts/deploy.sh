@@ -84,7 +84,8 @@ done
 say "4/4 make install into $CTX"
 restart=1
 $skip_build && restart=0
-ZT_CONTEXT=$CTX ZT_RESTART_APPS=$restart bash "$zt_scripts/install.sh"
+# kind is the demo: its backend seeds the demo users.
+ZT_CONTEXT=$CTX ZT_RESTART_APPS=$restart ZT_DEMO_USERS=1 bash "$zt_scripts/install.sh"
 
 cat >&2 <<MSG
 

@@ -18,6 +18,9 @@
 #   ZT_INJECTOR_VALUES="F…"  more values files for the zt-injector chart
 #                      (helm -f, in order; deploy/charts/zt-injector/values.yaml
 #                      documents every value)
+#   ZT_DEMO_USERS=1    seed the demo's users with known passwords (jake/jake99,
+#                      …): make deploy sets it; off by default — never on a
+#                      cluster that is not a demo
 #   ZT_LAB=1           the lab profile (devstack's one-node cluster, make lab):
 #                      only what cannot exist there differs — no Cilium, no
 #                      spire-controller-manager (entries made with the SPIRE
@@ -32,6 +35,8 @@ ZT_STEP=install
 
 WAIT=${WAIT:-1}
 case $WAIT in 0 | 1) ;; *) die "WAIT must be 0 or 1, got '$WAIT'" ;; esac
+ZT_DEMO_USERS=${ZT_DEMO_USERS:-0}
+case $ZT_DEMO_USERS in 0 | 1) ;; *) die "ZT_DEMO_USERS must be 0 or 1, got '$ZT_DEMO_USERS'" ;; esac
 ZT_LAB=${ZT_LAB:-0}
 case $ZT_LAB in 0 | 1) ;; *) die "ZT_LAB must be 0 or 1, got '$ZT_LAB'" ;; esac
 [ "$ZT_LAB$WAIT" != 10 ] || die "ZT_LAB=1 needs WAIT=1: the lab's SPIRE entries are created in the running SPIRE server"
@@ -277,6 +282,9 @@ say "7/8 backend, frontend and the example job (zt-sidecar injected from their a
 existed=$(k -n 99-apps get deployment backend frontend --ignore-not-found -o name)
 if lab; then
   apply_overlay apps
+elif [ "$ZT_DEMO_USERS" = 1 ]; then
+  say "7/8 demo profile: the backend seeds the demo users (known passwords)"
+  k kustomize --load-restrictor LoadRestrictionsNone deploy/demo | k apply -f -
 else
   k apply -f deploy/k8s/apps/backend.yaml -f deploy/k8s/apps/frontend.yaml \
     -f deploy/examples/psql-report/psql-report.yaml

@@ -155,13 +155,36 @@ async fn install_is_accepted_by_the_real_api_server_and_runs_twice() {
     .unwrap();
     let values = values.display().to_string();
     for round in 1..=2 {
-        let run = install::install_with(cp, &root(), &[("ZT_INJECTOR_VALUES", &values)]);
+        // Round 2 is the demo profile (make deploy): only it seeds the demo users.
+        let demo = if round == 2 { "1" } else { "0" };
+        let run = install::install_with(
+            cp,
+            &root(),
+            &[("ZT_INJECTOR_VALUES", &values), ("ZT_DEMO_USERS", demo)],
+        );
         run.assert_clean(&format!("make install WAIT=0, run {round}"));
         println!("--- install run {round}:\n{}", run.output);
         assert!(
             run.output.contains("8/8 installed into context"),
             "{}",
             run.output
+        );
+        let seeded = kubectl(
+            cp,
+            &[
+                "-n",
+                "99-apps",
+                "get",
+                "deployment",
+                "backend",
+                "-o",
+                r#"jsonpath={.spec.template.spec.containers[?(@.name=="backend")].env[?(@.name=="BACKEND_SEED_DEMO_USERS")].value}"#,
+            ],
+        );
+        assert_eq!(
+            seeded.output.trim(),
+            if round == 2 { "true" } else { "false" },
+            "round {round}: demo users seeded only in the demo profile"
         );
     }
 

@@ -227,6 +227,12 @@ fn install_refuses_garbage_and_missing_tools_before_touching_the_cluster() {
     let (code, err) = run(&[("WAIT", "yes")]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("WAIT must be 0 or 1, got 'yes'"), "{err}");
+    let (code, err) = run(&[("ZT_DEMO_USERS", "yes")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("ZT_DEMO_USERS must be 0 or 1, got 'yes'"),
+        "{err}"
+    );
     // kubectl answers nothing: no context.
     let (code, err) = run(&[]);
     assert_eq!(code, 1, "{err}");
