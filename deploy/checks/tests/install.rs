@@ -88,61 +88,38 @@ fn start_injector(
     p
 }
 
+/// install.sh stops with `why` and has applied nothing (no namespace).
+fn refused_before_applying(cp: &devstack::kube::ControlPlane, why: &str) {
+    let run = install::install(cp, &root());
+    assert_eq!(run.code, 1, "{}", run.output);
+    assert!(run.output.contains(why), "{}", run.output);
+    let ns = kubectl(
+        cp,
+        &[
+            "get",
+            "namespace",
+            "99-apps",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(
+        ns.output.trim(),
+        "",
+        "install applied something before refusing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_is_accepted_by_the_real_api_server_and_runs_twice() {
     let cp = devstack::kube::shared().unwrap_or_else(|e| panic!("{e:#}"));
 
     // A cluster without Cilium is refused before anything is applied.
-    let run = install::install(cp, &root());
-    assert_eq!(run.code, 1, "{}", run.output);
-    assert!(
-        run.output.contains("this cluster has no Cilium"),
-        "{}",
-        run.output
-    );
-    let ns = kubectl(
-        cp,
-        &[
-            "get",
-            "namespace",
-            "99-apps",
-            "--ignore-not-found",
-            "-o",
-            "name",
-        ],
-    );
-    assert_eq!(
-        ns.output.trim(),
-        "",
-        "install applied something before refusing"
-    );
-
+    refused_before_applying(cp, "this cluster has no Cilium");
     install::add_cilium_crds(cp);
     // Cilium without mutual authentication: refused, nothing applied.
-    let run = install::install(cp, &root());
-    assert_eq!(run.code, 1, "{}", run.output);
-    assert!(
-        run.output
-            .contains("Cilium's mutual authentication is not enabled"),
-        "{}",
-        run.output
-    );
-    let ns = kubectl(
-        cp,
-        &[
-            "get",
-            "namespace",
-            "99-apps",
-            "--ignore-not-found",
-            "-o",
-            "name",
-        ],
-    );
-    assert_eq!(
-        ns.output.trim(),
-        "",
-        "install applied something before refusing"
-    );
+    refused_before_applying(cp, "Cilium's mutual authentication is not enabled");
     install::enable_cilium_mutual_auth(cp);
     // The webhook calls the injector started below, on loopback.
     let dir = tempfile::tempdir().unwrap();
