@@ -18,7 +18,6 @@
 //! app; [`run::run`] wires state, background tasks and the HTTP server.
 //! Contracts: docs/contracts.md (1: files, 2: proxy, 3: sidecar admin, 5: this API).
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod auth;
 pub mod config;

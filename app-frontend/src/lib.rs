@@ -21,7 +21,6 @@
 //! [`app`] builds the application, so `main` and the tests serve exactly
 //! the same routes, middleware and error pages.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod assets;
 pub mod backend;

@@ -464,7 +464,7 @@ async fn register_signs_in_and_reports_each_problem_clearly() {
     let csrf = page.csrf();
     let calls = site.backend.api_calls();
     type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
-    let bad: [Case; 7] = [
+    let bad: [Case<'_>; 7] = [
         (
             &[
                 ("username", ""),

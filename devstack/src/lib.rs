@@ -19,7 +19,6 @@
 //! (`Drop`), or with the parent process if that is killed (`PR_SET_PDEATHSIG`).
 //! A missing binary is an error naming `make tools`; nothing is ever skipped.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod bench;
 pub mod kube;

@@ -32,7 +32,6 @@
 //! ([`GithubStandIn::requests`]) records which seeded user a token matched,
 //! not the token.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 mod data;
 mod routes;

@@ -22,7 +22,6 @@
 //!
 //! [`admission::Injector`] is what the server runs and what the tests call.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod admission;
 pub mod annotations;

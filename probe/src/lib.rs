@@ -7,7 +7,6 @@
 //! its code. Standard library only; one request with a deadline, nothing
 //! kept.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};

@@ -154,7 +154,7 @@ fn probe_reports_a_missing_or_unready_sidecar() {
     // A sidecar that is up but has no identity (no Workload API) is alive, not ready.
     let cfg = format!("[identity]\nworkload_api = \"unix:{}/none.sock\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n", dir.path().display());
     std::fs::write(&path, cfg).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zt-sidecar"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zt-sidecar"))
         .args(["run", "--config", path.to_str().unwrap()])
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -43,7 +43,7 @@ fn allow_listed_calls_work_and_everything_else_is_refused() {
 
     // Refused, each with a 403 and a reason naming the rule or its absence.
     type Headers<'a> = &'a [(&'a str, &'a str)];
-    let refusals: &[(&str, &str, Headers, &str)] = &[
+    let refusals: &[(&str, &str, Headers<'_>, &str)] = &[
         // Other paths — even ones the sidecar's token could read.
         (
             "GET",

@@ -16,7 +16,6 @@
 //! SPIRE and OpenBao configs go through the real `spire-server`/`spire-agent
 //! validate`, `bao policy fmt` and `bao operator diagnose`.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod cilium;
 pub mod dockerfile;

@@ -216,6 +216,6 @@ fn kind_config_is_made_for_cilium_and_publishes_the_frontend() {
     );
 }
 
-fn all_manifests() -> Vec<deploy_checks::manifest::Manifest> {
+fn all_manifests() -> Vec<manifest::Manifest> {
     common::deployed()
 }

@@ -164,8 +164,7 @@ fn a_plain_pod_gets_an_identity_only_native_sidecar() {
 #[test]
 fn a_host_path_setting_replaces_the_csi_volume_and_nothing_else() {
     let mut s = settings();
-    s.sidecar.workload_api_volume =
-        crate::settings::WorkloadApiVolume::HostPath("/run/spire/agent-sockets".into());
+    s.sidecar.workload_api_volume = WorkloadApiVolume::HostPath("/run/spire/agent-sockets".into());
     let got = inject_with(&pod(with(&[]), json!({"containers": [app("app")]})), s).unwrap();
     let want = pod(
         injected(&[]),

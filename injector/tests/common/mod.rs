@@ -143,7 +143,7 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// The pod template annotations of the Deployment `name` in `file`.
-pub fn template_annotations(file: &str, name: &str) -> std::collections::BTreeMap<String, String> {
+pub fn template_annotations(file: &str, name: &str) -> BTreeMap<String, String> {
     let d = deploy_checks::manifest::load(&repo().join(file))
         .unwrap()
         .into_iter()

@@ -58,7 +58,7 @@ pub fn injector_settings() -> zt_injector::settings::Settings {
         "helm template: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs = deploy_checks::manifest::parse(&String::from_utf8(out.stdout).unwrap(), "chart")
+    let docs = manifest::parse(&String::from_utf8(out.stdout).unwrap(), "chart")
         .unwrap_or_else(|e| panic!("{e}"));
     let text = docs
         .iter()
