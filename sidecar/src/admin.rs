@@ -23,7 +23,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::state::{RotationRequest, State, FORCED_ROTATION_INTERVAL};
+use crate::status::{RotationRequest, State, FORCED_ROTATION_INTERVAL};
 
 /// The header `POST /rotate/<name>` requires (any value; send `1`).
 pub const ADMIN_HEADER: &str = "x-zt-admin";

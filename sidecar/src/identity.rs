@@ -11,9 +11,9 @@ use spiffe::{JwtSource, TrustDomain, X509Source};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackoffConfig, IdentityConfig};
-use crate::files::{write_atomic, FilePolicy};
 use crate::secret::Sensitive;
-use crate::state::{State, SvidInfo};
+use crate::secrets::{write_atomic, FilePolicy};
+use crate::status::{State, SvidInfo};
 
 /// Why identity could not be obtained.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +115,7 @@ impl Identity {
             .map(|s| s.serial != info.serial)
             .unwrap_or(true);
         if changed {
-            tracing::info!(spiffe_id = %info.spiffe_id, serial = %info.serial, expires_at = %crate::state::rfc3339(expires_at), "X.509-SVID in use");
+            tracing::info!(spiffe_id = %info.spiffe_id, serial = %info.serial, expires_at = %crate::status::rfc3339(expires_at), "X.509-SVID in use");
             if let Some(dir) = svid_dir {
                 if let Err(e) = self.write_pem_files(dir, &svid) {
                     state.failure("svid_files");

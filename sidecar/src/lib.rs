@@ -21,12 +21,9 @@
 pub mod admin;
 pub mod backoff;
 pub mod config;
-pub mod database;
-pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
-pub mod kv;
 pub mod mtls;
 pub mod openbao;
 pub mod proxy;
@@ -34,5 +31,4 @@ pub mod run;
 pub mod secret;
 pub mod secrets;
 pub mod serve;
-pub mod state;
-pub mod token;
+pub mod status;

@@ -21,8 +21,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::config::{AllowRule, ProxyConfig};
-use crate::state::State;
-use crate::token::{TokenCheck, Tokens};
+use crate::openbao::{TokenCheck, Tokens};
+use crate::status::State;
 
 /// Headers that would carry a client's own credentials; refused outright.
 pub const TOKEN_HEADERS: [&str; 3] = ["x-vault-token", "x-openbao-token", "authorization"];

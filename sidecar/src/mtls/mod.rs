@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, PeerPattern};
 use crate::identity::Identity;
-use crate::state::{ListenerStats, State};
+use crate::status::{ListenerStats, State};
 
 pub use verify::{presented_id, SpiffeClientVerifier, SpiffeServerVerifier};
 

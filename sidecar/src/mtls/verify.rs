@@ -15,7 +15,7 @@ use rustls::{
 };
 
 use crate::config::PeerPattern;
-use crate::state::ListenerStats;
+use crate::status::ListenerStats;
 
 /// The SPIFFE ID in a certificate, or a description of why there is none.
 pub fn presented_id(der: &[u8]) -> Result<String, String> {

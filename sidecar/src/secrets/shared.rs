@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use tokio::sync::watch;
 
 use crate::config::BackoffConfig;
-use crate::files::FilePolicy;
 use crate::openbao::OpenBao;
-use crate::state::{SecretKind, SecretStatus, State};
-use crate::token::{TokenCheck, Tokens};
+use crate::openbao::{TokenCheck, Tokens};
+use crate::secrets::FilePolicy;
+use crate::status::{SecretKind, SecretStatus, State};
 
 /// The shared context of database rotators and KV renderers.
 #[derive(Clone)]

@@ -8,11 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, KvSecret};
-use crate::files::{write_atomic, FilePolicy};
 use crate::openbao::OpenBao;
+use crate::openbao::{current_token, sleep_or_cancel, TokenCheck, Tokens};
 use crate::secrets::SecretsEnv;
-use crate::state::{SecretKind, State};
-use crate::token::{current_token, sleep_or_cancel, TokenCheck, Tokens};
+use crate::secrets::{write_atomic, FilePolicy};
+use crate::status::{SecretKind, State};
 
 /// Keeps one `[[secrets.kv]]` file current.
 pub struct KvRenderer {

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, DatabaseSecret, FileFormat};
-use crate::files::{remove, write_atomic, FilePolicy};
+use crate::openbao::{current_token, LeaseBook, Token, TokenCheck, Tokens};
 use crate::openbao::{DbLease, OpenBao};
 use crate::secrets::SecretsEnv;
-use crate::state::{rfc3339, SecretKind, State};
-use crate::token::{current_token, LeaseBook, Token, TokenCheck, Tokens};
+use crate::secrets::{remove, write_atomic, FilePolicy};
+use crate::status::{rfc3339, SecretKind, State};
 
 /// The credentials the app is using now.
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use crate::config::{BackoffConfig, OpenBaoConfig};
 use crate::identity::Identity;
 use crate::openbao::OpenBao;
 use crate::secret::Sensitive;
-use crate::state::{State, TokenInfo};
+use crate::status::{State, TokenInfo};
 
 /// One OpenBao token.
 #[derive(Debug)]

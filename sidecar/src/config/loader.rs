@@ -1294,6 +1294,3 @@ mod duration_str {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,0 +1,4 @@
+//! What the sidecar knows about itself.
+mod board;
+
+pub use board::*;
