@@ -115,7 +115,7 @@ impl Identity {
             .map(|s| s.serial != info.serial)
             .unwrap_or(true);
         if changed {
-            tracing::info!(spiffe_id = %info.spiffe_id, serial = %info.serial, expires_at = %crate::status::rfc3339(expires_at), "X.509-SVID in use");
+            tracing::info!(spiffe_id = %info.spiffe_id, serial = %info.serial, expires_at = %crate::clock::rfc3339(expires_at), "X.509-SVID in use");
             if let Some(dir) = svid_dir {
                 if let Err(e) = self.write_pem_files(dir, &svid) {
                     state.failure("svid_files");

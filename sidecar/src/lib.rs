@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod backoff;
+mod clock;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

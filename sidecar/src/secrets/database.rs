@@ -21,12 +21,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::clock::rfc3339;
 use crate::config::{BackoffConfig, DatabaseSecret, FileFormat};
 use crate::openbao::{current_token, LeaseBook, Token, TokenCheck, Tokens};
 use crate::openbao::{DbLease, OpenBao};
 use crate::secrets::SecretsEnv;
 use crate::secrets::{remove, write_atomic, FilePolicy};
-use crate::status::{rfc3339, SecretKind, State};
+use crate::status::{SecretKind, State};
 
 /// The credentials the app is using now.
 #[derive(Debug)]

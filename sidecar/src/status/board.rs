@@ -2,7 +2,6 @@
 //! and `/metrics`. Holds no secret values (usernames and lease ids only).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use crate::clock::{rfc3339, secs_until};
 use crate::config::{AllowRule, Config};
 
 /// The current X.509-SVID.
@@ -98,15 +98,15 @@ impl ListenerStats {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    svid: Option<SvidInfo>,
-    svid_rotations: u64,
-    token: Option<TokenInfo>,
-    token_renewals: u64,
-    logins: u64,
-    secrets: BTreeMap<String, SecretStatus>,
-    proxy_requests: BTreeMap<u16, u64>,
-    failures: BTreeMap<&'static str, u64>,
+pub(super) struct Inner {
+    pub(super) svid: Option<SvidInfo>,
+    pub(super) svid_rotations: u64,
+    pub(super) token: Option<TokenInfo>,
+    pub(super) token_renewals: u64,
+    pub(super) logins: u64,
+    pub(super) secrets: BTreeMap<String, SecretStatus>,
+    pub(super) proxy_requests: BTreeMap<u16, u64>,
+    pub(super) failures: BTreeMap<&'static str, u64>,
 }
 
 /// Shortest time between two forced rotations of one secret. Each forced
@@ -133,8 +133,8 @@ pub struct State {
     /// When each secret's last forced rotation was accepted.
     forced: Arc<Mutex<BTreeMap<String, Instant>>>,
     config: Arc<Config>,
-    inbound: Arc<Vec<Arc<ListenerStats>>>,
-    outbound: Arc<Vec<Arc<ListenerStats>>>,
+    pub(super) inbound: Arc<Vec<Arc<ListenerStats>>>,
+    pub(super) outbound: Arc<Vec<Arc<ListenerStats>>>,
 }
 
 impl State {
@@ -193,7 +193,7 @@ impl State {
         RotationRequest::Accepted
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave counters inconsistent
         // in a way that matters; keep serving status.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -367,188 +367,4 @@ impl State {
             "failures": g.failures,
         })
     }
-
-    /// Prometheus text exposition.
-    pub fn metrics_text(&self) -> String {
-        let ready = self.readiness().is_ok();
-        let g = self.lock();
-        let now = SystemTime::now();
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
-        metric(
-            "zt_ready",
-            "gauge",
-            "1 when every required secret is on disk and unexpired",
-            vec![(String::new(), ready as u8 as f64)],
-        );
-        if let Some(s) = &g.svid {
-            metric(
-                "zt_svid_expiry_timestamp_seconds",
-                "gauge",
-                "notAfter of the current X.509-SVID",
-                vec![(String::new(), unix(s.expires_at))],
-            );
-        }
-        metric(
-            "zt_svid_rotations_total",
-            "counter",
-            "X.509-SVID rotations seen",
-            vec![(String::new(), g.svid_rotations as f64)],
-        );
-        if let Some(t) = &g.token {
-            metric(
-                "zt_token_ttl_seconds",
-                "gauge",
-                "seconds until the OpenBao token expires unless renewed",
-                vec![(String::new(), secs_until(t.expires_at, now) as f64)],
-            );
-        }
-        metric(
-            "zt_token_renewals_total",
-            "counter",
-            "OpenBao token renewals",
-            vec![(String::new(), g.token_renewals as f64)],
-        );
-        metric(
-            "zt_token_logins_total",
-            "counter",
-            "OpenBao logins with a JWT-SVID",
-            vec![(String::new(), g.logins as f64)],
-        );
-        let per = |f: &dyn Fn(&SecretStatus) -> Option<f64>| {
-            g.secrets
-                .iter()
-                .filter_map(|(n, s)| f(s).map(|v| (format!("{{secret=\"{n}\"}}"), v)))
-                .collect::<Vec<_>>()
-        };
-        metric(
-            "zt_secret_lease_ttl_seconds",
-            "gauge",
-            "seconds until the current credentials expire",
-            per(&|s| s.expires_at.map(|e| secs_until(e, now) as f64)),
-        );
-        metric(
-            "zt_secret_version",
-            "gauge",
-            "version of the secret file",
-            per(&|s| Some(s.version as f64)),
-        );
-        metric(
-            "zt_lease_renewals_total",
-            "counter",
-            "lease renewals",
-            per(&|s| (s.kind == SecretKind::Database).then_some(s.renewals as f64)),
-        );
-        metric(
-            "zt_lease_rotations_total",
-            "counter",
-            "credential rotations",
-            per(&|s| (s.kind == SecretKind::Database).then_some(s.rotations as f64)),
-        );
-        metric(
-            "zt_lease_revocations_total",
-            "counter",
-            "old leases revoked",
-            per(&|s| (s.kind == SecretKind::Database).then_some(s.revocations as f64)),
-        );
-        metric(
-            "zt_failures_total",
-            "counter",
-            "failed operations by kind",
-            g.failures
-                .iter()
-                .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v as f64))
-                .collect(),
-        );
-        metric(
-            "zt_proxy_requests_total",
-            "counter",
-            "OpenBao proxy requests by status",
-            g.proxy_requests
-                .iter()
-                .map(|(k, v)| (format!("{{status=\"{k}\"}}"), *v as f64))
-                .collect(),
-        );
-        let listeners =
-            |dir: &str, stats: &[Arc<ListenerStats>], f: &dyn Fn(&ListenerStats) -> u64| {
-                stats
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        (
-                            format!("{{direction=\"{dir}\",listener=\"{i}\"}}"),
-                            f(s) as f64,
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            };
-        let both = |f: &dyn Fn(&ListenerStats) -> u64| {
-            let mut v = listeners("inbound", &self.inbound, f);
-            v.extend(listeners("outbound", &self.outbound, f));
-            v
-        };
-        metric(
-            "zt_mtls_connections_total",
-            "counter",
-            "mTLS connections established",
-            both(&|s| s.accepted.load(Ordering::Relaxed)),
-        );
-        metric(
-            "zt_mtls_peers_refused_total",
-            "counter",
-            "peers refused (no cert, untrusted, ID not allowed)",
-            both(&|s| s.refused.load(Ordering::Relaxed)),
-        );
-        metric(
-            "zt_mtls_handshake_failures_total",
-            "counter",
-            "failed TLS handshakes",
-            both(&|s| s.handshake_failures.load(Ordering::Relaxed)),
-        );
-        metric(
-            "zt_mtls_active_connections",
-            "gauge",
-            "open mTLS connections",
-            both(&|s| s.active.load(Ordering::Relaxed)),
-        );
-        metric(
-            "zt_mtls_requests_total",
-            "counter",
-            "HTTP requests carried over mTLS",
-            both(&|s| s.requests.load(Ordering::Relaxed)),
-        );
-        out
-    }
-}
-
-/// RFC 3339 UTC, seconds precision.
-pub fn rfc3339(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t)
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::from(t));
-    dt.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
-
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn secs_until(t: SystemTime, now: SystemTime) -> i64 {
-    match t.duration_since(now) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
-
-/// `Duration` until `t` (zero if past).
-pub fn until(t: SystemTime) -> Duration {
-    t.duration_since(SystemTime::now()).unwrap_or_default()
 }
