@@ -17,13 +17,13 @@ use crate::status::{ListenerStats, State};
 
 /// Listeners bound at start-up (so a busy port fails fast), before identity.
 #[derive(Debug, Default)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     inbound: Vec<TcpListener>,
     outbound: Vec<TcpListener>,
 }
 
 /// Binds every configured mTLS listener.
-pub async fn bind_all(config: &Config) -> anyhow::Result<Listeners> {
+pub(crate) async fn bind_all(config: &Config) -> anyhow::Result<Listeners> {
     let mut l = Listeners::default();
     for (i, c) in config.mtls.inbound.iter().enumerate() {
         l.inbound.push(
@@ -43,7 +43,7 @@ pub async fn bind_all(config: &Config) -> anyhow::Result<Listeners> {
 
 /// Starts the listeners and the task that rebuilds their TLS configs on
 /// every SVID or bundle update.
-pub fn spawn_all(
+pub(crate) fn spawn_all(
     config: &Config,
     listeners: Listeners,
     identity: &Identity,

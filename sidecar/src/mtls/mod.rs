@@ -21,8 +21,9 @@ mod material;
 mod outbound;
 mod verify;
 
-pub use listeners::{bind_all, spawn_all, Listeners};
+pub(crate) use listeners::{bind_all, spawn_all};
 pub use material::{provider, Material};
-pub use verify::{presented_id, SpiffeClientVerifier, SpiffeServerVerifier};
+pub use verify::SpiffeServerVerifier;
+pub(crate) use verify::{presented_id, SpiffeClientVerifier};
 
 use listeners::ActiveGuard;

@@ -2,5 +2,6 @@
 mod client;
 mod token;
 
-pub use client::*;
-pub use token::*;
+pub use client::{Auth, BaoError, DbLease, KvVersion, OpenBao};
+pub(crate) use token::{current_token, sleep_or_cancel, LeaseBook, TokenKeeper};
+pub use token::{Token, TokenCheck, Tokens};

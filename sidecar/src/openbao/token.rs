@@ -46,7 +46,7 @@ pub struct Tokens {
 
 impl Tokens {
     /// The live token of `generation` (current or retired), if any.
-    pub fn find(&self, generation: u64) -> Option<&Arc<Token>> {
+    pub(crate) fn find(&self, generation: u64) -> Option<&Arc<Token>> {
         self.current
             .iter()
             .chain(self.retired.iter())
@@ -56,7 +56,7 @@ impl Tokens {
 
 /// Which token generation each live lease belongs to.
 #[derive(Debug, Clone, Default)]
-pub struct LeaseBook(Arc<Mutex<HashMap<String, u64>>>);
+pub(crate) struct LeaseBook(Arc<Mutex<HashMap<String, u64>>>);
 
 impl LeaseBook {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
@@ -64,23 +64,18 @@ impl LeaseBook {
     }
 
     /// Records a lease.
-    pub fn insert(&self, lease_id: &str, generation: u64) {
+    pub(crate) fn insert(&self, lease_id: &str, generation: u64) {
         self.lock().insert(lease_id.to_string(), generation);
     }
 
     /// Forgets a lease (revoked or expired).
-    pub fn remove(&self, lease_id: &str) {
+    pub(crate) fn remove(&self, lease_id: &str) {
         self.lock().remove(lease_id);
     }
 
     /// Whether any lease still belongs to `generation`.
-    pub fn references(&self, generation: u64) -> bool {
+    pub(crate) fn references(&self, generation: u64) -> bool {
         self.lock().values().any(|g| *g == generation)
-    }
-
-    /// All live lease ids.
-    pub fn lease_ids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
     }
 }
 
@@ -101,7 +96,7 @@ impl TokenCheck {
 const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Keeps a valid token published on a watch channel.
-pub struct TokenKeeper {
+pub(crate) struct TokenKeeper {
     cfg: OpenBaoConfig,
     bao: OpenBao,
     identity: Identity,
@@ -117,7 +112,7 @@ const RETIRE_CHECK: Duration = Duration::from_secs(2);
 
 impl TokenKeeper {
     /// A keeper and the receiver rotators watch.
-    pub fn new(
+    pub(crate) fn new(
         cfg: OpenBaoConfig,
         bao: OpenBao,
         identity: Identity,
@@ -174,7 +169,7 @@ impl TokenKeeper {
 
     /// Runs until cancelled. Returns the last published tokens (for the
     /// shutdown revocation).
-    pub async fn run(self, cancel: CancellationToken) -> Tokens {
+    pub(crate) async fn run(self, cancel: CancellationToken) -> Tokens {
         let mut backoff = Backoff::new(self.backoff);
         let mut generation = 0;
         // (token, ttl granted at login, policies, when to renew next)
@@ -311,7 +306,7 @@ impl TokenKeeper {
 }
 
 /// Sleeps `d`; `true` if cancelled first.
-pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => false,
         () = cancel.cancelled() => true,
@@ -319,7 +314,7 @@ pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 }
 
 /// Waits for a current token; `None` if cancelled.
-pub async fn current_token(
+pub(crate) async fn current_token(
     rx: &mut watch::Receiver<Tokens>,
     cancel: &CancellationToken,
 ) -> Option<Arc<Token>> {

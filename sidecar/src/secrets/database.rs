@@ -50,7 +50,7 @@ struct Pending {
 }
 
 /// Keeps one `[[secrets.database]]` fresh.
-pub struct LeaseRotator {
+pub(crate) struct LeaseRotator {
     cfg: DatabaseSecret,
     bao: OpenBao,
     tokens: watch::Receiver<Tokens>,
@@ -65,7 +65,7 @@ pub struct LeaseRotator {
 
 /// What the rotator leaves behind for the shutdown revocation.
 #[derive(Debug, Default)]
-pub struct Leftovers {
+pub(crate) struct Leftovers {
     /// Lease ids still alive.
     pub lease_ids: Vec<String>,
     /// The credentials file.
@@ -74,7 +74,7 @@ pub struct Leftovers {
 
 impl LeaseRotator {
     /// A rotator writing `<dir>/<name>.json` (or `.env`).
-    pub fn new(cfg: DatabaseSecret, env: SecretsEnv, book: LeaseBook) -> Self {
+    pub(crate) fn new(cfg: DatabaseSecret, env: SecretsEnv, book: LeaseBook) -> Self {
         let ext = match cfg.format {
             FileFormat::Json => "json",
             FileFormat::Env => "env",
@@ -102,7 +102,7 @@ impl LeaseRotator {
     }
 
     /// Runs until cancelled.
-    pub async fn run(mut self, cancel: CancellationToken) -> Leftovers {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) -> Leftovers {
         let name = self.cfg.name.clone();
         let mut backoff = Backoff::new(self.backoff);
         let mut current: Option<Current> = None;
@@ -414,7 +414,7 @@ fn shell_quote(v: &str) -> String {
 }
 
 /// Revokes leftover leases and removes credential files (shutdown).
-pub async fn revoke_leftovers(bao: &OpenBao, token: &Token, leftovers: &[Leftovers]) {
+pub(crate) async fn revoke_leftovers(bao: &OpenBao, token: &Token, leftovers: &[Leftovers]) {
     for l in leftovers {
         for id in &l.lease_ids {
             match bao.revoke_lease(&token.secret, id).await {

@@ -4,7 +4,7 @@ mod files;
 mod kv;
 mod shared;
 
-pub use database::*;
-pub use files::*;
-pub use kv::*;
-pub use shared::*;
+pub(crate) use database::{revoke_leftovers, LeaseRotator, Leftovers};
+pub(crate) use files::{remove, write_atomic, FilePolicy};
+pub(crate) use kv::KvRenderer;
+pub(crate) use shared::SecretsEnv;

@@ -14,7 +14,7 @@ use crate::config::{AllowRule, Config};
 
 /// The current X.509-SVID.
 #[derive(Debug, Clone)]
-pub struct SvidInfo {
+pub(crate) struct SvidInfo {
     /// SPIFFE ID.
     pub spiffe_id: String,
     /// Leaf `notAfter`.
@@ -25,7 +25,7 @@ pub struct SvidInfo {
 
 /// The current OpenBao token (never the token itself).
 #[derive(Debug, Clone)]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     /// When it expires unless renewed.
     pub expires_at: SystemTime,
     /// Its policies.
@@ -34,7 +34,7 @@ pub struct TokenInfo {
 
 /// Kind of a managed secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretKind {
+pub(crate) enum SecretKind {
     /// Dynamic database credentials.
     Database,
     /// KV v2 secret.
@@ -43,7 +43,7 @@ pub enum SecretKind {
 
 /// One managed secret's public facts.
 #[derive(Debug, Clone)]
-pub struct SecretStatus {
+pub(crate) struct SecretStatus {
     /// Kind.
     pub kind: SecretKind,
     /// Database role or KV path.
@@ -112,11 +112,11 @@ pub(super) struct Inner {
 /// Shortest time between two forced rotations of one secret. Each forced
 /// rotation creates a PostgreSQL user that lives until `revoke_grace` after
 /// the next one; without a limit, a loop of `POST /rotate` piles them up.
-pub const FORCED_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const FORCED_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What became of a forced-rotation request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RotationRequest {
+pub(crate) enum RotationRequest {
     /// The rotator was asked to rotate now.
     Accepted,
     /// No database secret has that name.
@@ -158,7 +158,7 @@ impl State {
     }
 
     /// The trigger a database rotator waits on for forced rotations.
-    pub fn rotation_trigger(&self, name: &str) -> Arc<tokio::sync::Notify> {
+    pub(crate) fn rotation_trigger(&self, name: &str) -> Arc<tokio::sync::Notify> {
         self.rotate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -169,7 +169,7 @@ impl State {
 
     /// Asks the rotator of database secret `name` to rotate now, at most
     /// once per [`FORCED_ROTATION_INTERVAL`] per secret.
-    pub fn request_rotation(&self, name: &str, now: Instant) -> RotationRequest {
+    pub(crate) fn request_rotation(&self, name: &str, now: Instant) -> RotationRequest {
         let known = self
             .lock()
             .secrets
@@ -200,22 +200,22 @@ impl State {
     }
 
     /// Whether the admin listener is on a loopback address.
-    pub fn admin_is_loopback(&self) -> bool {
+    pub(crate) fn admin_is_loopback(&self) -> bool {
         self.config.admin.listen.ip().is_loopback()
     }
 
     /// Counters of inbound listener `i`.
-    pub fn inbound(&self, i: usize) -> Arc<ListenerStats> {
+    pub(crate) fn inbound(&self, i: usize) -> Arc<ListenerStats> {
         self.inbound[i].clone()
     }
 
     /// Counters of outbound listener `i`.
-    pub fn outbound(&self, i: usize) -> Arc<ListenerStats> {
+    pub(crate) fn outbound(&self, i: usize) -> Arc<ListenerStats> {
         self.outbound[i].clone()
     }
 
     /// A new SVID arrived.
-    pub fn set_svid(&self, svid: SvidInfo) {
+    pub(crate) fn set_svid(&self, svid: SvidInfo) {
         let mut g = self.lock();
         if g.svid.as_ref().is_some_and(|s| s.serial != svid.serial) {
             g.svid_rotations += 1;
@@ -224,31 +224,31 @@ impl State {
     }
 
     /// The current SVID, if any.
-    pub fn svid(&self) -> Option<SvidInfo> {
+    pub(crate) fn svid(&self) -> Option<SvidInfo> {
         self.lock().svid.clone()
     }
 
     /// A login succeeded.
-    pub fn token_login(&self, t: TokenInfo) {
+    pub(crate) fn token_login(&self, t: TokenInfo) {
         let mut g = self.lock();
         g.logins += 1;
         g.token = Some(t);
     }
 
     /// A renewal succeeded.
-    pub fn token_renewed(&self, t: TokenInfo) {
+    pub(crate) fn token_renewed(&self, t: TokenInfo) {
         let mut g = self.lock();
         g.token_renewals += 1;
         g.token = Some(t);
     }
 
     /// The token is gone (expired or revoked).
-    pub fn token_cleared(&self) {
+    pub(crate) fn token_cleared(&self) {
         self.lock().token = None;
     }
 
     /// Registers or replaces a secret's status.
-    pub fn update_secret(&self, name: &str, f: impl FnOnce(&mut SecretStatus)) {
+    pub(crate) fn update_secret(&self, name: &str, f: impl FnOnce(&mut SecretStatus)) {
         let mut g = self.lock();
         if let Some(s) = g.secrets.get_mut(name) {
             f(s);
@@ -256,28 +256,23 @@ impl State {
     }
 
     /// Declares a secret (before it is first written).
-    pub fn declare_secret(&self, name: &str, status: SecretStatus) {
+    pub(crate) fn declare_secret(&self, name: &str, status: SecretStatus) {
         self.lock().secrets.insert(name.to_string(), status);
     }
 
     /// One failure of `kind` (login, token_renew, creds, lease_renew, revoke, kv, file, jwt_svid).
-    pub fn failure(&self, kind: &'static str) {
+    pub(crate) fn failure(&self, kind: &'static str) {
         *self.lock().failures.entry(kind).or_default() += 1;
     }
 
-    /// Failures of `kind` so far.
-    pub fn failures(&self, kind: &str) -> u64 {
-        self.lock().failures.get(kind).copied().unwrap_or(0)
-    }
-
     /// One proxied request finished with `status`.
-    pub fn proxy_request(&self, status: u16) {
+    pub(crate) fn proxy_request(&self, status: u16) {
         *self.lock().proxy_requests.entry(status).or_default() += 1;
     }
 
     /// Whether every required secret is on disk and unexpired and an SVID is
     /// present; otherwise the reasons.
-    pub fn readiness(&self) -> Result<(), Vec<String>> {
+    pub(crate) fn readiness(&self) -> Result<(), Vec<String>> {
         let g = self.lock();
         let now = SystemTime::now();
         let mut missing = Vec::new();
@@ -304,7 +299,7 @@ impl State {
     }
 
     /// The `/status` document (docs/contracts.md, contract 3).
-    pub fn status_json(&self) -> Value {
+    pub(crate) fn status_json(&self) -> Value {
         let ready = self.readiness().is_ok();
         let g = self.lock();
         let now = SystemTime::now();

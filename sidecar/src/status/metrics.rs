@@ -10,7 +10,7 @@ use crate::clock::{secs_until, unix};
 
 impl State {
     /// Prometheus text exposition.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         let ready = self.readiness().is_ok();
         let g = self.lock();
         let now = SystemTime::now();

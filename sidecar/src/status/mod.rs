@@ -9,4 +9,7 @@
 mod board;
 mod metrics;
 
-pub use board::*;
+pub use board::{ListenerStats, State};
+pub(crate) use board::{
+    RotationRequest, SecretKind, SecretStatus, SvidInfo, TokenInfo, FORCED_ROTATION_INTERVAL,
+};
