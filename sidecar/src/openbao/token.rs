@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::token_schedule::{self as schedule, RenewAnswer, Renewal, Retired, TokenStep};
+use super::{BaoError, OpenBao};
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, OpenBaoConfig};
-use crate::identity::Identity;
-use crate::openbao::OpenBao;
+use crate::identity::{Identity, IdentityError};
 use crate::secret::Sensitive;
 use crate::status::{State, TokenInfo};
 
@@ -92,9 +94,6 @@ impl TokenCheck {
     }
 }
 
-/// At most one forced check per this interval (403s may be plain policy denials).
-const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-
 /// Keeps a valid token published on a watch channel.
 pub(crate) struct TokenKeeper {
     cfg: OpenBaoConfig,
@@ -107,8 +106,26 @@ pub(crate) struct TokenKeeper {
     check: TokenCheck,
 }
 
-/// How often retired tokens are checked for release.
-const RETIRE_CHECK: Duration = Duration::from_secs(2);
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+enum LoginError {
+    /// The Workload API gave no JWT-SVID.
+    #[error("cannot get a JWT-SVID: {0}")]
+    JwtSvid(IdentityError),
+    /// OpenBao refused the login or could not be reached.
+    #[error("login to OpenBao refused or failed: {0}")]
+    OpenBao(BaoError),
+}
+
+/// The token new requests use, and what its renewal needs.
+struct Held {
+    token: Arc<Token>,
+    /// TTL granted at login (asked again at each renewal).
+    ttl: Duration,
+    policies: Vec<String>,
+    /// When to renew next.
+    renew_at: Instant,
+}
 
 impl TokenKeeper {
     /// A keeper and the receiver rotators watch.
@@ -138,14 +155,14 @@ impl TokenKeeper {
         )
     }
 
-    async fn login(&self, generation: u64) -> Result<(Token, Duration, Vec<String>), String> {
+    async fn login(&self, generation: u64) -> Result<Held, LoginError> {
         let jwt = self
             .identity
             .jwt_svid(&self.cfg.audience)
             .await
             .map_err(|e| {
                 self.state.failure("jwt_svid");
-                format!("cannot get a JWT-SVID: {e}")
+                LoginError::JwtSvid(e)
             })?;
         let auth = self
             .bao
@@ -153,18 +170,45 @@ impl TokenKeeper {
             .await
             .map_err(|e| {
                 self.state.failure("login");
-                format!("login to OpenBao refused or failed: {e}")
+                LoginError::OpenBao(e)
             })?;
-        Ok((
-            Token {
+        let fresh =
+            schedule::logged_in(auth.ttl, auth.renewable, SystemTime::now(), Instant::now());
+        Ok(Held {
+            token: Arc::new(Token {
                 secret: auth.token,
                 generation,
-                expires_at: SystemTime::now() + auth.ttl,
-                capped: !auth.renewable,
-            },
-            auth.ttl,
-            auth.policies,
-        ))
+                expires_at: fresh.expires_at,
+                capped: fresh.capped,
+            }),
+            ttl: auth.ttl,
+            policies: auth.policies,
+            renew_at: fresh.renew_at,
+        })
+    }
+
+    /// Revokes or forgets the retired tokens whose time has come.
+    fn sweep_retired(&self, retired: &mut Vec<Arc<Token>>) {
+        let now = SystemTime::now();
+        retired.retain(|t| {
+            match schedule::retired(t.expires_at, self.book.references(t.generation), now) {
+                Retired::Keep => true,
+                Retired::Expired => {
+                    tracing::info!(generation = t.generation, "retired token expired");
+                    false
+                }
+                Retired::Release => {
+                    let (bao, secret, g) = (self.bao.clone(), t.secret.clone(), t.generation);
+                    tokio::spawn(async move {
+                        match bao.revoke_self(&secret).await {
+                            Ok(()) => tracing::info!(generation = g, "revoked retired token (its leases were rotated)"),
+                            Err(e) => tracing::warn!(generation = g, error = %e, "could not revoke retired token; it will expire"),
+                        }
+                    });
+                    false
+                }
+            }
+        });
     }
 
     /// Runs until cancelled. Returns the last published tokens (for the
@@ -172,135 +216,164 @@ impl TokenKeeper {
     pub(crate) async fn run(self, cancel: CancellationToken) -> Tokens {
         let mut backoff = Backoff::new(self.backoff);
         let mut generation = 0;
-        // (token, ttl granted at login, policies, when to renew next)
-        let mut current: Option<(Arc<Token>, Duration, Vec<String>, tokio::time::Instant)> = None;
+        let mut current: Option<Held> = None;
         let mut retired: Vec<Arc<Token>> = Vec::new();
-        let mut last_forced = tokio::time::Instant::now() - MIN_CHECK_INTERVAL;
+        let mut last_forced = Instant::now() - schedule::MIN_CHECK_INTERVAL;
         loop {
-            let now = SystemTime::now();
-            retired.retain(|t| {
-                if t.expires_at <= now {
-                    tracing::info!(generation = t.generation, "retired token expired");
-                    return false;
-                }
-                if self.book.references(t.generation) {
-                    return true;
-                }
-                let (bao, secret, g) = (self.bao.clone(), t.secret.clone(), t.generation);
-                tokio::spawn(async move {
-                    match bao.revoke_self(&secret).await {
-                        Ok(()) => tracing::info!(generation = g, "revoked retired token (its leases were rotated)"),
-                        Err(e) => tracing::warn!(generation = g, error = %e, "could not revoke retired token; it will expire"),
-                    }
-                });
-                false
-            });
+            self.sweep_retired(&mut retired);
             self.tx.send_replace(Tokens {
-                current: current.as_ref().map(|c| c.0.clone()),
+                current: current.as_ref().map(|c| c.token.clone()),
                 retired: retired.clone(),
             });
 
-            let Some((token, ttl, policies, renew_at)) = current.take() else {
-                generation += 1;
-                match self.login(generation).await {
-                    Ok((token, ttl, policies)) => {
-                        tracing::info!(
-                            generation,
-                            ttl_s = ttl.as_secs(),
-                            ?policies,
-                            "logged in to OpenBao with JWT-SVID"
-                        );
-                        self.state.token_login(TokenInfo {
-                            expires_at: token.expires_at,
-                            policies: policies.clone(),
-                        });
-                        backoff.reset();
-                        let renew_at = tokio::time::Instant::now() + ttl / 2;
-                        current = Some((Arc::new(token), ttl, policies, renew_at));
-                    }
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "OpenBao login failed");
-                        if sleep_or_cancel(delay, &cancel).await {
-                            break;
+            match schedule::next_step(Instant::now(), current.as_ref().map(|c| c.renew_at)) {
+                TokenStep::Login => {
+                    generation += 1;
+                    match self.login(generation).await {
+                        Ok(held) => {
+                            tracing::info!(
+                                generation,
+                                ttl_s = held.ttl.as_secs(),
+                                policies = ?held.policies,
+                                "logged in to OpenBao with JWT-SVID"
+                            );
+                            self.state.token_login(TokenInfo {
+                                expires_at: held.token.expires_at,
+                                policies: held.policies.clone(),
+                            });
+                            backoff.reset();
+                            current = Some(held);
+                        }
+                        Err(e) => {
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "OpenBao login failed");
+                            if sleep_or_cancel(delay, &cancel).await {
+                                break;
+                            }
                         }
                     }
+                    continue;
                 }
+                TokenStep::Renew => {
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                }
+                TokenStep::Wait { until } => {
+                    let Some(held) = current.as_mut() else {
+                        continue;
+                    };
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        () = self.check.0.notified(), if schedule::forced_check_allowed(last_forced, Instant::now()) => {
+                            tracing::info!(generation = held.token.generation, "OpenBao refused our token somewhere; checking it now");
+                            last_forced = Instant::now();
+                            held.renew_at = last_forced;
+                        }
+                        () = cancel.cancelled() => break,
+                    }
+                    if schedule::next_step(Instant::now(), Some(held.renew_at)) != TokenStep::Renew
+                    {
+                        continue;
+                    }
+                }
+            }
+            let Some(held) = current.take() else {
                 continue;
             };
-
-            let wake = renew_at.min(tokio::time::Instant::now() + RETIRE_CHECK);
-            let mut renew_at = renew_at;
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                () = self.check.0.notified(), if last_forced.elapsed() >= MIN_CHECK_INTERVAL => {
-                    tracing::info!(generation = token.generation, "OpenBao refused our token somewhere; checking it now");
-                    last_forced = tokio::time::Instant::now();
-                    renew_at = last_forced;
-                }
-                () = cancel.cancelled() => {
-                    current = Some((token, ttl, policies, renew_at));
-                    break;
-                }
-            }
-            if tokio::time::Instant::now() < renew_at {
-                current = Some((token, ttl, policies, renew_at));
-                continue;
-            }
-            match self.bao.renew_self(&token.secret, ttl).await {
-                Ok(auth) => {
-                    backoff.reset();
-                    let expires_at = SystemTime::now() + auth.ttl;
-                    // OpenBao grants less than asked only when the max TTL caps it.
-                    let capped = !auth.renewable || auth.ttl + Duration::from_secs(1) < ttl;
-                    let renewed = Arc::new(Token {
-                        secret: token.secret.clone(),
-                        generation: token.generation,
-                        expires_at,
-                        capped,
-                    });
-                    self.state.token_renewed(TokenInfo {
-                        expires_at,
-                        policies: auth.policies.clone(),
-                    });
-                    if capped {
-                        tracing::info!(generation = token.generation, remaining_s = auth.ttl.as_secs(), "token reached its max TTL; logging in again (old token kept until its leases rotate)");
-                        retired.push(renewed);
-                    } else {
-                        tracing::debug!(
-                            generation = token.generation,
-                            ttl_s = auth.ttl.as_secs(),
-                            "token renewed"
-                        );
-                        current = Some((
-                            renewed,
-                            ttl,
-                            policies,
-                            tokio::time::Instant::now() + auth.ttl / 2,
-                        ));
-                    }
-                }
-                Err(e) if e.is_invalid_credential() => {
-                    self.state.failure("token_renew");
-                    tracing::warn!(generation = token.generation, error = %e, "token renewal refused; logging in again");
-                    self.state.token_cleared();
-                }
-                Err(e) => {
-                    self.state.failure("token_renew");
-                    let delay = backoff.next_delay();
-                    if token.expires_at <= SystemTime::now() {
-                        tracing::warn!(generation = token.generation, error = %e, "token expired while OpenBao was unreachable; logging in again");
-                        self.state.token_cleared();
-                    } else {
-                        tracing::warn!(generation = token.generation, error = %e, retry_in_ms = delay.as_millis() as u64, "token renewal failed; retrying");
-                        current = Some((token, ttl, policies, tokio::time::Instant::now() + delay));
-                    }
-                }
-            }
+            current = self.renew(held, &mut backoff, &mut retired).await;
         }
         Tokens {
-            current: current.map(|c| c.0),
+            current: current.map(|c| c.token),
             retired,
+        }
+    }
+
+    /// Renews the current token and carries out what [`schedule::renewal`]
+    /// decides; returns the token to keep using, if any.
+    async fn renew(
+        &self,
+        held: Held,
+        backoff: &mut Backoff,
+        retired: &mut Vec<Arc<Token>>,
+    ) -> Option<Held> {
+        let token = &held.token;
+        let result = self.bao.renew_self(&token.secret, held.ttl).await;
+        let answer = match &result {
+            Ok(auth) => RenewAnswer::Granted {
+                ttl: auth.ttl,
+                renewable: auth.renewable,
+            },
+            Err(e) if e.is_invalid_credential() => RenewAnswer::Refused,
+            Err(_) => RenewAnswer::Failed {
+                retry_in: backoff.next_delay(),
+            },
+        };
+        let (granted, policies, error) = match result {
+            Ok(auth) => (auth.ttl, auth.policies, String::new()),
+            Err(e) => {
+                self.state.failure("token_renew");
+                (Duration::ZERO, Vec::new(), e.to_string())
+            }
+        };
+        let now = Instant::now();
+        let renewed = |expires_at, capped| {
+            Arc::new(Token {
+                secret: token.secret.clone(),
+                generation: token.generation,
+                expires_at,
+                capped,
+            })
+        };
+        match schedule::renewal(held.ttl, token.expires_at, answer, SystemTime::now(), now) {
+            Renewal::Renewed {
+                expires_at,
+                renew_at,
+            } => {
+                backoff.reset();
+                self.state.token_renewed(TokenInfo {
+                    expires_at,
+                    policies,
+                });
+                tracing::debug!(
+                    generation = token.generation,
+                    ttl_s = granted.as_secs(),
+                    "token renewed"
+                );
+                Some(Held {
+                    token: renewed(expires_at, false),
+                    renew_at,
+                    ..held
+                })
+            }
+            Renewal::Capped { expires_at } => {
+                backoff.reset();
+                self.state.token_renewed(TokenInfo {
+                    expires_at,
+                    policies,
+                });
+                tracing::info!(generation = token.generation, remaining_s = granted.as_secs(), "token reached its max TTL; logging in again (old token kept until its leases rotate)");
+                retired.push(renewed(expires_at, true));
+                None
+            }
+            Renewal::Refused => {
+                tracing::warn!(generation = token.generation, error = %error, "token renewal refused; logging in again");
+                self.state.token_cleared();
+                None
+            }
+            Renewal::Expired => {
+                tracing::warn!(generation = token.generation, error = %error, "token expired while OpenBao was unreachable; logging in again");
+                self.state.token_cleared();
+                None
+            }
+            Renewal::Retry { retry_at } => {
+                let delay = retry_at.saturating_duration_since(now);
+                tracing::warn!(generation = token.generation, error = %error, retry_in_ms = delay.as_millis() as u64, "token renewal failed; retrying");
+                Some(Held {
+                    renew_at: retry_at,
+                    ..held
+                })
+            }
         }
     }
 }
