@@ -22,9 +22,9 @@
 //! |---|---|
 //! | configuration (one file per section) | `config/` |
 //! | identity: SVIDs from the Workload API, SVID files | `identity` |
-//! | OpenBao login, renewal, retired tokens | `openbao/token.rs` |
+//! | OpenBao login, renewal, retired tokens | `openbao/token.rs`, decided in `openbao/token_schedule.rs` |
 //! | OpenBao HTTP calls | `openbao/client.rs` |
-//! | database leases (renew, rotate, revoke) | `secrets/database.rs` |
+//! | database leases (renew, rotate, revoke) | `secrets/database.rs`, decided in `secrets/lease_schedule.rs` |
 //! | KV v2 secrets | `secrets/kv.rs` |
 //! | atomic secret files | `secrets/files.rs` |
 //! | OpenBao API proxy | `proxy` |
