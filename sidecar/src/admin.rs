@@ -23,14 +23,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::state::{RotationRequest, State, FORCED_ROTATION_INTERVAL};
+use crate::status::{RotationRequest, State, FORCED_ROTATION_INTERVAL};
 
 /// The header `POST /rotate/<name>` requires (any value; send `1`).
-pub const ADMIN_HEADER: &str = "x-zt-admin";
+pub(crate) const ADMIN_HEADER: &str = "x-zt-admin";
 
 /// Whether `host` (a `Host` value) is an IP literal or `localhost`, with an
 /// optional port.
-pub fn is_local_host(host: &str) -> bool {
+pub(crate) fn is_local_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         match rest.split_once(']') {
             Some((ip, "")) => return ip.parse::<std::net::Ipv6Addr>().is_ok(),
@@ -76,7 +76,7 @@ fn answer(
 }
 
 /// Answers one admin request.
-pub async fn handle(
+pub(crate) async fn handle(
     state: State,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {

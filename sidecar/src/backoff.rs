@@ -9,19 +9,19 @@ use crate::config::BackoffConfig;
 /// Delays 1×, 2×, 4×… `initial`, capped at `max`, each scaled by a random
 /// factor in [0.5, 1.0] so many sidecars do not retry in lockstep.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     cfg: BackoffConfig,
     attempt: u32,
 }
 
 impl Backoff {
     /// A fresh backoff.
-    pub fn new(cfg: BackoffConfig) -> Self {
+    pub(crate) fn new(cfg: BackoffConfig) -> Self {
         Self { cfg, attempt: 0 }
     }
 
     /// The next delay (and count the attempt).
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let exp = self
             .cfg
             .initial
@@ -32,13 +32,8 @@ impl Backoff {
     }
 
     /// Start over after a success.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
-    }
-
-    /// Consecutive failures so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
     }
 }
 

@@ -11,14 +11,14 @@ use spiffe::{JwtSource, TrustDomain, X509Source};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackoffConfig, IdentityConfig};
-use crate::files::{write_atomic, FilePolicy};
 use crate::secret::Sensitive;
-use crate::state::{State, SvidInfo};
+use crate::secrets::{write_atomic, FilePolicy};
+use crate::status::{State, SvidInfo};
 
 /// Why identity could not be obtained.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum IdentityError {
+pub(crate) enum IdentityError {
     /// The X.509 source failed to start.
     #[error("X.509 source: {0}")]
     X509(#[from] spiffe::X509SourceError),
@@ -32,7 +32,7 @@ pub enum IdentityError {
 
 /// Both sources.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     x509: X509Source,
     jwt: JwtSource,
 }
@@ -40,7 +40,7 @@ pub struct Identity {
 impl Identity {
     /// Connects to the Workload API and waits for the first SVID and bundles
     /// (retrying with backoff inside the sources) or cancellation.
-    pub async fn connect(
+    pub(crate) async fn connect(
         cfg: &IdentityConfig,
         backoff: BackoffConfig,
         cancel: &CancellationToken,
@@ -65,19 +65,24 @@ impl Identity {
     }
 
     /// The live X.509 source (mTLS uses it for every handshake).
-    pub fn x509(&self) -> &X509Source {
+    pub(crate) fn x509(&self) -> &X509Source {
         &self.x509
     }
 
     /// A fresh JWT-SVID for `audience`.
-    pub async fn jwt_svid(&self, audience: &str) -> Result<Sensitive, IdentityError> {
+    pub(crate) async fn jwt_svid(&self, audience: &str) -> Result<Sensitive, IdentityError> {
         let svid = self.jwt.fetch_jwt_svid([audience]).await?;
         Ok(Sensitive::new(svid.token()))
     }
 
     /// Publishes each new SVID to `state` and, if configured, writes the PEM
     /// files, until cancelled.
-    pub async fn watch(self, svid_dir: Option<PathBuf>, state: State, cancel: CancellationToken) {
+    pub(crate) async fn watch(
+        self,
+        svid_dir: Option<PathBuf>,
+        state: State,
+        cancel: CancellationToken,
+    ) {
         let mut updates = self.x509.updated();
         loop {
             self.publish(svid_dir.as_deref(), &state);
@@ -115,7 +120,7 @@ impl Identity {
             .map(|s| s.serial != info.serial)
             .unwrap_or(true);
         if changed {
-            tracing::info!(spiffe_id = %info.spiffe_id, serial = %info.serial, expires_at = %crate::state::rfc3339(expires_at), "X.509-SVID in use");
+            tracing::info!(spiffe_id = %info.spiffe_id, serial = %info.serial, expires_at = %crate::clock::rfc3339(expires_at), "X.509-SVID in use");
             if let Some(dir) = svid_dir {
                 if let Err(e) = self.write_pem_files(dir, &svid) {
                     state.failure("svid_files");

@@ -15,23 +15,44 @@
 //! sidecar revokes its leases and tokens (configurable). Secrets never reach
 //! logs: tokens, passwords and keys live in [`secret::Sensitive`], whose
 //! `Debug`/`Display` print `<redacted>`.
+//!
+//! ## Where things are
+//!
+//! | Concept | Module |
+//! |---|---|
+//! | configuration (one file per section) | `config/` |
+//! | identity: SVIDs from the Workload API, SVID files | `identity` |
+//! | OpenBao login, renewal, retired tokens | `openbao/token.rs`, decided in `openbao/token_schedule.rs` |
+//! | OpenBao HTTP calls | `openbao/client.rs` |
+//! | database leases (renew, rotate, revoke) | `secrets/database.rs`, decided in `secrets/lease_schedule.rs` |
+//! | KV v2 secrets | `secrets/kv.rs` |
+//! | atomic secret files | `secrets/files.rs` |
+//! | OpenBao API proxy | `proxy` |
+//! | SPIFFE mTLS | `mtls/` |
+//! | status board, `/status`, readiness | `status/board.rs` |
+//! | `/metrics` | `status/metrics.rs` |
+//! | admin listener (`/healthz`, `/readyz`, `/rotate`) | `admin` |
+//! | wiring and shutdown | `run` |
+//! | accept loops, retry delays, timestamps | `serve`, `backoff`, `clock` |
+//!
+//! Only what other crates use is public: the configuration types (the
+//! injector renders them), `run`, `serve`, the `fuzzing` entry points, and
+//! the pieces the integration tests in `tests/` drive directly.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod admin;
-pub mod backoff;
+mod admin;
+mod backoff;
+mod clock;
 pub mod config;
-pub mod database;
-pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod identity;
-pub mod kv;
+mod identity;
 pub mod mtls;
 pub mod openbao;
 pub mod proxy;
 pub mod run;
 pub mod secret;
-pub mod secrets;
+mod secrets;
 pub mod serve;
-pub mod state;
-pub mod token;
+pub mod status;

@@ -21,11 +21,11 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::config::{AllowRule, ProxyConfig};
-use crate::state::State;
-use crate::token::{TokenCheck, Tokens};
+use crate::openbao::{TokenCheck, Tokens};
+use crate::status::State;
 
 /// Headers that would carry a client's own credentials; refused outright.
-pub const TOKEN_HEADERS: [&str; 3] = ["x-vault-token", "x-openbao-token", "authorization"];
+pub(crate) const TOKEN_HEADERS: [&str; 3] = ["x-vault-token", "x-openbao-token", "authorization"];
 
 /// Bytes kept as-is when re-encoding a segment for forwarding.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -199,7 +199,7 @@ fn shorten(s: &str) -> String {
 }
 
 /// The query keys `rule` does not allow, or `Ok` when every one is allowed.
-pub fn authorise_query(rule: &AllowRule, checked: &Checked) -> Result<(), String> {
+pub(crate) fn authorise_query(rule: &AllowRule, checked: &Checked) -> Result<(), String> {
     match checked
         .query
         .iter()

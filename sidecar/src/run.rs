@@ -10,16 +10,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{Config, ListenAddr};
-use crate::database::{revoke_leftovers, LeaseRotator, Leftovers};
-use crate::files::FilePolicy;
 use crate::identity::{Identity, IdentityError};
-use crate::kv::KvRenderer;
 use crate::openbao::OpenBao;
+use crate::openbao::{LeaseBook, TokenKeeper, Tokens};
 use crate::proxy::Proxy;
+use crate::secrets::FilePolicy;
+use crate::secrets::KvRenderer;
 use crate::secrets::SecretsEnv;
+use crate::secrets::{revoke_leftovers, LeaseRotator, Leftovers};
 use crate::serve::{bind_unix, serve_tcp, serve_unix};
-use crate::state::State;
-use crate::token::{LeaseBook, TokenKeeper, Tokens};
+use crate::status::State;
 
 /// Runs the sidecar until `cancel` fires. Errors are start-up failures
 /// (a listener that cannot bind, an unusable secrets dir).

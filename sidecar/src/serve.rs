@@ -17,9 +17,9 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest accepted request head (request line + headers).
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Serves one connection with `handler`.
 pub async fn serve_conn<IO, H, F>(io: IO, handler: H)
@@ -73,7 +73,7 @@ where
 }
 
 /// Accepts Unix-socket connections until cancelled.
-pub async fn serve_unix<H, F>(listener: UnixListener, handler: H, cancel: CancellationToken)
+pub(crate) async fn serve_unix<H, F>(listener: UnixListener, handler: H, cancel: CancellationToken)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Full<Bytes>>, std::convert::Infallible>> + Send + 'static,
@@ -94,7 +94,11 @@ where
 
 /// Binds a Unix socket at `path`, replacing a stale one, with `mode` and
 /// optional group so the app container can connect.
-pub fn bind_unix(path: &Path, mode: u32, group: Option<u32>) -> std::io::Result<UnixListener> {
+pub(crate) fn bind_unix(
+    path: &Path,
+    mode: u32,
+    group: Option<u32>,
+) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zt_sidecar::mtls::Material;
-use zt_sidecar::state::ListenerStats;
+use zt_sidecar::status::ListenerStats;
 
 const INTRUDER_ID: &str = "spiffe://demo.local/ns/99-apps/sa/intruder";
 

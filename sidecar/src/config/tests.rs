@@ -1,3 +1,6 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

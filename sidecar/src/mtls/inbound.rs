@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{presented_id, ActiveGuard};
 use crate::config::InboundConfig;
 use crate::serve::{next_tcp, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
-use crate::state::ListenerStats;
+use crate::status::ListenerStats;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::ActiveGuard;
 use crate::config::OutboundConfig;
 use crate::serve::next_tcp;
-use crate::state::ListenerStats;
+use crate::status::ListenerStats;
 
 pub(super) async fn serve(
     listener: TcpListener,

@@ -15,10 +15,10 @@ use rustls::{
 };
 
 use crate::config::PeerPattern;
-use crate::state::ListenerStats;
+use crate::status::ListenerStats;
 
 /// The SPIFFE ID in a certificate, or a description of why there is none.
-pub fn presented_id(der: &[u8]) -> Result<String, String> {
+pub(crate) fn presented_id(der: &[u8]) -> Result<String, String> {
     spiffe::cert::spiffe_id_from_der(der)
         .map(|id| id.to_string())
         .map_err(|e| format!("no SPIFFE ID ({e})"))
@@ -26,7 +26,7 @@ pub fn presented_id(der: &[u8]) -> Result<String, String> {
 
 /// Inbound: client certificates must chain to the bundle and carry an allowed ID.
 #[derive(Debug)]
-pub struct SpiffeClientVerifier {
+pub(crate) struct SpiffeClientVerifier {
     pub(crate) inner: Arc<dyn ClientCertVerifier>,
     pub(crate) allow: Vec<PeerPattern>,
     pub(crate) stats: Arc<ListenerStats>,

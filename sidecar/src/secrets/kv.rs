@@ -8,14 +8,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, KvSecret};
-use crate::files::{write_atomic, FilePolicy};
 use crate::openbao::OpenBao;
+use crate::openbao::{current_token, sleep_or_cancel, TokenCheck, Tokens};
 use crate::secrets::SecretsEnv;
-use crate::state::{SecretKind, State};
-use crate::token::{current_token, sleep_or_cancel, TokenCheck, Tokens};
+use crate::secrets::{write_atomic, FilePolicy};
+use crate::status::{SecretKind, State};
 
 /// Keeps one `[[secrets.kv]]` file current.
-pub struct KvRenderer {
+pub(crate) struct KvRenderer {
     cfg: KvSecret,
     bao: OpenBao,
     tokens: watch::Receiver<Tokens>,
@@ -28,7 +28,7 @@ pub struct KvRenderer {
 
 impl KvRenderer {
     /// A renderer writing `<dir>/<name>.json`.
-    pub fn new(cfg: KvSecret, env: SecretsEnv) -> Self {
+    pub(crate) fn new(cfg: KvSecret, env: SecretsEnv) -> Self {
         let file = env.dir.join(format!("{}.json", cfg.name));
         env.declare(
             &cfg.name,
@@ -50,7 +50,7 @@ impl KvRenderer {
     }
 
     /// Runs until cancelled.
-    pub async fn run(mut self, cancel: CancellationToken) {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(self.backoff);
         let mut written_version = None;
         loop {

@@ -10,7 +10,7 @@ use rand::distributions::{Alphanumeric, DistString};
 
 /// Mode and ownership of written files.
 #[derive(Debug, Clone, Copy)]
-pub struct FilePolicy {
+pub(crate) struct FilePolicy {
     /// Permission bits, e.g. 0o400.
     pub mode: u32,
     /// Owner uid (needs CAP_CHOWN unless it is ours).
@@ -27,7 +27,7 @@ pub struct FilePolicy {
 /// sidecar is meant for they are free), so on the sidecar's multi-thread
 /// runtime the write tells tokio it blocks: the other tasks of this worker
 /// (proxied requests, renewals) move to another worker meanwhile.
-pub fn write_atomic(path: &Path, bytes: &[u8], policy: FilePolicy) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], policy: FilePolicy) -> std::io::Result<()> {
     blocking(|| write_atomic_now(path, bytes, policy))
 }
 
@@ -75,7 +75,7 @@ fn write_atomic_now(path: &Path, bytes: &[u8], policy: FilePolicy) -> std::io::R
 }
 
 /// Removes a file, ignoring "not found".
-pub fn remove(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,

@@ -7,49 +7,65 @@
 //!        revoke old lease ◀── wait revoke_grace ◀── write v2 ◀┘ (new lease first)
 //! ```
 //!
-//! A lease's lifetime ends at the first of: its max TTL (learnt when a
-//! renewal is capped, or at once if it is not renewable) and the expiry of
-//! the token it was created under (leases die with their parent token).
+//! When to do what is decided by the pure functions of `lease_schedule.rs`
+//! (tested as tables); this file carries the steps out against OpenBao and
+//! the file system.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::lease_schedule::{
+    self as schedule, FailedRevocation, LeaseStep, LeaseTiming, Pending, RenewAnswer, Renewal,
+    Situation,
+};
 use crate::backoff::Backoff;
+use crate::clock::rfc3339;
 use crate::config::{BackoffConfig, DatabaseSecret, FileFormat};
-use crate::files::{remove, write_atomic, FilePolicy};
-use crate::openbao::{DbLease, OpenBao};
+use crate::openbao::{current_token, LeaseBook, Token, TokenCheck, Tokens};
+use crate::openbao::{BaoError, DbLease, OpenBao};
 use crate::secrets::SecretsEnv;
-use crate::state::{rfc3339, SecretKind, State};
-use crate::token::{current_token, LeaseBook, Token, TokenCheck, Tokens};
+use crate::secrets::{remove, write_atomic, FilePolicy};
+use crate::status::{SecretKind, State};
 
 /// The credentials the app is using now.
 #[derive(Debug)]
 struct Current {
     lease: DbLease,
-    generation: u64,
     issued_at: SystemTime,
-    expires_at: SystemTime,
-    /// `expires_at` is final (max TTL reached or not renewable).
-    hard: bool,
-    renew_at: Instant,
+    timing: LeaseTiming,
 }
 
-/// An old lease waiting for its grace period to end.
-#[derive(Debug)]
-struct Pending {
-    lease_id: String,
-    revoke_at: Instant,
-    expires_at: SystemTime,
+/// Why new credentials could not be put in place.
+#[derive(Debug, thiserror::Error)]
+enum AcquireError {
+    /// OpenBao gave none.
+    #[error("{0}")]
+    OpenBao(BaoError),
+    /// They could not be written (the lease was revoked again).
+    #[error("cannot write {}: {source}", path.display())]
+    File {
+        /// The credentials file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Whether an old lease was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revocation {
+    Revoked,
+    NotYet,
 }
 
 /// Keeps one `[[secrets.database]]` fresh.
-pub struct LeaseRotator {
+pub(crate) struct LeaseRotator {
     cfg: DatabaseSecret,
     bao: OpenBao,
     tokens: watch::Receiver<Tokens>,
@@ -64,7 +80,7 @@ pub struct LeaseRotator {
 
 /// What the rotator leaves behind for the shutdown revocation.
 #[derive(Debug, Default)]
-pub struct Leftovers {
+pub(crate) struct Leftovers {
     /// Lease ids still alive.
     pub lease_ids: Vec<String>,
     /// The credentials file.
@@ -73,7 +89,7 @@ pub struct Leftovers {
 
 impl LeaseRotator {
     /// A rotator writing `<dir>/<name>.json` (or `.env`).
-    pub fn new(cfg: DatabaseSecret, env: SecretsEnv, book: LeaseBook) -> Self {
+    pub(crate) fn new(cfg: DatabaseSecret, env: SecretsEnv, book: LeaseBook) -> Self {
         let ext = match cfg.format {
             FileFormat::Json => "json",
             FileFormat::Env => "env",
@@ -100,8 +116,9 @@ impl LeaseRotator {
         }
     }
 
-    /// Runs until cancelled.
-    pub async fn run(mut self, cancel: CancellationToken) -> Leftovers {
+    /// Runs until cancelled: each turn carries out the step
+    /// [`schedule::next_step`] gives.
+    pub(crate) async fn run(mut self, cancel: CancellationToken) -> Leftovers {
         let name = self.cfg.name.clone();
         let mut backoff = Backoff::new(self.backoff);
         let mut current: Option<Current> = None;
@@ -113,122 +130,104 @@ impl LeaseRotator {
         let mut forced = false;
 
         loop {
-            let now_wall = SystemTime::now();
-            let now = Instant::now();
             let tokens = self.tokens.borrow().clone();
-
-            // When must the current credentials be replaced? At the first
-            // final deadline: the lease's max TTL, or its parent token's end
-            // once that token can no longer be renewed (capped or retired).
-            let rotate_at = current.as_ref().and_then(|c| {
-                let parent_end = match tokens.find(c.generation) {
-                    None => Some(now_wall),
-                    Some(t) if t.capped => Some(t.expires_at),
-                    Some(_) => None,
-                };
-                let lease_end = c.hard.then_some(c.expires_at);
-                let end = parent_end.into_iter().chain(lease_end).min()?;
-                let left = end.duration_since(now_wall).unwrap_or_default();
-                Some(now + left.saturating_sub(self.cfg.rotate_before))
+            let step = schedule::next_step(&Situation {
+                now: Instant::now(),
+                now_wall: SystemTime::now(),
+                current: current
+                    .as_ref()
+                    .map(|c| (c.timing, schedule::parent(&tokens, c.timing.generation))),
+                pending: &pending,
+                retry_at,
+                forced,
+                rotate_before: self.cfg.rotate_before,
             });
-            let rotate_due = current.is_none() || forced || rotate_at.is_some_and(|at| at <= now);
-
-            if rotate_due && retry_at.is_none_or(|r| r <= now) {
-                let Some(token) = current_token(&mut self.tokens, &cancel).await else {
-                    break;
-                };
-                match self.acquire(&token).await {
-                    Ok(new) => {
-                        backoff.reset();
-                        forced = false;
-                        retry_at = None;
-                        if let Some(old) = current.take() {
-                            tracing::info!(secret = %name, old_user = %old.lease.username, new_user = %new.lease.username, version = self.version, grace_s = self.cfg.revoke_grace.as_secs(), "rotated credentials (new version written; old lease revoked after grace)");
-                            self.state.update_secret(&name, |s| s.rotations += 1);
-                            pending.push(Pending {
-                                lease_id: old.lease.lease_id,
-                                revoke_at: Instant::now() + self.cfg.revoke_grace,
-                                expires_at: old.expires_at,
-                            });
-                        } else {
-                            tracing::info!(secret = %name, user = %new.lease.username, version = self.version, "credentials written");
-                            for p in &mut pending {
-                                p.revoke_at = Instant::now() + self.cfg.revoke_grace;
+            match step {
+                LeaseStep::Acquire => {
+                    let Some(token) = current_token(&mut self.tokens, &cancel).await else {
+                        break;
+                    };
+                    match self.acquire(&token).await {
+                        Ok(new) => {
+                            backoff.reset();
+                            forced = false;
+                            retry_at = None;
+                            let replaced = current.take();
+                            if let Some(old) = &replaced {
+                                tracing::info!(secret = %name, old_user = %old.lease.username, new_user = %new.lease.username, version = self.version, grace_s = self.cfg.revoke_grace.as_secs(), "rotated credentials (new version written; old lease revoked after grace)");
+                                self.state.update_secret(&name, |s| s.rotations += 1);
+                            } else {
+                                tracing::info!(secret = %name, user = %new.lease.username, version = self.version, "credentials written");
                             }
+                            schedule::schedule_revocations(
+                                &mut pending,
+                                replaced.map(|old| (old.lease.lease_id, old.timing.expires_at)),
+                                self.cfg.revoke_grace,
+                                Instant::now(),
+                            );
+                            current = Some(new);
                         }
-                        current = Some(new);
-                    }
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        tracing::warn!(secret = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot obtain database credentials");
-                        retry_at = Some(Instant::now() + delay);
+                        Err(e) => {
+                            let delay = backoff.next_delay();
+                            tracing::warn!(secret = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot obtain database credentials");
+                            retry_at = Some(Instant::now() + delay);
+                        }
                     }
                 }
-                continue;
-            }
-
-            // Renew the current lease at half-life.
-            if let Some(c) = current.as_mut() {
-                if !c.hard && c.renew_at <= now {
+                LeaseStep::Renew => {
+                    let Some(c) = current.as_mut() else { continue };
                     let token = self.tokens.borrow().current.clone();
-                    match token {
-                        Some(t) => match self.renew(c, &t).await {
-                            Ok(()) => backoff.reset(),
-                            Err(gone) if gone => {
-                                // The lease is gone (revoked, expired): replace it now.
-                                self.book.remove(&c.lease.lease_id);
-                                current = None;
-                                retry_at = None;
-                                continue;
+                    let answer = match token {
+                        Some(t) => self.renew(c, &t, &mut backoff).await,
+                        None => RenewAnswer::NoToken,
+                    };
+                    let now_wall = SystemTime::now();
+                    match schedule::renewal(c.timing, c.lease.ttl, answer, now_wall, Instant::now())
+                    {
+                        Renewal::Renewed { lease, capped } => {
+                            c.timing = lease;
+                            if capped {
+                                let remaining = lease
+                                    .expires_at
+                                    .duration_since(now_wall)
+                                    .unwrap_or_default();
+                                tracing::info!(secret = %self.cfg.name, remaining_s = remaining.as_secs(), "lease reached its max TTL; rotation scheduled");
                             }
-                            Err(_) => c.renew_at = Instant::now() + backoff.next_delay(),
-                        },
-                        None => c.renew_at = Instant::now() + Duration::from_secs(1),
-                    }
-                    continue;
-                }
-            }
-
-            // Revoke old leases whose grace period is over.
-            if let Some(i) = pending.iter().position(|p| p.revoke_at <= now) {
-                let p = pending.remove(i);
-                if !self.revoke(&p).await {
-                    if p.expires_at > SystemTime::now() {
-                        pending.push(Pending {
-                            revoke_at: Instant::now() + backoff.next_delay(),
-                            ..p
-                        });
-                    } else {
-                        self.book.remove(&p.lease_id);
+                            self.renewed(c);
+                            backoff.reset();
+                        }
+                        Renewal::Replace => {
+                            // The lease is gone (revoked, expired): replace it now.
+                            self.book.remove(&c.lease.lease_id);
+                            current = None;
+                            retry_at = None;
+                        }
+                        Renewal::RetryAt(at) => c.timing.renew_at = at,
                     }
                 }
-                continue;
-            }
-
-            // Sleep until the next thing to do.
-            let mut wake = now + Duration::from_secs(60);
-            if let Some(at) = rotate_at {
-                wake = wake.min(at);
-            }
-            if let Some(c) = &current {
-                if !c.hard {
-                    wake = wake.min(c.renew_at);
+                LeaseStep::Revoke(i) => {
+                    let p = pending.remove(i);
+                    if self.revoke(&p).await == Revocation::NotYet {
+                        match schedule::failed_revocation(p.expires_at, SystemTime::now()) {
+                            FailedRevocation::RetryLater => pending.push(Pending {
+                                revoke_at: Instant::now() + backoff.next_delay(),
+                                ..p
+                            }),
+                            FailedRevocation::Forget => self.book.remove(&p.lease_id),
+                        }
+                    }
                 }
-            }
-            if let Some(r) = retry_at {
-                wake = wake.min(r);
-            }
-            for p in &pending {
-                wake = wake.min(p.revoke_at);
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                r = self.tokens.changed() => if r.is_err() { break },
-                () = trigger.notified() => {
-                    tracing::info!(secret = %name, "rotation requested through the admin endpoint");
-                    forced = true;
+                LeaseStep::Sleep { until } => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        r = self.tokens.changed() => if r.is_err() { break },
+                        () = trigger.notified() => {
+                            tracing::info!(secret = %name, "rotation requested through the admin endpoint");
+                            forced = true;
+                        }
+                        () = cancel.cancelled() => break,
+                    }
                 }
-                () = cancel.cancelled() => break,
             }
         }
 
@@ -253,14 +252,12 @@ impl LeaseRotator {
                 .to_string(),
         };
         let prefix = format!("{}/creds/{}/", self.cfg.mount, self.cfg.role);
-        lease_id.starts_with(&prefix).then(|| Pending {
-            lease_id,
-            revoke_at: Instant::now() + Duration::from_secs(3600 * 24 * 365),
-            expires_at: SystemTime::now() + Duration::from_secs(3600 * 24),
-        })
+        lease_id
+            .starts_with(&prefix)
+            .then(|| Pending::leftover(lease_id, SystemTime::now(), Instant::now()))
     }
 
-    async fn acquire(&mut self, token: &Arc<Token>) -> Result<Current, String> {
+    async fn acquire(&mut self, token: &Arc<Token>) -> Result<Current, AcquireError> {
         let lease = self
             .bao
             .db_creds(&token.secret, &self.cfg.mount, &self.cfg.role)
@@ -270,7 +267,7 @@ impl LeaseRotator {
                 if e.is_invalid_credential() {
                     self.check.suspect();
                 }
-                e.to_string()
+                AcquireError::OpenBao(e)
             })?;
         let issued_at = SystemTime::now();
         let expires_at = issued_at + lease.ttl;
@@ -281,7 +278,10 @@ impl LeaseRotator {
             // Do not leave an unused lease behind.
             let _ = self.bao.revoke_lease(&token.secret, &lease.lease_id).await;
             self.book.remove(&lease.lease_id);
-            return Err(format!("cannot write {}: {e}", self.file.display()));
+            return Err(AcquireError::File {
+                path: self.file.clone(),
+                source: e,
+            });
         }
         self.version = version;
         self.state.update_secret(&self.cfg.name, |s| {
@@ -292,41 +292,31 @@ impl LeaseRotator {
             s.version = version;
         });
         Ok(Current {
-            renew_at: Instant::now() + lease.ttl / 2,
-            hard: !lease.renewable,
+            timing: schedule::new_lease(
+                token.generation,
+                lease.ttl,
+                lease.renewable,
+                issued_at,
+                Instant::now(),
+            ),
             lease,
-            generation: token.generation,
             issued_at,
-            expires_at,
         })
     }
 
-    /// `Err(true)` = the lease is gone; `Err(false)` = try again later.
-    async fn renew(&mut self, c: &mut Current, token: &Arc<Token>) -> Result<(), bool> {
-        let asked = c.lease.ttl;
+    /// Asks OpenBao to renew the current lease.
+    async fn renew(
+        &mut self,
+        c: &Current,
+        token: &Arc<Token>,
+        backoff: &mut Backoff,
+    ) -> RenewAnswer {
         match self
             .bao
-            .renew_lease(&token.secret, &c.lease.lease_id, asked)
+            .renew_lease(&token.secret, &c.lease.lease_id, c.lease.ttl)
             .await
         {
-            Ok(granted) => {
-                c.expires_at = SystemTime::now() + granted;
-                if granted + Duration::from_secs(1) < asked {
-                    c.hard = true;
-                    tracing::info!(secret = %self.cfg.name, remaining_s = granted.as_secs(), "lease reached its max TTL; rotation scheduled");
-                }
-                c.renew_at = Instant::now() + granted / 2;
-                if let Err(e) = self.write(&c.lease, c.issued_at, c.expires_at, self.version) {
-                    self.state.failure("file");
-                    tracing::error!(secret = %self.cfg.name, error = %e, "cannot rewrite credentials file after renewal");
-                }
-                let expires_at = c.expires_at;
-                self.state.update_secret(&self.cfg.name, |s| {
-                    s.renewals += 1;
-                    s.expires_at = Some(expires_at);
-                });
-                Ok(())
-            }
+            Ok(granted) => RenewAnswer::Granted(granted),
             Err(e) => {
                 self.state.failure("lease_renew");
                 let gone = e.is_invalid_credential();
@@ -334,14 +324,33 @@ impl LeaseRotator {
                     self.check.suspect();
                 }
                 tracing::warn!(secret = %self.cfg.name, error = %e, lease_gone = gone, "lease renewal failed");
-                Err(gone)
+                if gone {
+                    RenewAnswer::Gone
+                } else {
+                    RenewAnswer::Failed {
+                        retry_in: backoff.next_delay(),
+                    }
+                }
             }
         }
     }
 
-    async fn revoke(&self, p: &Pending) -> bool {
+    /// The lease was renewed: rewrite the file with its new expiry.
+    fn renewed(&self, c: &Current) {
+        if let Err(e) = self.write(&c.lease, c.issued_at, c.timing.expires_at, self.version) {
+            self.state.failure("file");
+            tracing::error!(secret = %self.cfg.name, error = %e, "cannot rewrite credentials file after renewal");
+        }
+        let expires_at = c.timing.expires_at;
+        self.state.update_secret(&self.cfg.name, |s| {
+            s.renewals += 1;
+            s.expires_at = Some(expires_at);
+        });
+    }
+
+    async fn revoke(&self, p: &Pending) -> Revocation {
         let Some(token) = self.tokens.borrow().current.clone() else {
-            return false;
+            return Revocation::NotYet;
         };
         match self.bao.revoke_lease(&token.secret, &p.lease_id).await {
             Ok(()) => {
@@ -349,12 +358,12 @@ impl LeaseRotator {
                 self.state
                     .update_secret(&self.cfg.name, |s| s.revocations += 1);
                 tracing::info!(secret = %self.cfg.name, lease_id = %p.lease_id, "revoked old lease");
-                true
+                Revocation::Revoked
             }
             Err(e) => {
                 self.state.failure("revoke");
                 tracing::warn!(secret = %self.cfg.name, lease_id = %p.lease_id, error = %e, "cannot revoke old lease yet");
-                false
+                Revocation::NotYet
             }
         }
     }
@@ -413,7 +422,7 @@ fn shell_quote(v: &str) -> String {
 }
 
 /// Revokes leftover leases and removes credential files (shutdown).
-pub async fn revoke_leftovers(bao: &OpenBao, token: &Token, leftovers: &[Leftovers]) {
+pub(crate) async fn revoke_leftovers(bao: &OpenBao, token: &Token, leftovers: &[Leftovers]) {
     for l in leftovers {
         for id in &l.lease_ids {
             match bao.revoke_lease(&token.secret, id).await {

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use tokio::sync::watch;
 
 use crate::config::BackoffConfig;
-use crate::files::FilePolicy;
 use crate::openbao::OpenBao;
-use crate::state::{SecretKind, SecretStatus, State};
-use crate::token::{TokenCheck, Tokens};
+use crate::openbao::{TokenCheck, Tokens};
+use crate::secrets::FilePolicy;
+use crate::status::{SecretKind, SecretStatus, State};
 
 /// The shared context of database rotators and KV renderers.
 #[derive(Clone)]
-pub struct SecretsEnv {
+pub(crate) struct SecretsEnv {
     /// OpenBao client.
     pub bao: OpenBao,
     /// Current and retired tokens.
@@ -31,7 +31,7 @@ pub struct SecretsEnv {
 
 impl SecretsEnv {
     /// Registers a secret in the status before it is first written.
-    pub fn declare(
+    pub(crate) fn declare(
         &self,
         name: &str,
         kind: SecretKind,

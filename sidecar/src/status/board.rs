@@ -2,7 +2,6 @@
 //! and `/metrics`. Holds no secret values (usernames and lease ids only).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,11 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use crate::clock::{rfc3339, secs_until};
 use crate::config::{AllowRule, Config};
 
 /// The current X.509-SVID.
 #[derive(Debug, Clone)]
-pub struct SvidInfo {
+pub(crate) struct SvidInfo {
     /// SPIFFE ID.
     pub spiffe_id: String,
     /// Leaf `notAfter`.
@@ -25,7 +25,7 @@ pub struct SvidInfo {
 
 /// The current OpenBao token (never the token itself).
 #[derive(Debug, Clone)]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     /// When it expires unless renewed.
     pub expires_at: SystemTime,
     /// Its policies.
@@ -34,7 +34,7 @@ pub struct TokenInfo {
 
 /// Kind of a managed secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretKind {
+pub(crate) enum SecretKind {
     /// Dynamic database credentials.
     Database,
     /// KV v2 secret.
@@ -43,7 +43,7 @@ pub enum SecretKind {
 
 /// One managed secret's public facts.
 #[derive(Debug, Clone)]
-pub struct SecretStatus {
+pub(crate) struct SecretStatus {
     /// Kind.
     pub kind: SecretKind,
     /// Database role or KV path.
@@ -98,25 +98,25 @@ impl ListenerStats {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    svid: Option<SvidInfo>,
-    svid_rotations: u64,
-    token: Option<TokenInfo>,
-    token_renewals: u64,
-    logins: u64,
-    secrets: BTreeMap<String, SecretStatus>,
-    proxy_requests: BTreeMap<u16, u64>,
-    failures: BTreeMap<&'static str, u64>,
+pub(super) struct Inner {
+    pub(super) svid: Option<SvidInfo>,
+    pub(super) svid_rotations: u64,
+    pub(super) token: Option<TokenInfo>,
+    pub(super) token_renewals: u64,
+    pub(super) logins: u64,
+    pub(super) secrets: BTreeMap<String, SecretStatus>,
+    pub(super) proxy_requests: BTreeMap<u16, u64>,
+    pub(super) failures: BTreeMap<&'static str, u64>,
 }
 
 /// Shortest time between two forced rotations of one secret. Each forced
 /// rotation creates a PostgreSQL user that lives until `revoke_grace` after
 /// the next one; without a limit, a loop of `POST /rotate` piles them up.
-pub const FORCED_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const FORCED_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What became of a forced-rotation request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RotationRequest {
+pub(crate) enum RotationRequest {
     /// The rotator was asked to rotate now.
     Accepted,
     /// No database secret has that name.
@@ -133,8 +133,8 @@ pub struct State {
     /// When each secret's last forced rotation was accepted.
     forced: Arc<Mutex<BTreeMap<String, Instant>>>,
     config: Arc<Config>,
-    inbound: Arc<Vec<Arc<ListenerStats>>>,
-    outbound: Arc<Vec<Arc<ListenerStats>>>,
+    pub(super) inbound: Arc<Vec<Arc<ListenerStats>>>,
+    pub(super) outbound: Arc<Vec<Arc<ListenerStats>>>,
 }
 
 impl State {
@@ -158,7 +158,7 @@ impl State {
     }
 
     /// The trigger a database rotator waits on for forced rotations.
-    pub fn rotation_trigger(&self, name: &str) -> Arc<tokio::sync::Notify> {
+    pub(crate) fn rotation_trigger(&self, name: &str) -> Arc<tokio::sync::Notify> {
         self.rotate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -169,7 +169,7 @@ impl State {
 
     /// Asks the rotator of database secret `name` to rotate now, at most
     /// once per [`FORCED_ROTATION_INTERVAL`] per secret.
-    pub fn request_rotation(&self, name: &str, now: Instant) -> RotationRequest {
+    pub(crate) fn request_rotation(&self, name: &str, now: Instant) -> RotationRequest {
         let known = self
             .lock()
             .secrets
@@ -193,29 +193,29 @@ impl State {
         RotationRequest::Accepted
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave counters inconsistent
         // in a way that matters; keep serving status.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the admin listener is on a loopback address.
-    pub fn admin_is_loopback(&self) -> bool {
+    pub(crate) fn admin_is_loopback(&self) -> bool {
         self.config.admin.listen.ip().is_loopback()
     }
 
     /// Counters of inbound listener `i`.
-    pub fn inbound(&self, i: usize) -> Arc<ListenerStats> {
+    pub(crate) fn inbound(&self, i: usize) -> Arc<ListenerStats> {
         self.inbound[i].clone()
     }
 
     /// Counters of outbound listener `i`.
-    pub fn outbound(&self, i: usize) -> Arc<ListenerStats> {
+    pub(crate) fn outbound(&self, i: usize) -> Arc<ListenerStats> {
         self.outbound[i].clone()
     }
 
     /// A new SVID arrived.
-    pub fn set_svid(&self, svid: SvidInfo) {
+    pub(crate) fn set_svid(&self, svid: SvidInfo) {
         let mut g = self.lock();
         if g.svid.as_ref().is_some_and(|s| s.serial != svid.serial) {
             g.svid_rotations += 1;
@@ -224,31 +224,31 @@ impl State {
     }
 
     /// The current SVID, if any.
-    pub fn svid(&self) -> Option<SvidInfo> {
+    pub(crate) fn svid(&self) -> Option<SvidInfo> {
         self.lock().svid.clone()
     }
 
     /// A login succeeded.
-    pub fn token_login(&self, t: TokenInfo) {
+    pub(crate) fn token_login(&self, t: TokenInfo) {
         let mut g = self.lock();
         g.logins += 1;
         g.token = Some(t);
     }
 
     /// A renewal succeeded.
-    pub fn token_renewed(&self, t: TokenInfo) {
+    pub(crate) fn token_renewed(&self, t: TokenInfo) {
         let mut g = self.lock();
         g.token_renewals += 1;
         g.token = Some(t);
     }
 
     /// The token is gone (expired or revoked).
-    pub fn token_cleared(&self) {
+    pub(crate) fn token_cleared(&self) {
         self.lock().token = None;
     }
 
     /// Registers or replaces a secret's status.
-    pub fn update_secret(&self, name: &str, f: impl FnOnce(&mut SecretStatus)) {
+    pub(crate) fn update_secret(&self, name: &str, f: impl FnOnce(&mut SecretStatus)) {
         let mut g = self.lock();
         if let Some(s) = g.secrets.get_mut(name) {
             f(s);
@@ -256,28 +256,23 @@ impl State {
     }
 
     /// Declares a secret (before it is first written).
-    pub fn declare_secret(&self, name: &str, status: SecretStatus) {
+    pub(crate) fn declare_secret(&self, name: &str, status: SecretStatus) {
         self.lock().secrets.insert(name.to_string(), status);
     }
 
     /// One failure of `kind` (login, token_renew, creds, lease_renew, revoke, kv, file, jwt_svid).
-    pub fn failure(&self, kind: &'static str) {
+    pub(crate) fn failure(&self, kind: &'static str) {
         *self.lock().failures.entry(kind).or_default() += 1;
     }
 
-    /// Failures of `kind` so far.
-    pub fn failures(&self, kind: &str) -> u64 {
-        self.lock().failures.get(kind).copied().unwrap_or(0)
-    }
-
     /// One proxied request finished with `status`.
-    pub fn proxy_request(&self, status: u16) {
+    pub(crate) fn proxy_request(&self, status: u16) {
         *self.lock().proxy_requests.entry(status).or_default() += 1;
     }
 
     /// Whether every required secret is on disk and unexpired and an SVID is
     /// present; otherwise the reasons.
-    pub fn readiness(&self) -> Result<(), Vec<String>> {
+    pub(crate) fn readiness(&self) -> Result<(), Vec<String>> {
         let g = self.lock();
         let now = SystemTime::now();
         let mut missing = Vec::new();
@@ -304,7 +299,7 @@ impl State {
     }
 
     /// The `/status` document (docs/contracts.md, contract 3).
-    pub fn status_json(&self) -> Value {
+    pub(crate) fn status_json(&self) -> Value {
         let ready = self.readiness().is_ok();
         let g = self.lock();
         let now = SystemTime::now();
@@ -367,188 +362,4 @@ impl State {
             "failures": g.failures,
         })
     }
-
-    /// Prometheus text exposition.
-    pub fn metrics_text(&self) -> String {
-        let ready = self.readiness().is_ok();
-        let g = self.lock();
-        let now = SystemTime::now();
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
-        metric(
-            "zt_ready",
-            "gauge",
-            "1 when every required secret is on disk and unexpired",
-            vec![(String::new(), ready as u8 as f64)],
-        );
-        if let Some(s) = &g.svid {
-            metric(
-                "zt_svid_expiry_timestamp_seconds",
-                "gauge",
-                "notAfter of the current X.509-SVID",
-                vec![(String::new(), unix(s.expires_at))],
-            );
-        }
-        metric(
-            "zt_svid_rotations_total",
-            "counter",
-            "X.509-SVID rotations seen",
-            vec![(String::new(), g.svid_rotations as f64)],
-        );
-        if let Some(t) = &g.token {
-            metric(
-                "zt_token_ttl_seconds",
-                "gauge",
-                "seconds until the OpenBao token expires unless renewed",
-                vec![(String::new(), secs_until(t.expires_at, now) as f64)],
-            );
-        }
-        metric(
-            "zt_token_renewals_total",
-            "counter",
-            "OpenBao token renewals",
-            vec![(String::new(), g.token_renewals as f64)],
-        );
-        metric(
-            "zt_token_logins_total",
-            "counter",
-            "OpenBao logins with a JWT-SVID",
-            vec![(String::new(), g.logins as f64)],
-        );
-        let per = |f: &dyn Fn(&SecretStatus) -> Option<f64>| {
-            g.secrets
-                .iter()
-                .filter_map(|(n, s)| f(s).map(|v| (format!("{{secret=\"{n}\"}}"), v)))
-                .collect::<Vec<_>>()
-        };
-        metric(
-            "zt_secret_lease_ttl_seconds",
-            "gauge",
-            "seconds until the current credentials expire",
-            per(&|s| s.expires_at.map(|e| secs_until(e, now) as f64)),
-        );
-        metric(
-            "zt_secret_version",
-            "gauge",
-            "version of the secret file",
-            per(&|s| Some(s.version as f64)),
-        );
-        metric(
-            "zt_lease_renewals_total",
-            "counter",
-            "lease renewals",
-            per(&|s| (s.kind == SecretKind::Database).then_some(s.renewals as f64)),
-        );
-        metric(
-            "zt_lease_rotations_total",
-            "counter",
-            "credential rotations",
-            per(&|s| (s.kind == SecretKind::Database).then_some(s.rotations as f64)),
-        );
-        metric(
-            "zt_lease_revocations_total",
-            "counter",
-            "old leases revoked",
-            per(&|s| (s.kind == SecretKind::Database).then_some(s.revocations as f64)),
-        );
-        metric(
-            "zt_failures_total",
-            "counter",
-            "failed operations by kind",
-            g.failures
-                .iter()
-                .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v as f64))
-                .collect(),
-        );
-        metric(
-            "zt_proxy_requests_total",
-            "counter",
-            "OpenBao proxy requests by status",
-            g.proxy_requests
-                .iter()
-                .map(|(k, v)| (format!("{{status=\"{k}\"}}"), *v as f64))
-                .collect(),
-        );
-        let listeners =
-            |dir: &str, stats: &[Arc<ListenerStats>], f: &dyn Fn(&ListenerStats) -> u64| {
-                stats
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        (
-                            format!("{{direction=\"{dir}\",listener=\"{i}\"}}"),
-                            f(s) as f64,
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            };
-        let both = |f: &dyn Fn(&ListenerStats) -> u64| {
-            let mut v = listeners("inbound", &self.inbound, f);
-            v.extend(listeners("outbound", &self.outbound, f));
-            v
-        };
-        metric(
-            "zt_mtls_connections_total",
-            "counter",
-            "mTLS connections established",
-            both(&|s| s.accepted.load(Ordering::Relaxed)),
-        );
-        metric(
-            "zt_mtls_peers_refused_total",
-            "counter",
-            "peers refused (no cert, untrusted, ID not allowed)",
-            both(&|s| s.refused.load(Ordering::Relaxed)),
-        );
-        metric(
-            "zt_mtls_handshake_failures_total",
-            "counter",
-            "failed TLS handshakes",
-            both(&|s| s.handshake_failures.load(Ordering::Relaxed)),
-        );
-        metric(
-            "zt_mtls_active_connections",
-            "gauge",
-            "open mTLS connections",
-            both(&|s| s.active.load(Ordering::Relaxed)),
-        );
-        metric(
-            "zt_mtls_requests_total",
-            "counter",
-            "HTTP requests carried over mTLS",
-            both(&|s| s.requests.load(Ordering::Relaxed)),
-        );
-        out
-    }
-}
-
-/// RFC 3339 UTC, seconds precision.
-pub fn rfc3339(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t)
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::from(t));
-    dt.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
-
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn secs_until(t: SystemTime, now: SystemTime) -> i64 {
-    match t.duration_since(now) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
-
-/// `Duration` until `t` (zero if past).
-pub fn until(t: SystemTime) -> Duration {
-    t.duration_since(SystemTime::now()).unwrap_or_default()
 }
