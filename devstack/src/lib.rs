@@ -12,7 +12,7 @@
 //!     │   └─ SPIRE agent              unix attestor (unix:path selectors)
 //!     └─ OpenBao         raft storage, Shamir seal (1 share), file audit
 //!          └─ setup::OpenBaoSetup::apply(policies/openbao)   jwt auth, KV v2,
-//!                                                  database engine, policies
+//!             (zt-bootstrap, as the Kubernetes Job)  database engine, policies
 //! ```
 //!
 //! Every process runs in its own process group and dies with the stack
@@ -21,13 +21,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod kube;
 pub mod openbao;
 pub mod platform;
 pub mod postgres;
 pub mod process;
-pub mod setup;
+/// Configuring OpenBao from `policies/openbao/`: zt-bootstrap's, the same code
+/// the Kubernetes bootstrap Job runs.
+pub use zt_bootstrap::setup;
 pub mod sidecar;
 pub mod spire;
 mod stack;
