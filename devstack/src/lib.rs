@@ -18,9 +18,12 @@
 //! Every process runs in its own process group and dies with the stack
 //! (`Drop`), or with the parent process if that is killed (`PR_SET_PDEATHSIG`).
 //! A missing binary is an error naming `make tools`; nothing is ever skipped.
+//! Tests wait on the servers with [`eventually`] / [`eventually_async`], whose
+//! patience `ZT_TEST_PATIENCE` stretches on slow machines.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod eventually;
 pub mod kube;
 pub mod openbao;
 pub mod platform;
@@ -34,4 +37,5 @@ pub mod spire;
 mod stack;
 pub mod tools;
 
+pub use eventually::{eventually, eventually_async};
 pub use stack::{free_port, secret_in, Devstack, Options, Ports};
