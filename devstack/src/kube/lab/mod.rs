@@ -705,23 +705,11 @@ static SHARED: OnceLock<Result<Lab, String>> = OnceLock::new();
 /// also hold [`serial`] so they run one at a time.
 pub fn shared() -> anyhow::Result<&'static Lab> {
     let started = SHARED.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("kube-lab".into())
-            .spawn(move || {
-                let _ = tx.send(Lab::start().map_err(|e| format!("{e:#}")));
-                loop {
-                    std::thread::park();
-                }
-            });
-        if let Err(e) = spawned {
-            return Err(format!("cannot start the lab's thread: {e}"));
-        }
-        let result = rx
-            .recv()
-            .unwrap_or_else(|_| Err("the lab's thread died".into()));
+        let result = super::start_on_lasting_thread("kube-lab", "the lab's thread", || {
+            Lab::start().map_err(|e| format!("{e:#}"))
+        });
         if result.is_ok() {
-            stop_at_exit();
+            super::at_exit(stop_shared);
         }
         result
     });
@@ -736,16 +724,8 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[allow(unsafe_code)]
-fn stop_at_exit() {
-    extern "C" fn stop() {
-        if let Some(Ok(lab)) = SHARED.get() {
-            lab.stop();
-        }
-    }
-    // SAFETY: `stop` is a plain extern "C" function with no arguments, as
-    // atexit(3) requires; registering it has no other effect.
-    unsafe {
-        nix::libc::atexit(stop);
+extern "C" fn stop_shared() {
+    if let Some(Ok(lab)) = SHARED.get() {
+        lab.stop();
     }
 }
