@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 
 # PROFILE=debug reuses the test build (the make-up test does this).
 PROFILE ?= release
-BINS := -p zt-sidecar -p zt-injector -p app-backend -p app-frontend -p github-standin -p devstack
+BINS := -p zt-sidecar -p zt-injector -p app-backend -p app-frontend -p github-standin -p devstack -p zt-bootstrap -p zt-bench
 DEVSTACK := target/$(PROFILE)/devstack
 
 .PHONY: help tools tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector build install deploy teardown lab

@@ -20,7 +20,6 @@ case "$wrk_version" in
   *) echo "[bench-backend] note: wrk $wrk_version (results were taken with 4.1.0)" >&2 ;;
 esac
 
-cargo build --release --locked -p zt-sidecar -p app-backend --bins
-cargo build --release --locked -p app-backend --example bench
+cargo build --release --locked -p zt-sidecar -p app-backend -p zt-bench --bins
 target_dir=${CARGO_TARGET_DIR:-target}
-exec "$target_dir/release/examples/bench" --out bench/results/backend.md "$@"
+exec "$target_dir/release/zt-bench" backend --out bench/results/backend.md "$@"

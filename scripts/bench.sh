@@ -14,5 +14,5 @@ if [ "$name" = mtls ]; then
       { echo "[bench] FAILED to install $tool; retry with: sudo apt-get install -y $tool" >&2; exit 1; }
   done
 fi
-cargo build --release --locked -p zt-sidecar -p devstack
+cargo build --release --locked -p zt-sidecar -p zt-bench
 exec target/release/zt-bench "$name" --out "bench/results/$name.md" "${@:2}"

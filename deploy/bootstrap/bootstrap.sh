@@ -1,7 +1,7 @@
 #!/bin/sh
-# Runs inside the devstack image as the OpenBao bootstrap Job
+# Runs inside the zt-bootstrap image as the OpenBao bootstrap Job
 # (deploy/k8s/openbao/bootstrap.yaml). Only orchestration lives here: OpenBao is
-# configured by `devstack configure-openbao` from policies/openbao, PostgreSQL
+# configured by `zt-bootstrap configure-openbao` from policies/openbao, PostgreSQL
 # by policies/postgres/roles.sql, exactly as `make up` and the tests do.
 # Secret values are never printed and never on a command line.
 #
@@ -59,7 +59,7 @@ store_keys() {
 
 say "1/5 reading the state: Secret $POD_NAMESPACE/$KEYS_SECRET, OpenBao at $BAO_ADDR"
 secret=$(retry "the Kubernetes API" k get secret "$KEYS_SECRET" --ignore-not-found -o name)
-state=$(retry "OpenBao to answer" devstack openbao-state --addr "$BAO_ADDR")
+state=$(retry "OpenBao to answer" zt-bootstrap openbao-state --addr "$BAO_ADDR")
 umask 077
 if [ -n "$secret" ]; then
   [ "$state" != uninitialised ] || die "Secret $POD_NAMESPACE/$KEYS_SECRET holds the keys of an earlier OpenBao, but OpenBao at $BAO_ADDR is new (uninitialised; its volume was replaced). If that earlier OpenBao is gone for good, delete the stale Secret and run make install again:
@@ -73,8 +73,8 @@ elif [ "$state" = uninitialised ]; then
     k create secret generic "$KEYS_SECRET" --from-literal=keys.json=probe --dry-run=server -o name >/dev/null
   rm -f "$KEYS"
   say "2/5 initialising OpenBao (one Shamir key share) and storing the keys in Secret $KEYS_SECRET (demo only)"
-  devstack init-openbao --addr "$BAO_ADDR" --keys-out "$KEYS"
-  [ -s "$KEYS" ] || die "devstack init-openbao wrote no keys"
+  zt-bootstrap init-openbao --addr "$BAO_ADDR" --keys-out "$KEYS"
+  [ -s "$KEYS" ] || die "zt-bootstrap init-openbao wrote no keys"
   fault_point init
   store_keys || die "OpenBao is initialised but its keys could not be stored in Secret $KEYS_SECRET; they are kept in $KEYS for the Job's next attempt in this pod (restartPolicy OnFailure): fix the Kubernetes API access, the Job retries by itself"
 elif [ -s "$KEYS" ]; then
@@ -89,7 +89,7 @@ fi
 fault_point store
 
 say "3/5 unsealing OpenBao"
-devstack unseal-openbao --addr "$BAO_ADDR" --keys "$KEYS"
+zt-bootstrap unseal-openbao --addr "$BAO_ADDR" --keys "$KEYS"
 fault_point unseal
 
 say "4/5 applying policies/postgres/roles.sql on $PG_HOST:$PG_PORT"
@@ -100,7 +100,7 @@ POLICIES=$POLICIES "$APPLY_ROLES"
 fault_point roles
 
 say "5/5 configuring OpenBao from policies/openbao"
-retry "the SPIRE OIDC discovery provider" devstack configure-openbao --addr "$BAO_ADDR" --token-file "$KEYS" \
+retry "the SPIRE OIDC discovery provider" zt-bootstrap configure-openbao --addr "$BAO_ADDR" --token-file "$KEYS" \
   --policies "$POLICIES/openbao" --jwks-url "$JWKS_URL" --issuer "$JWT_ISSUER" \
   --pg-host "$PG_HOST" --pg-port "$PG_PORT" --pg-admin-password-file "$OPENBAO_PG_ADMIN_PASSWORD_FILE"
 fault_point configure

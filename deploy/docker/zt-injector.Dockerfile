@@ -13,6 +13,8 @@ COPY probe probe
 COPY app-backend app-backend
 COPY app-frontend app-frontend
 COPY devstack devstack
+COPY bootstrap bootstrap
+COPY bench bench
 COPY github-standin github-standin
 COPY deploy/checks deploy/checks
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

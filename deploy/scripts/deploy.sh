@@ -62,7 +62,7 @@ kubectl --context "$CTX" wait --for condition=established --timeout 2m crd/ciliu
 # --- 3. images ----------------------------------------------------------------
 # name=Dockerfile: ours, and the example's (Debian's psql, nothing of ours).
 images=(zt-sidecar=deploy/docker/zt-sidecar.Dockerfile app-backend=deploy/docker/app-backend.Dockerfile
-  app-frontend=deploy/docker/app-frontend.Dockerfile devstack=deploy/docker/devstack.Dockerfile
+  app-frontend=deploy/docker/app-frontend.Dockerfile zt-bootstrap=deploy/docker/zt-bootstrap.Dockerfile
   zt-injector=deploy/docker/zt-injector.Dockerfile psql=deploy/examples/psql-report/Dockerfile)
 if $skip_build; then
   say "3/4 --skip-build: using the images already built"

@@ -217,7 +217,7 @@ if waiting; then
   k -n openbao wait --for=jsonpath='{.status.phase}'=Running pod/openbao-0 --timeout 5m
 fi
 
-# --- 6. bootstrap: init, unseal, roles.sql, configure (devstack) -------------
+# --- 6. bootstrap: init, unseal, roles.sql, configure (zt-bootstrap) ---------
 job=openbao-bootstrap
 # "finished" (Complete or Failed), "unfinished", or "" when there is none.
 job_state() {
@@ -271,7 +271,7 @@ case $(job_state) in
     # Never delete a running Job: its pod may hold a fresh unseal key in memory.
     say "6/8 the OpenBao bootstrap Job from an earlier run has not finished: leaving it to finish"
     ;;
-  *) say "6/8 OpenBao bootstrap Job (devstack init/unseal/configure-openbao, roles.sql)" ;;
+  *) say "6/8 OpenBao bootstrap Job (zt-bootstrap init/unseal/configure-openbao, roles.sql)" ;;
 esac
 k apply -f deploy/k8s/openbao/bootstrap.yaml ||
   die "could not apply the bootstrap Job; if one from an earlier run is still running, let it finish (kubectl -n openbao get job $job) and run make install again"

@@ -31,6 +31,8 @@ struct Demo {
     info: Value,
     http: ureq::Agent,
     failures: Vec<String>,
+    /// jake's session from step 1 (empty until then); steps 3 and 4 use it.
+    jwt: String,
 }
 
 fn title(n: u32, t: &str) {
@@ -150,44 +152,62 @@ impl Demo {
 
 /// Runs the walkthrough against the platform started by `make up`.
 pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
-    let state = std::fs::canonicalize(state)
-        .with_context(|| format!("{} does not exist: run `make up` first", state.display()))?;
-    let info: Value = serde_json::from_slice(
-        &std::fs::read(state.join("up.json"))
-            .context("the platform is not up: run `make up` (in another shell) first")?,
-    )?;
-    let mut d = Demo {
-        state,
-        pause: !no_pause,
-        ports: PlatformPorts::FIXED,
-        info,
-        http: ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .new_agent(),
-        failures: Vec::new(),
-    };
+    let mut d = Demo::connect(state, no_pause)?;
     println!("\x1b[1mzt-platform demo\x1b[0m — every value below is read live from the running components.");
-    let mut jwt = String::new();
+    d.user_login();
+    d.workload_identity();
+    d.static_secrets();
+    d.dynamic_secrets();
+    d.enforcement();
+    d.outcome()
+}
 
-    title(1, "User login (PostgreSQL users, argon2id, HS256 JWT)");
-    explain("Jake logs in through the same path the frontend uses: frontend's zt-sidecar →\nSPIFFE mTLS → backend's zt-sidecar → backend. Users live in PostgreSQL, not OpenBao.");
-    d.step(1, "login as jake", |d| {
-        let (code, body) = d.send(
+impl Demo {
+    /// Reads what `make up` left in the state folder.
+    fn connect(state: &Path, no_pause: bool) -> anyhow::Result<Self> {
+        let state = std::fs::canonicalize(state)
+            .with_context(|| format!("{} does not exist: run `make up` first", state.display()))?;
+        let info: Value = serde_json::from_slice(
+            &std::fs::read(state.join("up.json"))
+                .context("the platform is not up: run `make up` (in another shell) first")?,
+        )?;
+        Ok(Self {
+            state,
+            pause: !no_pause,
+            ports: PlatformPorts::FIXED,
+            info,
+            http: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(20)))
+                .build()
+                .new_agent(),
+            failures: Vec::new(),
+            jwt: String::new(),
+        })
+    }
+
+    /// Step 1: jake logs in through both sidecars.
+    fn user_login(&mut self) {
+        title(1, "User login (PostgreSQL users, argon2id, HS256 JWT)");
+        explain("Jake logs in through the same path the frontend uses: frontend's zt-sidecar →\nSPIFFE mTLS → backend's zt-sidecar → backend. Users live in PostgreSQL, not OpenBao.");
+        self.step(1, "login as jake", Self::login_as_jake);
+    }
+
+    fn login_as_jake(&mut self) -> anyhow::Result<()> {
+        let (code, body) = self.send(
             "POST",
-            &d.api("/api/auth/login"),
+            &self.api("/api/auth/login"),
             None,
             &json!({"username": "jake", "password": "jake99"}),
         )?;
         if code != 200 {
             bail!("login answered {code}: {body}");
         }
-        jwt = body["access_token"]
+        self.jwt = body["access_token"]
             .as_str()
             .context("no access_token")?
             .to_string();
-        let claims = jwt.split('.').nth(1).and_then(|p| {
+        let claims = self.jwt.split('.').nth(1).and_then(|p| {
             base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(p)
                 .ok()
@@ -200,22 +220,27 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
             format!("{code}, user {}", body["user"]),
         );
         evidence("JWT claims (signature not shown):", claims);
-        let (code, me) = d.get(&d.api("/api/auth/me"), Some(&jwt))?;
+        let (code, me) = self.get(&self.api("/api/auth/me"), Some(&self.jwt))?;
         evidence("GET /api/auth/me →", format!("{code} {me}"));
         Ok(())
-    });
+    }
 
-    title(
-        2,
-        "Workload identity: the backend's SVID and its OpenBao login",
-    );
-    explain("The backend never talks to SPIRE or OpenBao. Its zt-sidecar got an X.509-SVID and a\nJWT-SVID from the SPIRE agent (unix attestation: its own binary, run by your uid) and logged in to\nOpenBao's jwt auth with the JWT-SVID. OpenBao validated it against SPIRE's JWKS.");
-    d.step(2, "backend SVID and OpenBao audit entry", |d| {
-        let admin = d.info["backend_sidecar_admin"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let (_, status) = d.get(&format!("{admin}/status"), None)?;
+    /// Step 2: the backend's SVID, its registration and its OpenBao login.
+    fn workload_identity(&mut self) {
+        title(
+            2,
+            "Workload identity: the backend's SVID and its OpenBao login",
+        );
+        explain("The backend never talks to SPIRE or OpenBao. Its zt-sidecar got an X.509-SVID and a\nJWT-SVID from the SPIRE agent (unix attestation: its own binary, run by your uid) and logged in to\nOpenBao's jwt auth with the JWT-SVID. OpenBao validated it against SPIRE's JWKS.");
+        self.step(
+            2,
+            "backend SVID and OpenBao audit entry",
+            Self::show_backend_identity,
+        );
+    }
+
+    fn show_backend_identity(&mut self) -> anyhow::Result<()> {
+        let (_, status) = self.get(&format!("{}/status", self.backend_admin()), None)?;
         if status["spiffe_id"] != json!(BACKEND_ID) {
             bail!("backend sidecar reports {}", status["spiffe_id"]);
         }
@@ -233,7 +258,7 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
         let entry = devstack::process::run(
             Command::new(&tools.spire_server)
                 .args(["entry", "show", "-spiffeID", BACKEND_ID, "-socketPath"])
-                .arg(d.state.join("spire/server/api.sock")),
+                .arg(self.state.join("spire/server/api.sock")),
         )?;
         let selectors: Vec<&str> = entry.lines().filter(|l| l.contains("Selector")).collect();
         evidence(
@@ -246,7 +271,7 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
                     .trim()
             ),
         );
-        let audit = std::fs::read_to_string(d.state.join("openbao/audit.log"))
+        let audit = std::fs::read_to_string(self.state.join("openbao/audit.log"))
             .context("no OpenBao audit log")?;
         let login = audit
             .lines()
@@ -270,73 +295,109 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
             ),
         );
         Ok(())
-    });
+    }
 
-    title(
-        3,
-        "Static secrets: a GitHub token in OpenBao, through the sidecar",
-    );
-    let real = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty());
-    let standin = d.info["github_standin"] == json!(true);
-    let token = match (&real, standin) {
-        (Some(t), false) => {
-            explain("Using your GITHUB_TOKEN against the real GitHub API.");
-            t.clone()
+    /// Step 3: a GitHub token stored in OpenBao through the backend's sidecar.
+    fn static_secrets(&mut self) {
+        title(
+            3,
+            "Static secrets: a GitHub token in OpenBao, through the sidecar",
+        );
+        let token = self.github_token();
+        explain("The backend checks the token with GitHub, then writes it through its sidecar's OpenBao\nproxy to secret/data/github/users/<user id>. It never holds an OpenBao token.");
+        self.step(3, "store and read a GitHub token", |d| {
+            d.store_github_token(&token)
+        });
+    }
+
+    /// Your GITHUB_TOKEN when the platform talks to the real GitHub API, else
+    /// the stand-in's; says which.
+    fn github_token(&self) -> String {
+        let real = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty());
+        let standin = self.info["github_standin"] == json!(true);
+        match (real, standin) {
+            (Some(t), false) => {
+                explain("Using your GITHUB_TOKEN against the real GitHub API.");
+                t
+            }
+            (Some(_), true) => {
+                explain("GITHUB_TOKEN is set, but this platform was started with the local GitHub stand-in\n(start it with GITHUB_API_URL=https://api.github.com make up to use the real API). Using the stand-in.");
+                STANDIN_TOKEN.to_string()
+            }
+            (None, _) => {
+                explain(
+                    "No GITHUB_TOKEN given: using the local GitHub stand-in (no network needed).",
+                );
+                STANDIN_TOKEN.to_string()
+            }
         }
-        (Some(_), true) => {
-            explain("GITHUB_TOKEN is set, but this platform was started with the local GitHub stand-in\n(start it with GITHUB_API_URL=https://api.github.com make up to use the real API). Using the stand-in.");
-            STANDIN_TOKEN.to_string()
-        }
-        (None, _) => {
-            explain("No GITHUB_TOKEN given: using the local GitHub stand-in (no network needed).");
-            STANDIN_TOKEN.to_string()
-        }
-    };
-    explain("The backend checks the token with GitHub, then writes it through its sidecar's OpenBao\nproxy to secret/data/github/users/<user id>. It never holds an OpenBao token.");
-    d.step(3, "store and read a GitHub token", |d| {
-        if jwt.is_empty() {
+    }
+
+    fn store_github_token(&mut self, token: &str) -> anyhow::Result<()> {
+        if self.jwt.is_empty() {
             bail!("no session from step 1");
         }
-        let (code, body) = d.send("POST", &d.api("/api/github/configure"), Some(&jwt), &json!({"token": token}))?;
+        let jwt = self.jwt.as_str();
+        let (code, body) = self.send(
+            "POST",
+            &self.api("/api/github/configure"),
+            Some(jwt),
+            &json!({"token": token}),
+        )?;
         if code != 200 {
             bail!("configure answered {code}: {body}");
         }
-        evidence("POST /api/github/configure →", format!("{code}, GitHub user {}", body["github_user"]["login"]));
-        let (_, me) = d.get(&d.api("/api/auth/me"), Some(&jwt))?;
+        evidence(
+            "POST /api/github/configure →",
+            format!("{code}, GitHub user {}", body["github_user"]["login"]),
+        );
+        let (_, me) = self.get(&self.api("/api/auth/me"), Some(jwt))?;
         let id = me["id"].as_i64().context("no user id")?;
-        let meta = d.root_bao()?.read(&format!("secret/metadata/github/users/{id}"))?.context("no secret in OpenBao")?;
-        evidence("OpenBao (root, metadata only):", format!("secret/data/github/users/{id} version {} created {}", meta["data"]["current_version"], meta["data"]["created_time"]));
-        let row = d.psql(&format!("SELECT user_id, is_configured, configured_at FROM github_integrations WHERE user_id = {id}"))?;
-        evidence("PostgreSQL github_integrations:", row.lines().nth(2).unwrap_or("").trim());
-        let (code, repos) = d.get(&d.api("/api/github/repos?per_page=5"), Some(&jwt))?;
+        let meta = self
+            .root_bao()?
+            .read(&format!("secret/metadata/github/users/{id}"))?
+            .context("no secret in OpenBao")?;
+        evidence(
+            "OpenBao (root, metadata only):",
+            format!(
+                "secret/data/github/users/{id} version {} created {}",
+                meta["data"]["current_version"], meta["data"]["created_time"]
+            ),
+        );
+        let row = self.psql(&format!("SELECT user_id, is_configured, configured_at FROM github_integrations WHERE user_id = {id}"))?;
+        evidence(
+            "PostgreSQL github_integrations:",
+            row.lines().nth(2).unwrap_or("").trim(),
+        );
+        let (code, repos) = self.get(&self.api("/api/github/repos?per_page=5"), Some(jwt))?;
         if code != 200 {
             bail!("repos answered {code}: {repos}");
         }
-        let names: Vec<&str> = repos["repos"].as_array().map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect()).unwrap_or_default();
-        evidence("GET /api/github/repos (token read back from OpenBao) →", format!("{names:?}"));
+        let names: Vec<&str> = repos["repos"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+            .unwrap_or_default();
+        evidence(
+            "GET /api/github/repos (token read back from OpenBao) →",
+            format!("{names:?}"),
+        );
         Ok(())
-    });
+    }
 
-    title(4, "Dynamic secrets: PostgreSQL users that rotate");
-    explain("The backend's database user was created by OpenBao for the sidecar; the sidecar writes\nit to a tmpfs file and the backend swaps its pool when the version changes. We now force a\nrotation: new user first, old user revoked after the grace period (make-before-break).");
-    d.step(4, "rotate the database user", |d| {
-        let q = "SELECT usename, valuntil FROM pg_user WHERE usename LIKE 'v-%' ORDER BY valuntil";
-        let before = d.psql(q)?;
+    /// Step 4: a forced rotation of the backend's database user.
+    fn dynamic_secrets(&mut self) {
+        title(4, "Dynamic secrets: PostgreSQL users that rotate");
+        explain("The backend's database user was created by OpenBao for the sidecar; the sidecar writes\nit to a tmpfs file and the backend swaps its pool when the version changes. We now force a\nrotation: new user first, old user revoked after the grace period (make-before-break).");
+        self.step(4, "rotate the database user", Self::rotate_database_user);
+    }
+
+    fn rotate_database_user(&mut self) -> anyhow::Result<()> {
+        let before = self.psql(DB_USERS)?;
         println!("   before:\n{}", indent(&before));
-        let admin = d.info["backend_sidecar_admin"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let (_, st) = d.get(&format!("{admin}/status"), None)?;
-        let db = |st: &Value| {
-            st["secrets"]
-                .as_array()
-                .and_then(|a| a.iter().find(|s| s["name"] == "db").cloned())
-                .unwrap_or(Value::Null)
-        };
-        let old = db(&st);
+        let admin = self.backend_admin();
+        let old = self.db_lease(&admin)?;
         // The custom header makes this a request no web page can send.
-        let mut r = d
+        let mut r = self
             .http
             .post(&format!("{admin}/rotate/db"))
             .header("X-ZT-Admin", "1")
@@ -348,18 +409,7 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
                 r.body_mut().read_to_string().unwrap_or_default()
             );
         }
-        let start = Instant::now();
-        let new = loop {
-            let (_, st) = d.get(&format!("{admin}/status"), None)?;
-            let now = db(&st);
-            if now["version"].as_u64() > old["version"].as_u64() {
-                break now;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                bail!("no new version after 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let new = self.next_db_lease(&admin, &old)?;
         evidence(
             "rotated:",
             format!(
@@ -367,62 +417,124 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
                 old["username"], old["version"], new["username"], new["version"]
             ),
         );
-        let (code, zt) = d.get(&d.api("/api/zt/status"), Some(&jwt))?;
+        let (code, zt) = self.get(&self.api("/api/zt/status"), Some(&self.jwt))?;
         evidence(
             "backend's current_user (GET /api/zt/status):",
             format!("{code} {}", zt["database"]["current_user"]),
         );
         println!(
             "   both users exist during the grace period:\n{}",
-            indent(&d.psql(q)?)
+            indent(&self.psql(DB_USERS)?)
         );
         let old_user = old["username"].as_str().unwrap_or_default().to_string();
+        self.wait_until_dropped(&old_user)?;
+        evidence("old user dropped:", &old_user);
+        Ok(())
+    }
+
+    /// The `db` secret of the backend sidecar's `/status` (Null if absent).
+    fn db_lease(&self, admin: &str) -> anyhow::Result<Value> {
+        let (_, st) = self.get(&format!("{admin}/status"), None)?;
+        Ok(st["secrets"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == "db").cloned())
+            .unwrap_or(Value::Null))
+    }
+
+    /// Waits (20 s) for a `db` secret of a later version than `old`.
+    fn next_db_lease(&self, admin: &str, old: &Value) -> anyhow::Result<Value> {
         let start = Instant::now();
         loop {
-            let users = d.psql(q)?;
-            if !users.contains(&old_user) {
+            let now = self.db_lease(admin)?;
+            if now["version"].as_u64() > old["version"].as_u64() {
+                return Ok(now);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("no new version after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits (90 s) until PostgreSQL no longer has `old_user`; prints the users then.
+    fn wait_until_dropped(&self, old_user: &str) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let users = self.psql(DB_USERS)?;
+            if !users.contains(old_user) {
                 println!(
                     "   after ({} s):\n{}",
                     start.elapsed().as_secs(),
                     indent(&users)
                 );
-                break;
+                return Ok(());
             }
             if start.elapsed() > Duration::from_secs(90) {
                 bail!("{old_user} still exists after 90 s");
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-        evidence("old user dropped:", &old_user);
-        Ok(())
-    });
+    }
 
-    title(5, "Enforcement");
-    explain("(a) The frontend's SPIFFE ID asks OpenBao for the backend's role: refused.\n(b) An identity not on the backend sidecar's allow-list dials its mTLS port: refused.\n(c) A process with no registration asks the SPIRE agent for an identity: nothing.");
-    d.step(5, "refusals", |d| {
-        let workload = format!("unix:{}", d.state.join("spire/agent/public/api.sock").display());
+    /// Step 5: three identities that get nothing.
+    fn enforcement(&mut self) {
+        title(5, "Enforcement");
+        explain("(a) The frontend's SPIFFE ID asks OpenBao for the backend's role: refused.\n(b) An identity not on the backend sidecar's allow-list dials its mTLS port: refused.\n(c) A process with no registration asks the SPIRE agent for an identity: nothing.");
+        self.step(5, "refusals", Self::refusals);
+    }
+
+    fn refusals(&mut self) -> anyhow::Result<()> {
+        let workload = format!(
+            "unix:{}",
+            self.state.join("spire/agent/public/api.sock").display()
+        );
         let scratch = tempfile::Builder::new().prefix("zt-demo-").tempdir()?;
-        // (a) the frontend's own zt-sidecar binary (its identity) tries OpenBao's backend role.
+        self.refused_by_openbao(&workload, scratch.path())?;
+        self.refused_by_allow_list(&workload, scratch.path())?;
+        refused_by_spire(&workload)
+    }
+
+    /// (a) the frontend's own zt-sidecar binary (its identity) tries OpenBao's backend role.
+    fn refused_by_openbao(&self, workload: &str, scratch: &Path) -> anyhow::Result<()> {
         let cfg = format!(
             "[identity]\nworkload_api = \"{workload}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[openbao]\naddress = \"http://127.0.0.1:{}\"\nrole = \"backend\"\n[backoff]\ninitial = \"5s\"\nmax = \"5s\"\n",
             devstack::free_port()?,
-            d.ports.infra.openbao
+            self.ports.infra.openbao
         );
-        let line = run_probe(&d.state.join("bin/frontend/zt-sidecar"), scratch.path(), "frontend-probe", &cfg, "login to OpenBao refused")?;
+        let line = run_probe(
+            &self.state.join("bin/frontend/zt-sidecar"),
+            scratch,
+            "frontend-probe",
+            &cfg,
+            "login to OpenBao refused",
+        )?;
         evidence("frontend identity → OpenBao role backend:", line);
-        // (b) the backend's identity is not on its own inbound allow-list (only the frontend is).
+        Ok(())
+    }
+
+    /// (b) the backend's identity is not on its own inbound allow-list (only the frontend is).
+    fn refused_by_allow_list(&self, workload: &str, scratch: &Path) -> anyhow::Result<()> {
         let out_port = devstack::free_port()?;
         let cfg = format!(
             "[identity]\nworkload_api = \"{workload}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n[[mtls.outbound]]\nlisten = \"127.0.0.1:{out_port}\"\nupstream = \"127.0.0.1:{}\"\nserver_id = \"{BACKEND_ID}\"\n",
             devstack::free_port()?,
-            d.ports.backend_inbound
+            self.ports.backend_inbound
         );
-        let mut probe = start_probe(&d.state.join("bin/backend/zt-sidecar"), scratch.path(), "allowlist-probe", &cfg)?;
+        let mut probe = start_probe(
+            &self.state.join("bin/backend/zt-sidecar"),
+            scratch,
+            "allowlist-probe",
+            &cfg,
+        )?;
         // The probe's listener needs a moment; then the backend sidecar ends
         // the TLS session with an alert, so the request gets no HTTP answer.
         let mut answer = None;
         for _ in 0..50 {
-            match d.http.get(&format!("http://127.0.0.1:{out_port}/api/auth/me")).call() {
+            match self
+                .http
+                .get(&format!("http://127.0.0.1:{out_port}/api/auth/me"))
+                .call()
+            {
                 Ok(mut r) => {
                     let _ = r.body_mut().read_to_string();
                     answer = Some(format!("HTTP {}", r.status().as_u16()));
@@ -437,40 +549,76 @@ pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
         probe.stop(Duration::from_secs(5));
-        let backend_log = d.info["logs"].as_array().and_then(|l| l.iter().find(|x| x["name"] == "zt-sidecar (backend-sidecar)").and_then(|x| x["log"].as_str().map(PathBuf::from)));
+        let backend_log = self.info["logs"].as_array().and_then(|l| {
+            l.iter()
+                .find(|x| x["name"] == "zt-sidecar (backend-sidecar)")
+                .and_then(|x| x["log"].as_str().map(PathBuf::from))
+        });
         let refusal = backend_log
             .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| t.lines().rev().find(|l| l.contains("refused mTLS peer") && l.contains(BACKEND_ID)).map(str::to_string))
+            .and_then(|t| {
+                t.lines()
+                    .rev()
+                    .find(|l| l.contains("refused mTLS peer") && l.contains(BACKEND_ID))
+                    .map(str::to_string)
+            })
             .context("the backend sidecar logged no refusal")?;
         let answer = answer.unwrap_or_else(|| "no answer".into());
         if answer == "HTTP 200" {
             bail!("a non-allowed identity got a 200 from the backend");
         }
-        evidence("non-allowed peer → backend mTLS:", format!("{answer}; backend sidecar log: {}", refusal.trim()));
-        // (c) this very process is not registered.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let r = rt.block_on(async {
-            let client = spiffe::WorkloadApiClient::connect_to(&workload).await?;
-            tokio::time::timeout(Duration::from_secs(5), client.fetch_x509_svid()).await.map_err(|_| anyhow::anyhow!("timed out"))?.map_err(anyhow::Error::from)
-        });
-        match r {
-            Ok(svid) => bail!("an unregistered process got {}", svid.spiffe_id()),
-            Err(e) => evidence("unregistered process → Workload API:", format!("{e:#}")),
-        }
+        evidence(
+            "non-allowed peer → backend mTLS:",
+            format!("{answer}; backend sidecar log: {}", refusal.trim()),
+        );
         Ok(())
-    });
-
-    println!();
-    if d.failures.is_empty() {
-        println!("\x1b[32mAll 5 demo steps succeeded.\x1b[0m");
-        Ok(())
-    } else {
-        bail!(
-            "{} step(s) failed:\n  {}",
-            d.failures.len(),
-            d.failures.join("\n  ")
-        )
     }
+
+    /// The summary line; an error listing the failed steps.
+    fn outcome(&self) -> anyhow::Result<()> {
+        println!();
+        if self.failures.is_empty() {
+            println!("\x1b[32mAll 5 demo steps succeeded.\x1b[0m");
+            Ok(())
+        } else {
+            bail!(
+                "{} step(s) failed:\n  {}",
+                self.failures.len(),
+                self.failures.join("\n  ")
+            )
+        }
+    }
+
+    /// The backend sidecar's admin URL, from up.json.
+    fn backend_admin(&self) -> String {
+        self.info["backend_sidecar_admin"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// The database users OpenBao created (`v-…`), oldest expiry first.
+const DB_USERS: &str =
+    "SELECT usename, valuntil FROM pg_user WHERE usename LIKE 'v-%' ORDER BY valuntil";
+
+/// (c) this very process is not registered: the SPIRE agent gives it nothing.
+fn refused_by_spire(workload: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(async {
+        let client = spiffe::WorkloadApiClient::connect_to(workload).await?;
+        tokio::time::timeout(Duration::from_secs(5), client.fetch_x509_svid())
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))?
+            .map_err(anyhow::Error::from)
+    });
+    match r {
+        Ok(svid) => bail!("an unregistered process got {}", svid.spiffe_id()),
+        Err(e) => evidence("unregistered process → Workload API:", format!("{e:#}")),
+    }
+    Ok(())
 }
 
 fn indent(s: &str) -> String {

@@ -10,6 +10,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -290,5 +291,52 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("failing exited"), "{msg}");
         assert!(msg.contains("boom-marker"), "{msg}");
+    }
+}
+
+/// Processes started one after another that stop together, newest first
+/// (etcd then kube-apiserver; the lab's node components): shared by
+/// [`crate::kube::ControlPlane`] and [`crate::kube::lab::Lab`].
+#[derive(Debug, Default)]
+pub(crate) struct ProcessGroup(Mutex<Vec<Supervised>>);
+
+impl ProcessGroup {
+    /// A group of processes already started, in start order.
+    pub(crate) fn of(processes: Vec<Supervised>) -> Self {
+        Self(Mutex::new(processes))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Supervised>> {
+        // A panic while holding the lock leaves the list intact.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a started process (stopped before those started earlier).
+    pub(crate) fn push(&self, process: Supervised) {
+        self.lock().push(process);
+    }
+
+    /// Each process's name, log path and last `lines` log lines.
+    pub(crate) fn log_tails(&self, lines: usize) -> String {
+        self.lock()
+            .iter()
+            .map(|p| {
+                format!(
+                    "== {} ({})\n{}",
+                    p.name(),
+                    p.log_path().display(),
+                    p.log_tail(lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops every process, the newest first, each within `grace`.
+    pub(crate) fn stop(&self, grace: Duration) {
+        let mut procs = self.lock();
+        while let Some(mut p) = procs.pop() {
+            p.stop(grace);
+        }
     }
 }

@@ -982,7 +982,7 @@ fn write_results(table: &str, rows: &[Row]) {
          default); its leases are revoked by the new sidecar after the grace, so it holds \
          nothing by then (later rows still count it while it lives).\n\n{table}\n{notes}\n\
          ## Recovery conditions and bounds\n\n{bounds}",
-        devstack::bench::machine_line(),
+        zt_bench::machine_line(),
         LOAD_PAUSE.as_millis(),
         X509_SVID_TTL.as_secs(),
         TOKEN_TTL.as_secs(),

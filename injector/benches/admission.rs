@@ -373,7 +373,7 @@ async fn main() {
     let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
     let mut md = String::new();
     md.push_str("# zt-injector: admission latency and memory\n\n");
-    md.push_str(&devstack::bench::machine_line());
+    md.push_str(&zt_bench::machine_line());
     md.push_str(&format!(
         " Release build. kube-apiserver {} + etcd {} from `make tools-kube` (devstack::kube), everything on loopback.\n\n",
         "1.36.3", "3.6.16"
@@ -437,7 +437,7 @@ async fn main() {
          annotations, rendering the TOML, zt-sidecar's own validator, the patch: its own time above) and its \
          process's share of the two cores.\n\nReproduce: `make bench-injector`.\n",
     );
-    devstack::bench::write_result(&args.out, &md).unwrap();
+    zt_bench::write_result(&args.out, &md).unwrap();
 }
 
 fn base64(b: &[u8]) -> String {

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use devstack::process::Supervised;
 use devstack::sidecar::{
@@ -371,19 +371,9 @@ pub fn login(c: &Client, url: &str, user: &str, password: &str) -> String {
     body["access_token"].as_str().unwrap().to_string()
 }
 
-/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
-pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// Polls until `Some` (patience from `ZT_TEST_PATIENCE`): devstack's one helper.
+#[allow(unused_imports)] // not every test file that includes this module waits
+pub use devstack::eventually;
 
 /// Every secret value seen during a test, to prove none reached a log.
 #[derive(Default)]

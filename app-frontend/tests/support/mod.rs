@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use app_frontend::FrontendConfig;
 
@@ -273,23 +272,5 @@ impl Client {
             .await;
         assert_eq!(r.status, 303, "login failed: {}", r.body);
         r
-    }
-}
-
-/// Retries `f` until it returns `Some` or `patience` runs out.
-pub async fn eventually<T, F, Fut>(patience: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if start.elapsed() > patience {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

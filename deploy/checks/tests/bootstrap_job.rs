@@ -38,7 +38,7 @@ struct World {
     cp: &'static ControlPlane,
     pg: Postgres,
     spire: Spire,
-    /// The "image": /opt/zt and bin/ as in deploy/docker/devstack.Dockerfile.
+    /// The "image": /opt/zt and bin/ as in deploy/docker/zt-bootstrap.Dockerfile.
     image: PathBuf,
     kubeconfig: PathBuf,
     secrets: PathBuf,
@@ -130,8 +130,8 @@ impl World {
             .unwrap();
         assert!(status.success());
         copy_exe(
-            &devstack::sidecar::workspace_binary("devstack", "ZT_DEVSTACK_BIN").unwrap(),
-            &image.join("bin/devstack"),
+            &devstack::sidecar::workspace_binary("zt-bootstrap", "ZT_ZT_BOOTSTRAP_BIN").unwrap(),
+            &image.join("bin/zt-bootstrap"),
         );
         copy_exe(&cp.tools().kubectl, &image.join("bin/kubectl"));
         for pg_tool in ["psql", "pg_isready"] {

@@ -15,7 +15,7 @@ const OURS: &[&str] = &[
     "zt-injector",
     "app-backend",
     "app-frontend",
-    "devstack",
+    "zt-bootstrap",
 ];
 
 /// Images of deploy/examples (built by deploy.sh from their own Dockerfiles,

@@ -25,7 +25,7 @@ fn json_words(args: &str) -> Vec<String> {
 #[test]
 fn our_lab_images_match_the_dockerfiles() {
     let all = images();
-    for name in ["zt-sidecar", "app-backend", "app-frontend", "devstack"] {
+    for name in ["zt-sidecar", "app-backend", "app-frontend", "zt-bootstrap"] {
         let text = std::fs::read_to_string(root().join(format!("deploy/docker/{name}.Dockerfile")))
             .unwrap();
         let ins = dockerfile::parse(&text);

@@ -5,14 +5,14 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
 
 use super::pki::Pki;
-use crate::process::Supervised;
+use crate::process::{ProcessGroup, Supervised};
 use crate::stack::free_port;
 use crate::tools::{repo_root, MissingTool, TOOLS_DIR_ENV};
 
@@ -43,26 +43,33 @@ pub struct KubeTools {
 impl KubeTools {
     /// Finds the binaries in `$ZT_TOOLS_DIR` (default `<repo>/.tools/bin`).
     pub fn locate() -> Result<Self, MissingTool> {
-        let dir = std::env::var_os(TOOLS_DIR_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join(".tools/bin"));
-        let need = |name: &str, component: &'static str| {
-            let path = dir.join(name);
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(MissingTool {
-                    component,
-                    expected: path,
-                    install: "make tools-kube",
-                })
-            }
-        };
+        let dir = kube_tools_dir();
         Ok(Self {
-            etcd: need("etcd", "etcd")?,
-            apiserver: need("kube-apiserver", "kube-apiserver")?,
-            kubectl: need("kubectl", "kubectl (pinned)")?,
+            etcd: kube_tool(dir.join("etcd"), "etcd")?,
+            apiserver: kube_tool(dir.join("kube-apiserver"), "kube-apiserver")?,
+            kubectl: kube_tool(dir.join("kubectl"), "kubectl (pinned)")?,
             bin_dir: dir,
+        })
+    }
+}
+
+/// Where `make tools-kube` puts its binaries: `$ZT_TOOLS_DIR`, default
+/// `<repo>/.tools/bin`.
+pub(crate) fn kube_tools_dir() -> PathBuf {
+    std::env::var_os(TOOLS_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/bin"))
+}
+
+/// `path` if it is a file, else the error naming `component` and `make tools-kube`.
+pub(crate) fn kube_tool(path: PathBuf, component: &'static str) -> Result<PathBuf, MissingTool> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(MissingTool {
+            component,
+            expected: path,
+            install: "make tools-kube",
         })
     }
 }
@@ -92,7 +99,7 @@ impl ControlPlaneOptions {
 /// A running etcd + kube-apiserver with an admin kubeconfig.
 #[derive(Debug)]
 pub struct ControlPlane {
-    processes: Mutex<Vec<Supervised>>,
+    processes: ProcessGroup,
     server: String,
     pki: Pki,
     kubeconfig: PathBuf,
@@ -236,7 +243,7 @@ impl ControlPlane {
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &server, &pki, "admin")?;
         Ok(Self {
-            processes: Mutex::new(vec![etcd, api]),
+            processes: ProcessGroup::of(vec![etcd, api]),
             server,
             pki,
             kubeconfig,
@@ -325,27 +332,12 @@ impl ControlPlane {
 
     /// Each process's name and last log lines (for failure messages).
     pub fn log_tails(&self, lines: usize) -> String {
-        let procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
-        procs
-            .iter()
-            .map(|p| {
-                format!(
-                    "== {} ({})\n{}",
-                    p.name(),
-                    p.log_path().display(),
-                    p.log_tail(lines)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.processes.log_tails(lines)
     }
 
     /// Stops kube-apiserver, then etcd.
     pub fn stop(&self) {
-        let mut procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(mut p) = procs.pop() {
-            p.stop(Duration::from_secs(5));
-        }
+        self.processes.stop(Duration::from_secs(5));
     }
 }
 

@@ -38,24 +38,13 @@ static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 /// ends, and a test's thread ends with the test.
 pub fn shared() -> anyhow::Result<&'static ControlPlane> {
     let started = SHARED.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("kube-control-plane".into())
-            .spawn(move || {
-                let result = start_in_temp_dir();
-                let _ = tx.send(result);
-                loop {
-                    std::thread::park();
-                }
-            });
-        if let Err(e) = spawned {
-            return Err(format!("cannot start the control plane's thread: {e}"));
-        }
-        let result = rx
-            .recv()
-            .unwrap_or_else(|_| Err("the control plane's thread died".into()));
+        let result = start_on_lasting_thread(
+            "kube-control-plane",
+            "the control plane's thread",
+            start_in_temp_dir,
+        );
         if result.is_ok() {
-            stop_at_exit();
+            at_exit(stop_shared);
         }
         result
     });
@@ -74,20 +63,45 @@ fn start_in_temp_dir() -> Result<ControlPlane, String> {
     ControlPlane::start(&tools, &ControlPlaneOptions::in_dir(&dir)).map_err(|e| format!("{e:#}"))
 }
 
-#[allow(unsafe_code)]
-fn stop_at_exit() {
-    extern "C" fn stop() {
-        // Runs from exit(): no test thread is using the control plane any more.
-        // Only look: never start one from the exit handler.
-        let Some(Ok(cp)) = SHARED.get() else {
-            return;
-        };
-        cp.stop();
-        let _ = std::fs::remove_dir_all(cp.dir());
+extern "C" fn stop_shared() {
+    // Runs from exit(): no test thread is using the control plane any more.
+    // Only look: never start one from the exit handler.
+    let Some(Ok(cp)) = SHARED.get() else {
+        return;
+    };
+    cp.stop();
+    let _ = std::fs::remove_dir_all(cp.dir());
+}
+
+/// Runs `start` on a thread named `name` that then lives as long as the
+/// process (see [`shared`]: children die with the thread that spawned them),
+/// and returns what it returned; `what` names the thread in errors.
+pub(crate) fn start_on_lasting_thread<T: Send + 'static>(
+    name: &str,
+    what: &str,
+    start: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(start());
+            loop {
+                std::thread::park();
+            }
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start {what}: {e}"));
     }
-    // SAFETY: `stop` is a plain extern "C" function with no arguments, as
+    rx.recv().unwrap_or_else(|_| Err(format!("{what} died")))
+}
+
+/// Registers `handler` to run when the process exits (atexit(3)).
+#[allow(unsafe_code)]
+pub(crate) fn at_exit(handler: extern "C" fn()) {
+    // SAFETY: `handler` is a plain extern "C" function with no arguments, as
     // atexit(3) requires; registering it has no other effect.
     unsafe {
-        nix::libc::atexit(stop);
+        nix::libc::atexit(handler);
     }
 }

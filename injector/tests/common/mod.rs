@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use devstack::kube::ControlPlane;
 use devstack::process::Supervised;
@@ -305,24 +305,10 @@ impl InjectorProcess {
     }
 }
 
-/// Retries `f` every 100 ms until it returns `Some` or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// Retries `f` until it returns `Some` (patience from `ZT_TEST_PATIENCE`):
+/// devstack's one helper.
+#[allow(unused_imports)] // not every test file that includes this module waits
+pub use devstack::eventually_async as eventually;
 
 /// The caBundle of every webhook of the configuration (`None` while any is empty).
 pub async fn ca_bundle(client: &kube::Client, name: &str) -> Option<Vec<u8>> {

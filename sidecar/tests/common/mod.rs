@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use devstack::sidecar::{backend_config, install_copy, BackendLayout, Sidecar};
 use devstack::spire::BACKEND_ID;
@@ -207,19 +207,9 @@ pub fn uds_request(
     (status, body)
 }
 
-/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
-pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// Polls until `Some` (patience from `ZT_TEST_PATIENCE`): devstack's one helper.
+#[allow(unused_imports)] // not every test file that includes this module waits
+pub use devstack::eventually;
 
 pub fn parse_time(s: &str) -> std::time::SystemTime {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();

@@ -32,12 +32,14 @@ use anyhow::{bail, Context};
 
 pub use net::{CLUSTER_CIDR, HOST_IP, NETNS, NODE_IP, POD_CIDR};
 
-use super::control_plane::{write_kubeconfig, ControlPlane, ControlPlaneOptions, KubeTools};
+use super::control_plane::{
+    kube_tool, kube_tools_dir, write_kubeconfig, ControlPlane, ControlPlaneOptions, KubeTools,
+};
 use super::images::{self, Image};
 use super::pki::NODE_NAME;
-use crate::process::{run, Supervised};
+use crate::process::{run, ProcessGroup, Supervised};
 use crate::stack::free_port;
-use crate::tools::{repo_root, MissingTool, TOOLS_DIR_ENV};
+use crate::tools::{repo_root, MissingTool};
 use net::LabNet;
 
 /// The cluster DNS Service's IP (kind's).
@@ -77,33 +79,20 @@ impl LabTools {
     /// Finds every binary, or names the first one missing with `make tools-kube`.
     pub fn locate() -> Result<Self, MissingTool> {
         let kube = KubeTools::locate()?;
-        let dir = std::env::var_os(TOOLS_DIR_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join(".tools/bin"));
-        let need = |path: PathBuf, component: &'static str| {
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(MissingTool {
-                    component,
-                    expected: path,
-                    install: "make tools-kube",
-                })
-            }
-        };
+        let dir = kube_tools_dir();
         Ok(Self {
-            kubelet: need(dir.join("kubelet"), "kubelet")?,
-            controller_manager: need(
+            kubelet: kube_tool(dir.join("kubelet"), "kubelet")?,
+            controller_manager: kube_tool(
                 dir.join("kube-controller-manager"),
                 "kube-controller-manager",
             )?,
-            scheduler: need(dir.join("kube-scheduler"), "kube-scheduler")?,
-            proxy: need(dir.join("kube-proxy"), "kube-proxy")?,
-            coredns: need(dir.join("coredns"), "CoreDNS")?,
-            local_path: need(dir.join("local-path-provisioner"), "local-path-provisioner")?,
-            pause: need(dir.join("pause"), "pause")?,
-            containerd: need(PathBuf::from("/usr/bin/containerd"), "containerd (Debian)")?,
-            ctr: need(PathBuf::from("/usr/bin/ctr"), "ctr (Debian's containerd)")?,
+            scheduler: kube_tool(dir.join("kube-scheduler"), "kube-scheduler")?,
+            proxy: kube_tool(dir.join("kube-proxy"), "kube-proxy")?,
+            coredns: kube_tool(dir.join("coredns"), "CoreDNS")?,
+            local_path: kube_tool(dir.join("local-path-provisioner"), "local-path-provisioner")?,
+            pause: kube_tool(dir.join("pause"), "pause")?,
+            containerd: kube_tool(PathBuf::from("/usr/bin/containerd"), "containerd (Debian)")?,
+            ctr: kube_tool(PathBuf::from("/usr/bin/ctr"), "ctr (Debian's containerd)")?,
             kube,
         })
     }
@@ -114,7 +103,7 @@ impl LabTools {
 pub struct Lab {
     cp: ControlPlane,
     net: LabNet,
-    processes: Mutex<Vec<Supervised>>,
+    processes: ProcessGroup,
     dir: PathBuf,
     tools: LabTools,
     _lock: nix::fcntl::Flock<File>,
@@ -177,7 +166,7 @@ impl Lab {
         let lab = Self {
             cp,
             net,
-            processes: Mutex::new(Vec::new()),
+            processes: ProcessGroup::default(),
             dir,
             tools,
             _lock: lock,
@@ -198,10 +187,7 @@ impl Lab {
             cmd,
             &self.dir.join("logs").join(format!("{name}.log")),
         )?;
-        self.processes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(p);
+        self.processes.push(p);
         Ok(())
     }
 
@@ -519,25 +505,18 @@ impl Lab {
 
     /// The last lines of every component's log.
     pub fn log_tails(&self, lines: usize) -> String {
-        let procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = self.cp.log_tails(lines);
-        for p in procs.iter() {
-            out.push_str(&format!(
-                "\n== {} ({})\n{}",
-                p.name(),
-                p.log_path().display(),
-                p.log_tail(lines)
-            ));
+        let ours = self.processes.log_tails(lines);
+        if !ours.is_empty() {
+            out.push('\n');
+            out.push_str(&ours);
         }
         out
     }
 
     /// Stops everything and leaves nothing behind (see cleanup.rs).
     pub fn stop(&self) {
-        let mut procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(mut p) = procs.pop() {
-            p.stop(Duration::from_secs(5));
-        }
+        self.processes.stop(Duration::from_secs(5));
         self.cp.stop();
         let host_paths: Vec<&Path> = HOST_PATHS.iter().map(Path::new).collect();
         cleanup::teardown(&self.dir, Some(self.net.inode()), &host_paths);
@@ -726,23 +705,11 @@ static SHARED: OnceLock<Result<Lab, String>> = OnceLock::new();
 /// also hold [`serial`] so they run one at a time.
 pub fn shared() -> anyhow::Result<&'static Lab> {
     let started = SHARED.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("kube-lab".into())
-            .spawn(move || {
-                let _ = tx.send(Lab::start().map_err(|e| format!("{e:#}")));
-                loop {
-                    std::thread::park();
-                }
-            });
-        if let Err(e) = spawned {
-            return Err(format!("cannot start the lab's thread: {e}"));
-        }
-        let result = rx
-            .recv()
-            .unwrap_or_else(|_| Err("the lab's thread died".into()));
+        let result = super::start_on_lasting_thread("kube-lab", "the lab's thread", || {
+            Lab::start().map_err(|e| format!("{e:#}"))
+        });
         if result.is_ok() {
-            stop_at_exit();
+            super::at_exit(stop_shared);
         }
         result
     });
@@ -757,16 +724,8 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[allow(unsafe_code)]
-fn stop_at_exit() {
-    extern "C" fn stop() {
-        if let Some(Ok(lab)) = SHARED.get() {
-            lab.stop();
-        }
-    }
-    // SAFETY: `stop` is a plain extern "C" function with no arguments, as
-    // atexit(3) requires; registering it has no other effect.
-    unsafe {
-        nix::libc::atexit(stop);
+extern "C" fn stop_shared() {
+    if let Some(Ok(lab)) = SHARED.get() {
+        lab.stop();
     }
 }

@@ -114,11 +114,11 @@ pub fn platform_images(base: &Tools, kubectl: &Path) -> anyhow::Result<Vec<Image
         .user("65532:65532");
     images.push(standin);
 
-    // The bootstrap image: deploy/docker/devstack.Dockerfile (Debian: a shell,
-    // coreutils, psql; no passwd entry for uid 10002, as there).
-    let mut bootstrap = Image::new(&format!("zt-platform/devstack:{OUR_TAG}"));
+    // The bootstrap image: deploy/docker/zt-bootstrap.Dockerfile (Debian: a
+    // shell, coreutils, psql; no passwd entry for uid 10002, as there).
+    let mut bootstrap = Image::new(&format!("zt-platform/zt-bootstrap:{OUR_TAG}"));
     bootstrap
-        .binary(&ours("devstack")?, "/usr/local/bin/devstack")?
+        .binary(&ours("zt-bootstrap")?, "/usr/local/bin/zt-bootstrap")?
         .binary(kubectl, "/usr/local/bin/kubectl")?
         .binary(Path::new("/bin/dash"), "/bin/sh")?
         .bytes("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)

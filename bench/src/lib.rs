@@ -1,5 +1,11 @@
-//! Shared pieces of the `make bench-*` programs: the machine line every
-//! result file starts with, process CPU accounting, and `wrk`.
+//! # zt-bench
+//!
+//! Shared pieces of the `make bench-*` programs (the `zt-bench` binary, the
+//! injector's admission bench, the fault suite's table): the machine line
+//! every result file in `bench/results/` starts with, process CPU and memory
+//! accounting, and `wrk`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

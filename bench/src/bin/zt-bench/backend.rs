@@ -1,4 +1,4 @@
-//! `make bench-backend` (scripts/bench-backend.sh): the backend's benchmark
+//! `zt-bench backend` — `make bench-backend` (scripts/bench-backend.sh): the backend's benchmark
 //! on the real stack — devstack (SPIRE, OpenBao, PostgreSQL) + the real
 //! zt-sidecar + the release app-backend — measured with `wrk`:
 //!
@@ -10,21 +10,21 @@
 //! Writes a Markdown report (default `bench/results/backend.md`).
 //!
 //! ```text
-//! bench [--out FILE] [--secs N]
+//! zt-bench backend [--out FILE] [--secs N]
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use devstack::bench::{cores, cpu_secs, machine_line, tree_cpu_secs, which, write_result, Wrk};
 use devstack::process::Supervised;
 use devstack::sidecar::{
     backend_config, install_copy, workspace_binary, BackendLayout, Sidecar, SIDECAR_BIN_ENV,
 };
 use devstack::spire::BACKEND_ID;
 use devstack::{free_port, Devstack, Options};
+use zt_bench::{cores, cpu_secs, machine_line, tree_cpu_secs, which, write_result, Wrk};
 
 const GOAL_LOGIN_P50_MS: f64 = 50.0;
 const GOAL_ME_RPS: f64 = 5000.0;
@@ -80,17 +80,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut out = PathBuf::from("bench/results/backend.md");
-    let mut secs = 10u64;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--out" => out = PathBuf::from(args.next().context("--out FILE")?),
-            "--secs" => secs = args.next().context("--secs N")?.parse()?,
-            other => bail!("unknown argument {other:?}; usage: bench [--out FILE] [--secs N]"),
-        }
-    }
+/// Runs the benchmark with `secs` seconds per wrk run and writes the report to `out`.
+pub fn bench_backend(out: &Path, secs: u64) -> anyhow::Result<()> {
     let wrk =
         which("wrk").context("wrk is not installed: `make bench-backend` installs Debian's wrk")?;
 
@@ -128,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         .env("RUST_LOG", "warn");
     let mut backend = Supervised::spawn("app-backend", cmd, &dir.path().join("app-backend.log"))?;
     let ready = format!("{url}/readyz");
-    backend.wait_ready(Duration::from_secs(120), || match ureq_get(&ready) {
+    backend.wait_ready(Duration::from_secs(120), || match http_status(&ready) {
         Ok(200) => Ok(()),
         Ok(s) => Err(format!("readyz {s}")),
         Err(e) => Err(e),
@@ -176,7 +167,7 @@ fn main() -> anyhow::Result<()> {
         .max_by(|a, b| a.2.wrk.rps.total_cmp(&b.2.wrk.rps))
         .copied();
     let md = report(secs, &login_rows, &me_rows, login1, best_me);
-    write_result(&out, &md)?;
+    write_result(out, &md)?;
     drop(backend);
     let _ = sidecar.terminate(Duration::from_secs(10));
     Ok(())
@@ -255,26 +246,24 @@ fn report(secs: u64, login: &[Row], me: &[Row], login1: Wrk, best_me: Option<Row
     s
 }
 
-fn ureq_get(url: &str) -> Result<u16, String> {
-    let c = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(3))
+/// The status `url` answers with (any status; an error only without an answer).
+fn http_status(url: &str) -> Result<u16, String> {
+    ureq::get(url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .http_status_as_error(false)
         .build()
-        .map_err(|e| e.to_string())?;
-    c.get(url)
-        .send()
+        .call()
         .map(|r| r.status().as_u16())
         .map_err(|e| e.to_string())
 }
 
 fn login_token(url: &str) -> anyhow::Result<String> {
-    let c = reqwest::blocking::Client::new();
     let start = Instant::now();
-    let r: serde_json::Value = c
-        .post(format!("{url}/api/auth/login"))
-        .json(&serde_json::json!({"username": "jake", "password": "jake99"}))
-        .send()?
-        .error_for_status()?
-        .json()?;
+    let r: serde_json::Value = ureq::post(&format!("{url}/api/auth/login"))
+        .send_json(serde_json::json!({"username": "jake", "password": "jake99"}))?
+        .body_mut()
+        .read_json()?;
     eprintln!(
         "[bench] first login took {:.1} ms",
         start.elapsed().as_secs_f64() * 1000.0

@@ -1,10 +1,11 @@
-//! Benchmarks of zt-sidecar against its anchors, on the real stack.
+//! Benchmarks on the real stack: zt-sidecar against its anchors, and the backend.
 //!
 //! ```text
 //! zt-bench sidecar --out bench/results/sidecar.md   # vs OpenBao Agent: RSS, time to first file, idle CPU
 //! zt-bench mtls    --out bench/results/mtls.md      # direct vs the sidecars vs HAProxy pairs, with wrk
+//! zt-bench backend --out bench/results/backend.md   # login p50/p99 and GET /api/auth/me req/s, with wrk
 //! ```
-//! `make bench-sidecar` / `make bench-mtls` build release binaries and run these.
+//! `make bench-sidecar` / `make bench-mtls` / `make bench-backend` build release binaries and run these.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,16 +14,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use devstack::bench::{cores, cpu_secs, machine_line, rss_kib, which, write_result, Wrk};
 use devstack::process::Supervised;
 use devstack::sidecar::{backend_config, install_copy, workspace_binary, BackendLayout, Sidecar};
 use devstack::spire::{BACKEND_ID, FRONTEND_ID};
 use devstack::{free_port, Devstack, Options};
+use zt_bench::{cores, cpu_secs, machine_line, rss_kib, which, write_result, Wrk};
+
+mod backend;
 
 #[derive(Parser)]
 #[command(
     name = "zt-bench",
-    about = "Benchmarks of zt-sidecar on the real stack"
+    about = "Benchmarks of zt-sidecar and the backend on the real stack"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -55,6 +58,15 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The backend behind its zt-sidecar: login latency and GET /api/auth/me throughput, with wrk.
+    Backend {
+        /// Markdown file to write.
+        #[arg(long, default_value = "bench/results/backend.md")]
+        out: PathBuf,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             idle_secs,
         } => bench_sidecar(&out, runs, idle_secs),
         Bench::Mtls { out, secs, rounds } => bench_mtls(&out, secs, rounds),
+        Bench::Backend { out, secs } => backend::bench_backend(&out, secs),
     }
 }
 

@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
-# The OpenBao bootstrap image (deploy/k8s/openbao/bootstrap.yaml): the devstack
+# The OpenBao bootstrap image (deploy/k8s/openbao/bootstrap.yaml): the zt-bootstrap
 # binary (init/unseal/configure OpenBao: the same code as `make up`), the
 # policies/ folder it reads, psql for policies/postgres/roles.sql and kubectl
 # to keep the unseal keys in a Secret. Build from the repository root:
-#   docker build -f deploy/docker/devstack.Dockerfile -t zt-platform/devstack:dev .
+#   docker build -f deploy/docker/zt-bootstrap.Dockerfile -t zt-platform/zt-bootstrap:dev .
 ARG KUBERNETES_VERSION=1.36.4
 ARG RUST_VERSION=1.95.0
 
@@ -17,12 +17,14 @@ COPY probe probe
 COPY app-backend app-backend
 COPY app-frontend app-frontend
 COPY devstack devstack
+COPY bootstrap bootstrap
+COPY bench bench
 COPY github-standin github-standin
 COPY deploy/checks deploy/checks
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked -p devstack --bin devstack \
- && install -D -m 0755 target/release/devstack /out/devstack
+    cargo build --release --locked -p zt-bootstrap --bin zt-bootstrap \
+ && install -D -m 0755 target/release/zt-bootstrap /out/zt-bootstrap
 
 # kubectl from the Kubernetes project's own image (same version as the cluster).
 FROM registry.k8s.io/kubectl:v${KUBERNETES_VERSION} AS kubectl
@@ -32,7 +34,7 @@ FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates postgresql-client-15 \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/devstack /usr/local/bin/devstack
+COPY --from=build /out/zt-bootstrap /usr/local/bin/zt-bootstrap
 COPY --from=kubectl /bin/kubectl /usr/local/bin/kubectl
 COPY policies /opt/zt/policies
 COPY --chmod=0755 deploy/bootstrap/bootstrap.sh /opt/zt/bootstrap.sh
