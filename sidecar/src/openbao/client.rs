@@ -1,12 +1,25 @@
-//! A small OpenBao HTTP client: exactly the calls the sidecar makes.
+//! The sidecar's OpenBao client: exactly the calls the sidecar makes.
+//!
+//! Login and the token's own renew/revoke go through `vaultrs`, and so does
+//! the KV v2 read; the database credentials and the lease calls are thin calls
+//! of our own because vaultrs 0.8 drops the lease of the former and has no
+//! `sys/leases` endpoints (sidecar/README.md, "OpenBao calls"). Both kinds
+//! run on one reqwest client that we build: it never follows a redirect and
+//! trusts what the sidecar's other client trusts.
 //!
 //! Errors carry the HTTP status and OpenBao's own error strings, never a
-//! token or a request body.
+//! token, a request body or a response body.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use reqwest_vaultrs as reqwest;
 use serde_json::{json, Value};
+use tracing::instrument::WithSubscriber;
+use vaultrs::api::kv2::requests::ReadSecretRequest;
+use vaultrs::api::{AuthInfo, EndpointMiddleware};
+use vaultrs::client::{VaultClientSettings, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError as VaultError;
 
 use crate::secret::Sensitive;
 
@@ -95,24 +108,57 @@ pub struct KvVersion {
 pub struct OpenBao {
     http: reqwest::Client,
     base: String,
+    vaultrs: Arc<VaultrsParts>,
 }
 
-#[derive(Deserialize)]
-struct AuthResp {
-    auth: Option<AuthBody>,
+/// What vaultrs's functions need besides the token: rustify's wrapper of
+/// our `http` client, and settings that vaultrs never reads (the trait
+/// wants them).
+struct VaultrsParts {
+    rest: rustify::clients::reqwest::Client,
+    settings: VaultClientSettings,
 }
-#[derive(Deserialize)]
-struct AuthBody {
-    client_token: Sensitive,
-    lease_duration: u64,
-    renewable: bool,
-    #[serde(default)]
-    policies: Vec<String>,
+
+impl std::fmt::Debug for VaultrsParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultrsParts")
+            .field("base", &self.rest.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// vaultrs's view of one call: the shared client and this call's token (or
+/// none). A new one per call, so a retired token and the current one never
+/// share state.
+struct VaultrsCall<'a> {
+    parts: &'a VaultrsParts,
+    middle: EndpointMiddleware,
+}
+
+impl vaultrs::client::Client for VaultrsCall<'_> {
+    fn http(&self) -> &rustify::clients::reqwest::Client {
+        &self.parts.rest
+    }
+
+    fn middle(&self) -> &EndpointMiddleware {
+        &self.middle
+    }
+
+    fn settings(&self) -> &VaultClientSettings {
+        &self.parts.settings
+    }
+
+    fn set_token(&mut self, token: &str) {
+        self.middle.token = token.to_string();
+    }
 }
 
 impl OpenBao {
     /// A client for `base` (`http(s)://host:port`) with a per-request timeout.
     pub fn new(base: &str, timeout: Duration) -> Result<Self, BaoError> {
+        let base = base.trim_end_matches('/').to_string();
+        let address = reqwest::Url::parse(&base)
+            .map_err(|e| BaoError::Unreachable(format!("invalid OpenBao address: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -121,11 +167,31 @@ impl OpenBao {
             // JWT-SVID in a login body) to wherever it points. A 3xx is an
             // error status like any other.
             .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(tls_config()?)
             .build()
             .map_err(|e| BaoError::Unreachable(e.to_string()))?;
+        // Every field set, so the builder reads no VAULT_* variable (vaultrs
+        // reads these settings only in `VaultClient::new`, which we do not call).
+        let settings = VaultClientSettingsBuilder::default()
+            .address(address.as_str())
+            .token("")
+            .ca_certs(Vec::new())
+            .identity(None)
+            .verify(true)
+            .timeout(Some(timeout))
+            .version(1)
+            .wrapping(false)
+            .namespace(None)
+            .build()
+            .map_err(|e| BaoError::Unreachable(format!("invalid OpenBao address: {e}")))?;
+        let vaultrs = Arc::new(VaultrsParts {
+            rest: rustify::clients::reqwest::Client::new(address.as_str(), http.clone()),
+            settings,
+        });
         Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            base,
+            vaultrs,
         })
     }
 
@@ -134,11 +200,31 @@ impl OpenBao {
         &self.base
     }
 
-    /// The underlying HTTP client (the proxy forwards through it).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// A vaultrs client sending `token` (`None`: no token header).
+    fn vaultrs(&self, token: Option<&Sensitive>) -> Result<VaultrsCall<'_>, BaoError> {
+        let token = match token {
+            // vaultrs's middleware unwraps the header value; check it first
+            // so a malformed token is an error, not a panic.
+            Some(t) => {
+                http::HeaderValue::from_str(t.expose()).map_err(|_| {
+                    BaoError::Unreachable("request failed: token is not a valid header".into())
+                })?;
+                t.expose().to_string()
+            }
+            None => String::new(),
+        };
+        Ok(VaultrsCall {
+            parts: &self.vaultrs,
+            middle: EndpointMiddleware {
+                token,
+                version: "v1".into(),
+                wrap: None,
+                namespace: None,
+            },
+        })
     }
 
+    /// One of our own thin calls (see the module doc for which and why).
     async fn call(
         &self,
         method: reqwest::Method,
@@ -174,34 +260,19 @@ impl OpenBao {
                 .map_err(|_| BaoError::BadResponse(format!("status {status}, body is not JSON")))?
         };
         if !(200..300).contains(&status) {
-            let message = value["errors"]
-                .as_array()
-                .map(|e| {
-                    e.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| "(no message)".into());
+            let message = errors_of(&value);
             return Err(BaoError::Status { status, message });
         }
         Ok(Some(value))
     }
 
-    fn auth_from(v: Option<Value>) -> Result<Auth, BaoError> {
-        let v = v.ok_or_else(|| BaoError::BadResponse("empty auth response".into()))?;
-        let r: AuthResp =
-            serde_json::from_value(v).map_err(|_| BaoError::BadResponse("no auth block".into()))?;
-        let a = r
-            .auth
-            .ok_or_else(|| BaoError::BadResponse("no auth block".into()))?;
-        Ok(Auth {
-            token: a.client_token,
+    fn auth_from(a: AuthInfo) -> Auth {
+        Auth {
+            token: Sensitive::new(a.client_token),
             ttl: Duration::from_secs(a.lease_duration),
             renewable: a.renewable,
             policies: a.policies,
-        })
+        }
     }
 
     /// `auth/<mount>/login` with a JWT-SVID.
@@ -211,15 +282,16 @@ impl OpenBao {
         role: &str,
         jwt: &Sensitive,
     ) -> Result<Auth, BaoError> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("auth/{mount}/login"),
-                None,
-                Some(json!({ "role": role, "jwt": jwt.expose() })),
-            )
-            .await?;
-        Self::auth_from(v)
+        let client = self.vaultrs(None)?;
+        quiet(vaultrs::auth::oidc::login(
+            &client,
+            mount,
+            jwt.expose(),
+            Some(role.to_string()),
+        ))
+        .await
+        .map(Self::auth_from)
+        .map_err(|e| from_vaultrs(e, "no auth block"))
     }
 
     /// `auth/token/renew-self`.
@@ -228,27 +300,20 @@ impl OpenBao {
         token: &Sensitive,
         increment: Duration,
     ) -> Result<Auth, BaoError> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "auth/token/renew-self",
-                Some(token),
-                Some(json!({ "increment": increment.as_secs() })),
-            )
-            .await?;
-        Self::auth_from(v)
+        let client = self.vaultrs(Some(token))?;
+        let increment = format!("{}s", increment.as_secs());
+        quiet(vaultrs::token::renew_self(&client, Some(&increment)))
+            .await
+            .map(Self::auth_from)
+            .map_err(|e| from_vaultrs(e, "no auth block"))
     }
 
     /// `auth/token/revoke-self` (also revokes the token's leases).
     pub async fn revoke_self(&self, token: &Sensitive) -> Result<(), BaoError> {
-        self.call(
-            reqwest::Method::POST,
-            "auth/token/revoke-self",
-            Some(token),
-            None,
-        )
-        .await
-        .map(|_| ())
+        let client = self.vaultrs(Some(token))?;
+        quiet(vaultrs::token::revoke_self(&client))
+            .await
+            .map_err(|e| from_vaultrs(e, "unexpected revoke response"))
     }
 
     /// `<mount>/creds/<role>`: new database credentials.
@@ -327,31 +392,123 @@ impl OpenBao {
         mount: &str,
         path: &str,
     ) -> Result<Option<KvVersion>, BaoError> {
-        let v = match self
-            .call(
-                reqwest::Method::GET,
-                &format!("{mount}/data/{path}"),
-                Some(token),
-                None,
-            )
-            .await
-        {
-            Err(BaoError::Status { status: 404, .. }) => return Ok(None),
-            other => other?,
+        let client = self.vaultrs(Some(token))?;
+        // `vaultrs::kv2::read` returns only `data`; the file also needs the
+        // version and its time, so run vaultrs's request for the whole answer.
+        let request = ReadSecretRequest::builder()
+            .mount(mount)
+            .path(path)
+            .build()
+            .map_err(|_| BaoError::BadResponse("cannot build the KV read".into()))?;
+        let secret = match quiet(vaultrs::api::exec_with_result(&client, request)).await {
+            Ok(s) => s,
+            Err(e) => {
+                return match from_vaultrs(e, "KV read without data.data") {
+                    BaoError::Status { status: 404, .. } => Ok(None),
+                    e => Err(e),
+                }
+            }
         };
-        let Some(v) = v else { return Ok(None) };
-        let data = &v["data"]["data"];
-        if !data.is_object() {
+        if !secret.data.is_object() {
             return Err(BaoError::BadResponse("KV read without data.data".into()));
         }
         Ok(Some(KvVersion {
-            version: v["data"]["metadata"]["version"].as_u64().unwrap_or(0),
-            created_time: v["data"]["metadata"]["created_time"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            data_json: Sensitive::new(data.to_string()),
+            version: secret.metadata.version,
+            created_time: secret.metadata.created_time,
+            data_json: Sensitive::new(secret.data.to_string()),
         }))
+    }
+}
+
+/// Runs a vaultrs call without its own log events: vaultrs and rustify log
+/// every failure at ERROR (and OpenBao's warnings) on top of the one line
+/// our callers write, which says what failed.
+async fn quiet<F: std::future::Future>(call: F) -> F::Output {
+    call.with_subscriber(tracing::subscriber::NoSubscriber::default())
+        .await
+}
+
+/// The TLS the sidecar's other client (reqwest 0.12 with `rustls-tls`)
+/// uses: ring, TLS 1.2 and 1.3, the webpki (Mozilla) roots, HTTP/1.1.
+fn tls_config() -> Result<rustls::ClientConfig, BaoError> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| BaoError::Unreachable(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// Our error from vaultrs's. vaultrs's own errors can hold a whole response
+/// body (rustify's `ServerResponseError`, `ResponseParseError`), which for a
+/// login or creds answer holds a token or a password: only the status and
+/// OpenBao's `errors` strings are kept. `shape` says what a 2xx answer that
+/// does not parse lacked.
+fn from_vaultrs(e: VaultError, shape: &str) -> BaoError {
+    use rustify::errors::ClientError as Rest;
+    match e {
+        VaultError::APIError { code, errors } => BaoError::Status {
+            status: code,
+            message: joined(errors.iter().map(String::as_str)),
+        },
+        VaultError::RestClientError { source } => match source {
+            Rest::ServerResponseError { code, content } => {
+                let content = content.unwrap_or_default();
+                if content.is_empty() {
+                    return BaoError::Status {
+                        status: code,
+                        message: joined(std::iter::empty()),
+                    };
+                }
+                match serde_json::from_str::<Value>(&content) {
+                    Ok(v) => BaoError::Status {
+                        status: code,
+                        message: errors_of(&v),
+                    },
+                    Err(_) => BaoError::BadResponse(format!("status {code}, body is not JSON")),
+                }
+            }
+            Rest::RequestError { source, .. } | Rest::ResponseError { source } => {
+                match source.downcast_ref::<reqwest::Error>() {
+                    Some(e) => BaoError::Unreachable(without_url(e)),
+                    None => BaoError::Unreachable("request failed".into()),
+                }
+            }
+            Rest::ResponseParseError { .. } | Rest::ResponseConversionError { .. } => {
+                BaoError::BadResponse(shape.into())
+            }
+            _ => BaoError::Unreachable("request failed: cannot build the request".into()),
+        },
+        VaultError::ResponseEmptyError
+        | VaultError::ResponseDataEmptyError
+        | VaultError::JsonParseError { .. } => BaoError::BadResponse(shape.into()),
+        _ => BaoError::BadResponse("unexpected client error".into()),
+    }
+}
+
+/// OpenBao's `errors`, joined.
+fn errors_of(v: &Value) -> String {
+    joined(
+        v["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str),
+    )
+}
+
+fn joined<'a>(errors: impl Iterator<Item = &'a str>) -> String {
+    let m = errors.collect::<Vec<_>>().join("; ");
+    if m.is_empty() {
+        "(no message)".into()
+    } else {
+        m
     }
 }
 
