@@ -68,7 +68,11 @@ mod tests {
             assert_eq!(src.get("A").as_deref(), Some("1"));
             assert_eq!(src.get("B"), None);
         }
-        assert_eq!(ConfigSource::get(&a, "E").as_deref(), Some(""), "set to nothing is set");
+        assert_eq!(
+            ConfigSource::get(&a, "E").as_deref(),
+            Some(""),
+            "set to nothing is set"
+        );
         assert_eq!(a.non_empty("E"), None, "unless asked otherwise");
     }
 

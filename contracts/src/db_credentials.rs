@@ -103,7 +103,12 @@ mod tests {
                 "accepted without {field}"
             );
         }
-        for bad in ["", "yesterday", "2026-11-28 14:08:20", "2026-11-28T14:08:20"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-28 14:08:20",
+            "2026-11-28T14:08:20",
+        ] {
             let mut d = doc();
             d["expires_at"] = json!(bad);
             assert!(
@@ -126,7 +131,13 @@ mod tests {
         };
         let a = at(2, "lease-a");
         assert!(at(3, "lease-b").supersedes(&a));
-        assert!(!at(2, "lease-a").supersedes(&a), "a renewal is not a rotation");
-        assert!(at(1, "lease-c").supersedes(&a), "a restarted sidecar starts at 1 again");
+        assert!(
+            !at(2, "lease-a").supersedes(&a),
+            "a renewal is not a rotation"
+        );
+        assert!(
+            at(1, "lease-c").supersedes(&a),
+            "a restarted sidecar starts at 1 again"
+        );
     }
 }

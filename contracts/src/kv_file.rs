@@ -97,7 +97,8 @@ mod tests {
 
     #[test]
     fn file_bytes_are_what_the_sidecar_writes() {
-        let data: KvData = serde_json::from_value(json!({"previous_key": "p", "key": KEY})).unwrap();
+        let data: KvData =
+            serde_json::from_value(json!({"previous_key": "p", "key": KEY})).unwrap();
         let f = KvFile {
             version: 2,
             created_time: Some(time::macros::datetime!(2026-11-28 14:08:51.123456 UTC)),
@@ -108,7 +109,10 @@ mod tests {
             "{{\"version\":2,\"created_time\":\"2026-11-28T14:08:51.123456Z\",\"data\":{{\"key\":\"{KEY}\",\"previous_key\":\"p\"}}}}\n"
         );
         assert_eq!(String::from_utf8(f.to_file_bytes().unwrap()).unwrap(), want);
-        let none = KvFile { created_time: None, ..f };
+        let none = KvFile {
+            created_time: None,
+            ..f
+        };
         assert!(String::from_utf8(none.to_file_bytes().unwrap())
             .unwrap()
             .contains("\"created_time\":\"\","));
@@ -125,7 +129,8 @@ mod tests {
             (json!(null), None),
         ] {
             let f: KvFile =
-                serde_json::from_value(json!({"version": 1, "created_time": t, "data": {}})).unwrap();
+                serde_json::from_value(json!({"version": 1, "created_time": t, "data": {}}))
+                    .unwrap();
             assert_eq!(f.created_time.map(|t| t.unix_timestamp()), want, "{t}");
         }
         let f: KvFile = serde_json::from_value(json!({"version": 1, "data": {}})).unwrap();
@@ -141,7 +146,10 @@ mod tests {
             json!({"version": 1, "data": ["not", "an", "object"]}),
             json!({"version": 1, "created_time": 5, "data": {}}),
         ] {
-            assert!(serde_json::from_value::<KvFile>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<KvFile>(bad.clone()).is_err(),
+                "{bad}"
+            );
         }
         let bad_key = json!({"version": 1, "data": {"key": 7}});
         assert!(serde_json::from_value::<KvFile<SigningKeyData>>(bad_key).is_err());
@@ -149,11 +157,15 @@ mod tests {
 
     #[test]
     fn debug_shows_keys_never_values() {
-        let f: KvFile = serde_json::from_value(json!({"version": 1, "data": {"key": KEY}})).unwrap();
+        let f: KvFile =
+            serde_json::from_value(json!({"version": 1, "data": {"key": KEY}})).unwrap();
         let k: KvFile<SigningKeyData> =
             serde_json::from_value(json!({"version": 1, "data": {"key": KEY}})).unwrap();
         for shown in [format!("{f:?}"), format!("{k:?}")] {
-            assert!(shown.contains("key") && !shown.contains(&KEY[..12]), "{shown}");
+            assert!(
+                shown.contains("key") && !shown.contains(&KEY[..12]),
+                "{shown}"
+            );
         }
         assert_eq!(k.data.key.as_ref().map(Sensitive::expose), Some(KEY));
         assert_eq!(k.data.previous_key, None);

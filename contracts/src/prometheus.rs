@@ -139,7 +139,11 @@ mod tests {
     fn families_samples_and_labels() {
         let mut m = PrometheusText::new();
         m.single("zt_ready", MetricType::Gauge, "1 when ready", 1.0);
-        m.family("zt_mtls_connections_total", MetricType::Counter, "mTLS connections");
+        m.family(
+            "zt_mtls_connections_total",
+            MetricType::Counter,
+            "mTLS connections",
+        );
         m.sample(
             "zt_mtls_connections_total",
             &[("direction", "inbound"), ("listener", "0")],
@@ -162,7 +166,13 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_with_le_last() {
         let mut m = PrometheusText::new();
-        m.histogram("d", &[("route", "/a")], &[(0.005, 1), (1.0, 2), (10.0, 2)], 3, 12.5);
+        m.histogram(
+            "d",
+            &[("route", "/a")],
+            &[(0.005, 1), (1.0, 2), (10.0, 2)],
+            3,
+            12.5,
+        );
         assert_eq!(
             m.finish(),
             "d_bucket{route=\"/a\",le=\"0.005\"} 1\nd_bucket{route=\"/a\",le=\"1\"} 2\n\

@@ -317,7 +317,10 @@ mod tests {
             set(&["mtls", "outbound", "0", "accepted"], json!(-1)),
             set(&["proxy", "requests"], json!({"ok": 1})),
         ] {
-            assert!(serde_json::from_value::<SidecarStatus>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<SidecarStatus>(bad.clone()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -12,8 +12,7 @@ use zt_contracts::{DbCredentials, KvFile, SidecarStatus, SigningKeyData};
 
 fn contracts_md() -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/contracts.md");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 /// The first ```json block after the heading that contains `heading`, before
@@ -77,7 +76,10 @@ fn database_credentials_file() {
 #[test]
 fn kv_secret_file() {
     let f: KvFile = round_trip("KV v2 secrets");
-    assert!(f.created_time.is_some(), "the example's created_time is RFC 3339");
+    assert!(
+        f.created_time.is_some(),
+        "the example's created_time is RFC 3339"
+    );
     let written: Value = serde_json::from_slice(&f.to_file_bytes().unwrap()).unwrap();
     assert_eq!(written, example("KV v2 secrets"));
     // The signing key's data shape reads the same example.
@@ -97,5 +99,8 @@ fn sidecar_status_document() {
 fn a_missing_example_is_named() {
     let e = std::panic::catch_unwind(|| example("No such contract")).unwrap_err();
     let msg = e.downcast_ref::<String>().unwrap();
-    assert!(msg.contains("no heading containing \"No such contract\""), "{msg}");
+    assert!(
+        msg.contains("no heading containing \"No such contract\""),
+        "{msg}"
+    );
 }
