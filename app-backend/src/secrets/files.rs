@@ -269,25 +269,6 @@ mod tests {
     }
 
     #[test]
-    fn supersedes_on_higher_version_or_other_lease_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let load = |v, l| {
-            std::fs::write(dir.path().join(DB_FILE), db_json(v, l)).unwrap();
-            DbCredentials::load(dir.path(), DB_FILE).unwrap()
-        };
-        let a = load(2, "lease-a");
-        assert!(load(3, "lease-b").supersedes(&a));
-        assert!(
-            !load(2, "lease-a").supersedes(&a),
-            "a renewal is not a rotation"
-        );
-        assert!(
-            load(1, "lease-c").supersedes(&a),
-            "a restarted sidecar starts at 1 again"
-        );
-    }
-
-    #[test]
     fn broken_files_are_errors_that_do_not_quote_contents() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
