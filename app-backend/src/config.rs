@@ -151,33 +151,8 @@ pub const ALL: &[&str] = &[
     LOG_FORMAT,
 ];
 
-/// Where configuration values come from.
-pub trait ConfigSource {
-    /// The raw value of `key`, if set.
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl ConfigSource for ProcessEnv {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-impl ConfigSource for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).cloned()
-    }
-}
-
-impl ConfigSource for HashMap<&str, &str> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).map(|v| v.to_string())
-    }
-}
+/// Where configuration values come from (one definition for the workspace).
+pub use zt_contracts::{ConfigSource, ProcessEnv};
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,7 +2,9 @@
 //! their corpus (`tests/fuzz_replay.rs`): raw bytes in, the real parser run,
 //! a panic when an invariant breaks. Not an API.
 
-use crate::secrets::{DbCredentials, FileError, Sensitive, SigningKeyFile, DB_FILE};
+use crate::secrets::{
+    DbCredentials, DbCredentialsFile, FileError, Sensitive, SigningKeyFile, DB_FILE,
+};
 
 /// Every character the secrets-file errors are made of: their fixed text,
 /// the file names and numbers. An error with any other character quotes

@@ -4,10 +4,11 @@
 //! (`/api/auth/me`) or `unmatched`, methods are the standard ones or `other`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use zt_contracts::{MetricType, PrometheusText};
 
 /// Upper bounds (seconds) of the request duration histogram buckets.
 const BUCKETS: [f64; 13] = [
@@ -145,62 +146,47 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self, pool: PoolSample) -> String {
-        let mut out = String::with_capacity(4096);
-        let _ = writeln!(out, "# HELP backend_http_requests_total HTTP requests answered.\n# TYPE backend_http_requests_total counter");
+        let mut out = PrometheusText::new();
+        let requests = "backend_http_requests_total";
+        out.family(requests, MetricType::Counter, "HTTP requests answered.");
         for ((m, route, status), v) in self
             .http
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            let _ = writeln!(
-                out,
-                "backend_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{status}\"}} {v}",
-                escape(route)
-            );
+            let status = status.to_string();
+            let labels = [
+                ("method", *m),
+                ("route", route.as_str()),
+                ("status", &status),
+            ];
+            out.sample(requests, &labels, *v);
         }
-        let _ = writeln!(out, "# HELP backend_http_request_duration_seconds Time to answer.\n# TYPE backend_http_request_duration_seconds histogram");
+        let duration = "backend_http_request_duration_seconds";
+        out.family(duration, MetricType::Histogram, "Time to answer.");
         for (route, h) in self
             .durations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            let r = escape(route);
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "backend_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "backend_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "backend_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "backend_http_request_duration_seconds_count{{route=\"{r}\"}} {}",
-                h.count
-            );
+            let buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(h.counts).collect();
+            out.histogram(duration, &[("route", route)], &buckets, h.count, h.sum);
         }
-        let _ = writeln!(out, "# HELP backend_events_total Outcomes of logins, registrations, GitHub and OpenBao calls.\n# TYPE backend_events_total counter");
+        let events = "backend_events_total";
+        out.family(
+            events,
+            MetricType::Counter,
+            "Outcomes of logins, registrations, GitHub and OpenBao calls.",
+        );
         for ((e, o), v) in self
             .outcomes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            let _ = writeln!(
-                out,
-                "backend_events_total{{event=\"{e}\",outcome=\"{o}\"}} {v}"
-            );
+            out.sample(events, &[("event", e), ("outcome", o)], *v);
         }
         let counters = [
             (
@@ -215,10 +201,7 @@ impl Metrics {
             ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            out.single(name, MetricType::Counter, help, v);
         }
         let gauges = [
             (
@@ -258,16 +241,10 @@ impl Metrics {
             ),
         ];
         for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            out.single(name, MetricType::Gauge, help, v);
         }
-        out
+        out.finish()
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -297,5 +274,65 @@ mod tests {
         assert!(text.contains("backend_events_total{event=\"login\",outcome=\"success\"} 1"));
         assert!(text.contains("backend_db_credentials_version 4"));
         assert_eq!(m.outcome_count("login", "success"), 1);
+    }
+
+    #[test]
+    fn an_idle_page_is_byte_for_byte_what_it_always_was() {
+        let want = [
+            "# HELP backend_http_requests_total HTTP requests answered.",
+            "# TYPE backend_http_requests_total counter",
+            "# HELP backend_http_request_duration_seconds Time to answer.",
+            "# TYPE backend_http_request_duration_seconds histogram",
+            "# HELP backend_events_total Outcomes of logins, registrations, GitHub and OpenBao calls.",
+            "# TYPE backend_events_total counter",
+            "# HELP backend_db_pool_swaps_total Database pools replaced after a credential rotation.",
+            "# TYPE backend_db_pool_swaps_total counter",
+            "backend_db_pool_swaps_total 0",
+            "# HELP backend_db_query_retries_total Queries retried once after their session was lost.",
+            "# TYPE backend_db_query_retries_total counter",
+            "backend_db_query_retries_total 0",
+            "# HELP backend_db_credentials_version Version of the database credentials in use.",
+            "# TYPE backend_db_credentials_version gauge",
+            "backend_db_credentials_version 0",
+            "# HELP backend_jwt_key_version KV version of the JWT signing key in use.",
+            "# TYPE backend_jwt_key_version gauge",
+            "backend_jwt_key_version 0",
+            "# HELP backend_ready 1 when /readyz answers 200.",
+            "# TYPE backend_ready gauge",
+            "backend_ready 0",
+            "# HELP backend_db_pool_connections Open connections in the current pool.",
+            "# TYPE backend_db_pool_connections gauge",
+            "backend_db_pool_connections 3",
+            "# HELP backend_db_pool_idle_connections Idle connections in the current pool.",
+            "# TYPE backend_db_pool_idle_connections gauge",
+            "backend_db_pool_idle_connections 1",
+            "# HELP backend_db_pool_waiting Requests waiting for a connection.",
+            "# TYPE backend_db_pool_waiting gauge",
+            "backend_db_pool_waiting 2",
+            "# HELP backend_db_pool_max_connections Largest pool size.",
+            "# TYPE backend_db_pool_max_connections gauge",
+            "backend_db_pool_max_connections 16",
+        ];
+        let pool = PoolSample {
+            size: 3,
+            available: 1,
+            waiting: 2,
+            max_size: 16,
+        };
+        let text = Metrics::default().render(pool);
+        assert_eq!(text, want.map(|l| format!("{l}\n")).concat());
+    }
+
+    #[test]
+    fn route_labels_are_escaped() {
+        let m = Metrics::default();
+        m.observe_http("GET", Some("/a\"b\\c\nd"), 200, Duration::from_millis(3));
+        let text = m.render(PoolSample::default());
+        assert!(
+            text.contains("route=\"/a\\\"b\\\\c\\nd\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(text
+            .contains("backend_http_request_duration_seconds_count{route=\"/a\\\"b\\\\c\\nd\"} 1"));
     }
 }

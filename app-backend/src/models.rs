@@ -2,7 +2,6 @@
 //! and the parsing of input into validated values.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::PrimitiveDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -10,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::db::queries::UserRow;
 use crate::errors::AppError;
 use crate::secrets::Sensitive;
+use zt_contracts::SidecarStatus;
 
 /// Username length bounds and alphabet (`[a-z0-9_.-]`).
 pub const USERNAME_MIN: usize = 3;
@@ -348,9 +348,9 @@ pub struct BackendInfo {
 /// `GET /api/zt/status`
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ZtStatus {
-    /// The sidecar's `/status` JSON, unchanged (docs/contracts.md, contract 3).
+    /// The sidecar's `/status` document (docs/contracts.md, contract 3).
     #[schema(value_type = Object)]
-    pub sidecar: Value,
+    pub sidecar: SidecarStatus,
     /// What PostgreSQL says about the backend's session.
     pub database: DatabaseInfo,
     /// The backend's own view.

@@ -1,9 +1,9 @@
 //! The zt-sidecar's admin endpoint (docs/contracts.md, contract 3): its
-//! `/status` JSON for `GET /api/zt/status`. It holds no secret values.
+//! `/status` document for `GET /api/zt/status`. It holds no secret values.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use zt_contracts::SidecarStatus;
 
 /// How long `/status` may take.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,8 +29,8 @@ impl SidecarAdmin {
         })
     }
 
-    /// `GET /status` as JSON; the error says why not.
-    pub async fn status(&self) -> Result<Value, String> {
+    /// `GET /status`, read through its contract; the error says why not.
+    pub async fn status(&self) -> Result<SidecarStatus, String> {
         let resp = self
             .http
             .get(format!("{}/status", self.base))
@@ -44,11 +44,7 @@ impl SidecarAdmin {
         if body.len() > MAX_BODY {
             return Err("/status body too large".into());
         }
-        let v: Value =
-            serde_json::from_slice(&body).map_err(|e| format!("/status is not JSON: {e}"))?;
-        if !v.is_object() {
-            return Err("/status is not a JSON object".into());
-        }
-        Ok(v)
+        // A JSON value that is not an object fails here too ("expected struct").
+        serde_json::from_slice(&body).map_err(|e| format!("/status is not a sidecar status: {e}"))
     }
 }

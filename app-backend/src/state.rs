@@ -15,7 +15,9 @@ use crate::db::Database;
 use crate::github::GithubClient;
 use crate::metrics::Metrics;
 use crate::openbao::SecretStore;
-use crate::secrets::{DbCredentials, FileError, SigningKeyFile, DB_FILE, MIGRATOR_FILE};
+use crate::secrets::{
+    DbCredentials, DbCredentialsFile, FileError, SigningKeyFile, DB_FILE, MIGRATOR_FILE,
+};
 use crate::sidecar::SidecarAdmin;
 
 /// Where start-up is.

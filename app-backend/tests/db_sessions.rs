@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use app_backend::db::{Database, DbError};
 use app_backend::metrics::Metrics;
-use app_backend::secrets::{DbCredentials, DB_FILE};
+use app_backend::secrets::{DbCredentials, DbCredentialsFile, DB_FILE};
 use common::*;
 
 /// Ends the session that runs it (what a revocation or a restart does).

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use app_backend::fuzzing;
-use app_backend::secrets::{DbCredentials, SigningKeyFile, DB_FILE};
+use app_backend::secrets::{DbCredentials, DbCredentialsFile, SigningKeyFile, DB_FILE};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

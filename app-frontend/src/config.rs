@@ -2,7 +2,6 @@
 //! its default, read through [`ConfigSource`] so tests pass a map instead of
 //! mutating the process environment.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,33 +47,8 @@ pub const CSRF_KEY_ENV: &str = "FRONTEND_CSRF_KEY";
 /// for longer than any proxy in front of us waits.
 const MAX_BACKEND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Where configuration values come from.
-pub trait ConfigSource {
-    /// The value of `key`, if set.
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Env;
-
-impl ConfigSource for Env {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-impl ConfigSource for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).cloned()
-    }
-}
-
-impl ConfigSource for HashMap<&str, &str> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).map(|v| (*v).to_string())
-    }
-}
+/// Where configuration values come from (one definition for the workspace).
+pub use zt_contracts::{ConfigSource, ProcessEnv};
 
 /// When cookies get the `Secure` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +222,7 @@ impl FrontendConfig {
 
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&Env)
+        Self::from_source(&ProcessEnv)
     }
 }
 
@@ -284,6 +258,7 @@ fn base_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn cfg(pairs: &[(&'static str, &'static str)]) -> Result<FrontendConfig, ConfigError> {
         let map: HashMap<&str, &str> = pairs.iter().copied().collect();

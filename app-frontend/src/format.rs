@@ -17,8 +17,12 @@ pub struct When {
 
 /// Parses an RFC 3339 timestamp; `None` if absent or malformed.
 pub fn when(raw: Option<&str>, now: OffsetDateTime, style: Relative) -> Option<When> {
-    let t = OffsetDateTime::parse(raw?, &Rfc3339).ok()?;
-    let t = t.to_offset(time::UtcOffset::UTC);
+    when_at(OffsetDateTime::parse(raw?, &Rfc3339).ok(), now, style)
+}
+
+/// [`when`] for a timestamp already parsed; `None` if absent.
+pub fn when_at(t: Option<OffsetDateTime>, now: OffsetDateTime, style: Relative) -> Option<When> {
+    let t = t?.to_offset(time::UtcOffset::UTC);
     Some(When {
         iso: t.format(&Rfc3339).ok()?,
         utc: format!(

@@ -5,9 +5,9 @@
 
 use time::OffsetDateTime;
 
-use crate::backend::models::{SecretStatus, SidecarStatus, ZtStatus};
+use crate::backend::models::{DatabaseSecretStatus, SecretStatus, SidecarStatus, ZtStatus};
 use crate::backend::BackendError;
-use crate::format::{count, when, Relative, When};
+use crate::format::{count, when, when_at, Relative, When};
 
 /// Name of the backend's runtime database secret (sidecar config `name`).
 pub const DB_SECRET_NAME: &str = "db";
@@ -102,30 +102,39 @@ pub struct ZtView {
     pub generated_at: String,
 }
 
-fn n(v: Option<i64>) -> String {
-    v.map(count).unwrap_or_else(|| "—".to_string())
+fn n(v: Option<u64>) -> String {
+    v.map(|v| count(i64::try_from(v).unwrap_or(i64::MAX)))
+        .unwrap_or_else(|| "—".to_string())
 }
 
-fn identity(s: &SidecarStatus, now: OffsetDateTime) -> IdentityView {
-    let svid = s.svid.clone().unwrap_or_default();
+/// `s` unless empty (a field the sidecar's document did not carry).
+fn given(s: &str) -> Option<&str> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
+/// The identity half of a sidecar's status; `None` when there is none.
+fn identity(s: Option<&SidecarStatus>, now: OffsetDateTime) -> IdentityView {
+    let Some(s) = s else {
+        return IdentityView {
+            rotations: n(None),
+            ..Default::default()
+        };
+    };
+    let svid = s.svid.as_ref();
     IdentityView {
         spiffe_id: s.spiffe_id.clone(),
-        svid_expires: when(svid.expires_at.as_deref(), now, Relative::Countdown),
-        serial: svid.serial,
-        rotations: n(svid.rotations),
-        ready: s.ready,
+        svid_expires: when_at(svid.and_then(|v| v.expires_at), now, Relative::Countdown),
+        serial: svid.and_then(|v| given(&v.serial)).map(str::to_string),
+        rotations: n(svid.map(|v| v.rotations)),
+        ready: Some(s.ready),
     }
 }
 
-fn db_secret(s: &SidecarStatus) -> Option<&SecretStatus> {
-    s.secrets
-        .iter()
+fn db_secret(s: &SidecarStatus) -> Option<&DatabaseSecretStatus> {
+    let databases = || s.secrets.iter().filter_map(SecretStatus::as_database);
+    databases()
         .find(|x| x.name == DB_SECRET_NAME)
-        .or_else(|| {
-            s.secrets
-                .iter()
-                .find(|x| x.kind.as_deref() == Some("database"))
-        })
+        .or_else(|| databases().next())
 }
 
 /// Why a status could not be fetched, for the panel (never a secret: the
@@ -170,18 +179,18 @@ impl ZtView {
         };
         match backend {
             Ok(z) => {
+                v.backend = identity(z.sidecar.as_ref(), now);
                 let sc = z.sidecar.unwrap_or_default();
-                v.backend = identity(&sc, now);
-                let db = db_secret(&sc).cloned().unwrap_or_default();
+                let db = db_secret(&sc);
                 let dbs = z.database.unwrap_or_default();
                 v.database = DatabaseView {
                     current_user: dbs.current_user,
-                    lease_user: db.username.clone(),
-                    lease_expires: when(db.expires_at.as_deref(), now, Relative::Countdown),
-                    version: n(db.version),
-                    rotations: n(db.rotations),
-                    renewals: n(db.renewals),
-                    role: db.role.clone(),
+                    lease_user: db.and_then(|d| d.username.clone()),
+                    lease_expires: when_at(db.and_then(|d| d.expires_at), now, Relative::Countdown),
+                    version: n(db.map(|d| d.version)),
+                    rotations: n(db.map(|d| d.rotations)),
+                    renewals: n(db.map(|d| d.renewals)),
+                    role: db.and_then(|d| given(&d.role)).map(str::to_string),
                     server_version: dbs.server_version,
                     pending_user: None,
                 };
@@ -192,26 +201,27 @@ impl ZtView {
                 }
                 v.jwt_key_version = z.backend.and_then(|b| b.jwt_key_version).map(count);
                 v.token = sc.token.as_ref().map(|t| TokenView {
-                    expires: when(t.expires_at.as_deref(), now, Relative::Countdown),
+                    expires: when_at(t.expires_at, now, Relative::Countdown),
                     policies: t.policies.clone(),
-                    renewals: n(t.renewals),
-                    logins: n(t.logins),
+                    renewals: n(Some(t.renewals)),
+                    logins: n(Some(t.logins)),
                 });
-                let mtls = sc.mtls.clone().unwrap_or_default();
+                let mtls = &sc.mtls;
                 for l in &mtls.inbound {
                     v.rules.push(RuleView {
                         enforced_by: "backend sidecar (inbound mTLS)",
                         rule: format!(
                             "Accepts connections on {} only from these SPIFFE IDs, then forwards to the backend on {}",
-                            l.listen.as_deref().unwrap_or("its listener"),
-                            l.forward_to.as_deref().unwrap_or("loopback"),
+                            given(&l.listen).unwrap_or("its listener"),
+                            given(&l.forward_to).unwrap_or("loopback"),
                         ),
                         values: l.allow.clone(),
                     });
                 }
                 if !mtls.inbound.is_empty() {
-                    v.mtls_accepted = n(Some(mtls.inbound.iter().filter_map(|l| l.accepted).sum()));
-                    v.mtls_refused = n(Some(mtls.inbound.iter().filter_map(|l| l.refused).sum()));
+                    v.mtls_accepted =
+                        n(Some(mtls.inbound.iter().map(|l| l.counters.accepted).sum()));
+                    v.mtls_refused = n(Some(mtls.inbound.iter().map(|l| l.counters.refused).sum()));
                 }
                 if let Some(t) = &sc.token {
                     v.rules.push(RuleView {
@@ -232,7 +242,7 @@ impl ZtView {
                             .collect(),
                     });
                 }
-                if let Some(role) = &db.role {
+                if let Some(role) = db.and_then(|d| given(&d.role)) {
                     v.rules.push(RuleView {
                         enforced_by: "OpenBao database engine + PostgreSQL",
                         rule: format!(
@@ -246,15 +256,15 @@ impl ZtView {
         }
         match frontend {
             Ok(sc) => {
-                v.frontend = identity(&sc, now);
-                for l in sc.mtls.unwrap_or_default().outbound {
+                v.frontend = identity(Some(&sc), now);
+                for l in sc.mtls.outbound {
                     v.rules.push(RuleView {
                         enforced_by: "frontend sidecar (outbound mTLS)",
                         rule: format!(
                             "Calls from the frontend to {} go out only if the server proves this SPIFFE ID",
-                            l.upstream.as_deref().unwrap_or("the backend")
+                            given(&l.upstream).unwrap_or("the backend")
                         ),
-                        values: l.server_id.into_iter().collect(),
+                        values: given(&l.server_id).map(str::to_string).into_iter().collect(),
                     });
                 }
             }

@@ -13,7 +13,7 @@ use tokio_postgres::NoTls;
 
 use crate::auth::password::PasswordHasher;
 use crate::db::{Database, DbError};
-use crate::secrets::DbCredentials;
+use crate::secrets::{DbCredentials, DbCredentialsFile};
 
 /// One migration file.
 #[derive(Debug, Clone, Copy)]

@@ -43,7 +43,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::metrics::{Metrics, PoolSample};
-use crate::secrets::DbCredentials;
+use crate::secrets::{DbCredentials, DbCredentialsFile};
 
 /// `application_name` of the backend's sessions (visible in `pg_stat_activity`).
 pub const APPLICATION_NAME: &str = "app-backend";

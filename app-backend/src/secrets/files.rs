@@ -1,10 +1,13 @@
-//! The files the zt-sidecar writes (docs/contracts.md, contract 1), parsed
-//! into typed values. Their contents never reach logs: passwords and keys
-//! are [`Sensitive`].
+//! The files the zt-sidecar writes (docs/contracts.md, contract 1), read
+//! through their one definition in `zt-contracts` and checked for what the
+//! backend needs of them. Their contents never reach logs: passwords and
+//! keys are [`Sensitive`], and errors name a position, never a value.
 
 use std::path::Path;
 
-use serde::Deserialize;
+use zt_contracts::{KvFile, SigningKeyData};
+
+pub use zt_contracts::{DbCredentials, Sensitive};
 
 /// File name of the runtime database credentials.
 pub const DB_FILE: &str = "db.json";
@@ -14,35 +17,6 @@ pub const MIGRATOR_FILE: &str = "db-migrator.json";
 pub const SIGNING_KEY_FILE: &str = "jwt-signing-key.json";
 /// Largest secrets file read (they are a few hundred bytes).
 const MAX_FILE_BYTES: u64 = 64 * 1024;
-
-/// A string that must not be printed: `Debug` and `Display` show `<redacted>`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Sensitive(String);
-
-impl Sensitive {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Sensitive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::fmt::Display for Sensitive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// Why a secrets file could not be used. Messages never contain file contents.
 #[derive(Debug, thiserror::Error)]
@@ -131,37 +105,26 @@ fn parse<T: serde::de::DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T, 
     })
 }
 
-/// Dynamic database credentials (`db.json`, `db-migrator.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct DbCredentials {
-    /// PostgreSQL user (created by OpenBao).
-    pub username: String,
-    /// Its password.
-    pub password: Sensitive,
-    /// Server host.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// Database name.
-    pub database: String,
-    /// OpenBao lease id: changes with every new set of credentials.
-    pub lease_id: String,
-    /// RFC 3339.
-    pub issued_at: String,
-    /// RFC 3339.
-    pub expires_at: String,
-    /// Starts at 1, +1 per rotation; restarts at 1 with a restarted sidecar.
-    pub version: u64,
+/// Reading `db.json` and `db-migrator.json` ([`DbCredentials`], defined in
+/// `zt-contracts`) and connecting with them.
+pub trait DbCredentialsFile: Sized {
+    /// Reads `<dir>/<name>`.
+    fn load(dir: &Path, name: &str) -> Result<Self, FileError>;
+
+    /// Parses the contents of the file `name`.
+    fn from_json(name: &str, bytes: &[u8]) -> Result<Self, FileError>;
+
+    /// A tokio-postgres configuration for these credentials (UTC session time
+    /// zone, so `TIMESTAMP DEFAULT NOW()` columns hold UTC).
+    fn pg_config(&self, application_name: &str) -> tokio_postgres::Config;
 }
 
-impl DbCredentials {
-    /// Reads `<dir>/<name>`.
-    pub fn load(dir: &Path, name: &str) -> Result<Self, FileError> {
+impl DbCredentialsFile for DbCredentials {
+    fn load(dir: &Path, name: &str) -> Result<Self, FileError> {
         Self::from_json(name, &read(dir, name)?)
     }
 
-    /// Parses the contents of the file `name`.
-    pub fn from_json(name: &str, bytes: &[u8]) -> Result<Self, FileError> {
+    fn from_json(name: &str, bytes: &[u8]) -> Result<Self, FileError> {
         let c: Self = parse(name, bytes)?;
         let unusable = |problem: &str| FileError::Unusable {
             file: name.into(),
@@ -179,16 +142,7 @@ impl DbCredentials {
         Ok(c)
     }
 
-    /// Whether `other` is a different set of credentials this app should move
-    /// to: a higher version, or another lease (a restarted sidecar counts from
-    /// 1 again). A renewal (same lease, same version) is not.
-    pub fn supersedes(&self, other: &DbCredentials) -> bool {
-        self.version > other.version || self.lease_id != other.lease_id
-    }
-
-    /// A tokio-postgres configuration for these credentials (UTC session time
-    /// zone, so `TIMESTAMP DEFAULT NOW()` columns hold UTC).
-    pub fn pg_config(&self, application_name: &str) -> tokio_postgres::Config {
+    fn pg_config(&self, application_name: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)
@@ -200,20 +154,6 @@ impl DbCredentials {
             .connect_timeout(std::time::Duration::from_secs(5));
         c
     }
-}
-
-#[derive(Deserialize)]
-struct KvFile {
-    version: u64,
-    #[serde(default)]
-    created_time: Option<String>,
-    data: KvData,
-}
-
-#[derive(Deserialize)]
-struct KvData {
-    key: Option<Sensitive>,
-    previous_key: Option<Sensitive>,
 }
 
 /// Shortest accepted HMAC key (RFC 7518 §3.2: at least the hash size).
@@ -279,7 +219,7 @@ impl SigningKeyFile {
     /// Parses the contents of `jwt-signing-key.json`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, FileError> {
         let name = SIGNING_KEY_FILE;
-        let f: KvFile = parse(name, bytes)?;
+        let f: KvFile<SigningKeyData> = parse(name, bytes)?;
         let key = f.data.key.as_ref().ok_or_else(|| FileError::Unusable {
             file: name.into(),
             problem: "data.key is missing".into(),
@@ -289,11 +229,8 @@ impl SigningKeyFile {
             Some(p) if !p.expose().trim().is_empty() => Some(decode_key(name, "previous_key", p)?),
             _ => None,
         };
-        let created_at = f.created_time.as_deref().and_then(|t| {
-            time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339)
-                .ok()
-                .map(|t| t.unix_timestamp())
-        });
+        // An empty or unreadable created_time reads as None (zt-contracts).
+        let created_at = f.created_time.map(|t| t.unix_timestamp());
         Ok(Self {
             version: f.version,
             key,
@@ -329,25 +266,6 @@ mod tests {
         assert_eq!(c.password.expose(), PASSWORD);
         assert!(!format!("{c:?}").contains(PASSWORD));
         assert!(!format!("{:?}", c.pg_config("t")).contains(PASSWORD));
-    }
-
-    #[test]
-    fn supersedes_on_higher_version_or_other_lease_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let load = |v, l| {
-            std::fs::write(dir.path().join(DB_FILE), db_json(v, l)).unwrap();
-            DbCredentials::load(dir.path(), DB_FILE).unwrap()
-        };
-        let a = load(2, "lease-a");
-        assert!(load(3, "lease-b").supersedes(&a));
-        assert!(
-            !load(2, "lease-a").supersedes(&a),
-            "a renewal is not a rotation"
-        );
-        assert!(
-            load(1, "lease-c").supersedes(&a),
-            "a restarted sidecar starts at 1 again"
-        );
     }
 
     #[test]

@@ -8,5 +8,6 @@ pub mod files;
 pub mod watch;
 
 pub use files::{
-    DbCredentials, FileError, Sensitive, SigningKeyFile, DB_FILE, MIGRATOR_FILE, SIGNING_KEY_FILE,
+    DbCredentials, DbCredentialsFile, FileError, Sensitive, SigningKeyFile, DB_FILE, MIGRATOR_FILE,
+    SIGNING_KEY_FILE,
 };

@@ -1,10 +1,16 @@
-//! The backend API's JSON shapes (docs/contracts.md, section 5) and the
-//! sidecar's `/status` (contract 3), as far as the pages use them.
+//! The backend API's JSON shapes (docs/contracts.md, section 5), as far as
+//! the pages use them, and the sidecar's `/status` (contract 3), whose one
+//! definition is `zt_contracts::status`.
 //!
-//! Status documents are read leniently (every field optional): a sidecar
-//! that lacks a section shows "—" on the page rather than an error.
+//! Status documents are read leniently: an absent section reads as its
+//! default (the page shows "—" rather than an error).
 
 use serde::{Deserialize, Serialize};
+
+pub use zt_contracts::status::{
+    DatabaseSecretStatus, InboundStatus, MtlsStatus, OutboundStatus, ProxyRuleStatus, ProxyStatus,
+    SecretStatus, SidecarStatus, SvidStatus, TokenStatus,
+};
 
 /// `User`.
 #[derive(Debug, Clone, Deserialize)]
@@ -188,177 +194,6 @@ pub struct BackendInternals {
     /// KV version of the JWT signing key in use.
     #[serde(default)]
     pub jwt_key_version: Option<i64>,
-}
-
-/// A sidecar's `/status` (contract 3).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SidecarStatus {
-    /// The workload's SPIFFE ID.
-    #[serde(default)]
-    pub spiffe_id: Option<String>,
-    /// Readiness.
-    #[serde(default)]
-    pub ready: Option<bool>,
-    /// Current X.509-SVID.
-    #[serde(default)]
-    pub svid: Option<SvidStatus>,
-    /// OpenBao token.
-    #[serde(default)]
-    pub token: Option<TokenStatus>,
-    /// Rendered secrets.
-    #[serde(default)]
-    pub secrets: Vec<SecretStatus>,
-    /// OpenBao API proxy.
-    #[serde(default)]
-    pub proxy: Option<ProxyStatus>,
-    /// mTLS listeners.
-    #[serde(default)]
-    pub mtls: Option<MtlsStatus>,
-}
-
-/// `svid` of [`SidecarStatus`].
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SvidStatus {
-    /// RFC 3339 expiry.
-    #[serde(default)]
-    pub expires_at: Option<String>,
-    /// Certificate serial.
-    #[serde(default)]
-    pub serial: Option<String>,
-    /// SVID rotations so far.
-    #[serde(default)]
-    pub rotations: Option<i64>,
-}
-
-/// `token` of [`SidecarStatus`].
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct TokenStatus {
-    /// RFC 3339 expiry.
-    #[serde(default)]
-    pub expires_at: Option<String>,
-    /// Seconds left.
-    #[serde(default)]
-    pub ttl_seconds: Option<i64>,
-    /// OpenBao policies attached.
-    #[serde(default)]
-    pub policies: Vec<String>,
-    /// Renewals so far.
-    #[serde(default)]
-    pub renewals: Option<i64>,
-    /// Logins so far.
-    #[serde(default)]
-    pub logins: Option<i64>,
-}
-
-/// One entry of `secrets`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SecretStatus {
-    /// File stem.
-    #[serde(default)]
-    pub name: String,
-    /// `database` or `kv`.
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// Database role.
-    #[serde(default)]
-    pub role: Option<String>,
-    /// KV path.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Database user name of the current lease.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// RFC 3339 lease expiry.
-    #[serde(default)]
-    pub expires_at: Option<String>,
-    /// File version.
-    #[serde(default)]
-    pub version: Option<i64>,
-    /// Rotations so far.
-    #[serde(default)]
-    pub rotations: Option<i64>,
-    /// Renewals so far.
-    #[serde(default)]
-    pub renewals: Option<i64>,
-    /// On disk and unexpired.
-    #[serde(default)]
-    pub ready: Option<bool>,
-}
-
-/// `proxy` of [`SidecarStatus`].
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ProxyStatus {
-    /// Allow-list.
-    #[serde(default)]
-    pub allow: Vec<AllowRule>,
-}
-
-/// One proxy allow rule.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct AllowRule {
-    /// Path pattern.
-    #[serde(default)]
-    pub path: String,
-    /// Methods.
-    #[serde(default)]
-    pub methods: Vec<String>,
-}
-
-/// `mtls` of [`SidecarStatus`].
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct MtlsStatus {
-    /// Inbound listeners.
-    #[serde(default)]
-    pub inbound: Vec<InboundStatus>,
-    /// Outbound listeners.
-    #[serde(default)]
-    pub outbound: Vec<OutboundStatus>,
-}
-
-/// An inbound mTLS listener.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct InboundStatus {
-    /// Listen address.
-    #[serde(default)]
-    pub listen: Option<String>,
-    /// Where requests go.
-    #[serde(default)]
-    pub forward_to: Option<String>,
-    /// SPIFFE IDs allowed to connect.
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// Accepted connections.
-    #[serde(default)]
-    pub accepted: Option<i64>,
-    /// Refused peers.
-    #[serde(default)]
-    pub refused: Option<i64>,
-    /// Requests forwarded.
-    #[serde(default)]
-    pub requests: Option<i64>,
-}
-
-/// An outbound mTLS listener.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct OutboundStatus {
-    /// Listen address.
-    #[serde(default)]
-    pub listen: Option<String>,
-    /// Upstream address.
-    #[serde(default)]
-    pub upstream: Option<String>,
-    /// The SPIFFE ID the upstream must present.
-    #[serde(default)]
-    pub server_id: Option<String>,
-    /// Connections so far (contract name).
-    #[serde(default)]
-    pub connections: Option<i64>,
-    /// Connections accepted from the app (the sidecar's counter name).
-    #[serde(default)]
-    pub accepted: Option<i64>,
-    /// Requests forwarded.
-    #[serde(default)]
-    pub requests: Option<i64>,
 }
 
 /// The API's error body: `{"error": {"code", "message"}}`.
