@@ -258,7 +258,7 @@ pub fn authorise<'a>(
 pub struct Proxy {
     cfg: Arc<ProxyConfig>,
     upstream: String,
-    http: reqwest::Client,
+    http: reqwest13::Client,
     tokens: watch::Receiver<Tokens>,
     check: TokenCheck,
     state: State,
@@ -284,13 +284,8 @@ impl Proxy {
         check: TokenCheck,
         state: State,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(std::time::Duration::from_secs(5)))
-            // A redirect would carry X-Vault-Token to wherever it points;
-            // the 3xx goes back to the app as is.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        // Never follows a redirect: the 3xx goes back to the app as is.
+        let http = crate::openbao::token_carrying_client(cfg.timeout)?;
         Ok(Self {
             cfg: Arc::new(cfg),
             upstream: upstream.trim_end_matches('/').to_string(),

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest_vaultrs as reqwest;
+use reqwest13 as reqwest;
 use serde_json::{json, Value};
 use tracing::instrument::WithSubscriber;
 use vaultrs::api::kv2::requests::ReadSecretRequest;
@@ -159,17 +159,7 @@ impl OpenBao {
         let base = base.trim_end_matches('/').to_string();
         let address = reqwest::Url::parse(&base)
             .map_err(|e| BaoError::Unreachable(format!("invalid OpenBao address: {e}")))?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Never follow a redirect: it would carry X-Vault-Token (and a
-            // JWT-SVID in a login body) to wherever it points. A 3xx is an
-            // error status like any other.
-            .redirect(reqwest::redirect::Policy::none())
-            .tls_backend_preconfigured(tls_config()?)
-            .build()
-            .map_err(|e| BaoError::Unreachable(e.to_string()))?;
+        let http = token_carrying_client(timeout)?;
         // Every field set, so the builder reads no VAULT_* variable (vaultrs
         // reads these settings only in `VaultClient::new`, which we do not call).
         let settings = VaultClientSettingsBuilder::default()
@@ -443,6 +433,22 @@ fn tls_config() -> Result<rustls::ClientConfig, BaoError> {
     .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
+}
+
+/// The one way the sidecar builds an HTTP client that carries an OpenBao
+/// token or a JWT-SVID (this client and the proxy): it never follows a
+/// redirect — one would carry `X-Vault-Token`, or the JWT-SVID in a login
+/// body, to wherever it points; a 3xx is a status like any other — and it
+/// trusts what [`tls_config`] trusts.
+pub(crate) fn token_carrying_client(timeout: Duration) -> Result<reqwest::Client, BaoError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls_config()?)
+        .build()
+        .map_err(|e| BaoError::Unreachable(e.to_string()))
 }
 
 /// Our error from vaultrs's. vaultrs's own errors can hold a whole response
