@@ -35,8 +35,24 @@ struct Demo {
     jwt: String,
 }
 
+/// `text` in the ANSI style `sgr` (e.g. "1" bold, "32" green) when stdout is
+/// a terminal and `NO_COLOR` is unset or empty; plain text otherwise (piped,
+/// logged, `make demo NO_PAUSE=1 | tee`).
+fn styled(sgr: &str, text: &str) -> String {
+    static COLOUR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let colour = *COLOUR.get_or_init(|| {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    });
+    if colour {
+        format!("\x1b[{sgr}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
 fn title(n: u32, t: &str) {
-    println!("\n\x1b[1m━━ Step {n}: {t}\x1b[0m");
+    println!("\n{}", styled("1", &format!("━━ Step {n}: {t}")));
 }
 
 fn explain(s: &str) {
@@ -46,7 +62,7 @@ fn explain(s: &str) {
 }
 
 fn evidence(label: &str, v: impl std::fmt::Display) {
-    println!("   \x1b[36m▸ {label}\x1b[0m {v}");
+    println!("   {} {v}", styled("36", &format!("▸ {label}")));
 }
 
 impl Demo {
@@ -140,9 +156,12 @@ impl Demo {
 
     fn step(&mut self, n: u32, name: &str, f: impl FnOnce(&mut Self) -> anyhow::Result<()>) {
         match f(self) {
-            Ok(()) => println!("   \x1b[32m✔ step {n} ok: {name}\x1b[0m"),
+            Ok(()) => println!("   {}", styled("32", &format!("✔ step {n} ok: {name}"))),
             Err(e) => {
-                println!("   \x1b[31m✘ step {n} FAILED: {name}: {e:#}\x1b[0m");
+                println!(
+                    "   {}",
+                    styled("31", &format!("✘ step {n} FAILED: {name}: {e:#}"))
+                );
                 self.failures.push(format!("step {n} ({name}): {e:#}"));
             }
         }
@@ -153,7 +172,10 @@ impl Demo {
 /// Runs the walkthrough against the platform started by `make up`.
 pub fn demo(state: &Path, no_pause: bool) -> anyhow::Result<()> {
     let mut d = Demo::connect(state, no_pause)?;
-    println!("\x1b[1mzt-platform demo\x1b[0m — every value below is read live from the running components.");
+    println!(
+        "{} — every value below is read live from the running components.",
+        styled("1", "zt-platform demo")
+    );
     d.user_login();
     d.workload_identity();
     d.static_secrets();
@@ -578,7 +600,7 @@ impl Demo {
     fn outcome(&self) -> anyhow::Result<()> {
         println!();
         if self.failures.is_empty() {
-            println!("\x1b[32mAll 5 demo steps succeeded.\x1b[0m");
+            println!("{}", styled("32", "All 5 demo steps succeeded."));
             Ok(())
         } else {
             bail!(

@@ -182,6 +182,11 @@ fn make_up_demo_down_and_up_again() {
         );
     }
     assert!(text.contains("All 5 demo steps succeeded"), "{text}");
+    // Piped output is plain text: no ANSI escapes in a log or a CI transcript.
+    assert!(
+        !text.contains('\u{1b}'),
+        "make demo wrote ANSI escapes to a pipe:\n{text:?}"
+    );
 
     make_down(&state, up);
     std::thread::sleep(Duration::from_millis(500));
