@@ -2,7 +2,12 @@
 # make bench-<name>: release builds + the benchmark, results in bench/results/<name>.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: scripts/bench.sh sidecar|mtls|backend}
+name=${1:?usage: scripts/bench.sh sidecar|mtls (the backend bench: scripts/bench-backend.sh, make bench-backend)}
+case "$name" in
+  sidecar|mtls) ;;
+  backend) exec bash scripts/bench-backend.sh "${@:2}" ;;
+  *) echo "scripts/bench.sh: unknown benchmark '$name' (sidecar|mtls; backend: scripts/bench-backend.sh)" >&2; exit 64 ;;
+esac
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 bash scripts/tools.sh >/dev/null
 if [ "$name" = mtls ]; then
@@ -15,4 +20,4 @@ if [ "$name" = mtls ]; then
   done
 fi
 cargo build --release --locked -p zt-sidecar -p zt-bench
-exec target/release/zt-bench "$name" --out "bench/results/$name.md" "${@:2}"
+exec "${CARGO_TARGET_DIR:-target}/release/zt-bench" "$name" --out "bench/results/$name.md" "${@:2}"

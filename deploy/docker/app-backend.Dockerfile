@@ -10,6 +10,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY sidecar sidecar
 COPY injector injector
 COPY probe probe
+COPY contracts contracts
 COPY app-backend app-backend
 COPY app-frontend app-frontend
 COPY devstack devstack

@@ -29,11 +29,12 @@ impl Patience {
     /// Timeouts as written.
     pub const DEFAULT: Self = Self(1.0);
 
-    /// Parses a `ZT_TEST_PATIENCE` value: `None` (unset) is the default, a
-    /// finite number above 0 (`2`, `1.5`, `0.5`) is the multiplier; anything
-    /// else is refused with a message naming the variable.
+    /// Parses a `ZT_TEST_PATIENCE` value: `None` (unset) or blank
+    /// (`ZT_TEST_PATIENCE=`) is the default, a finite number above 0 (`2`,
+    /// `1.5`, `0.5`) is the multiplier; anything else is refused with a
+    /// message naming the variable.
     pub fn parse(value: Option<&str>) -> Result<Self, String> {
-        let Some(raw) = value else {
+        let Some(raw) = value.filter(|v| !v.trim().is_empty()) else {
             return Ok(Self::DEFAULT);
         };
         match raw.trim().parse::<f64>() {
@@ -140,6 +141,9 @@ mod tests {
     #[test]
     fn unset_is_the_timeouts_as_written() {
         assert_eq!(Patience::parse(None), Ok(Patience::DEFAULT));
+        // A blanked variable (`ZT_TEST_PATIENCE=`) means unset.
+        assert_eq!(Patience::parse(Some("")), Ok(Patience::DEFAULT));
+        assert_eq!(Patience::parse(Some("  ")), Ok(Patience::DEFAULT));
         assert_eq!(
             Patience::DEFAULT.stretch(Duration::from_secs(7)),
             Duration::from_secs(7)
@@ -158,7 +162,7 @@ mod tests {
 
     #[test]
     fn garbage_patience_is_refused_naming_the_variable() {
-        for bad in ["", "fast", "0", "-1", "NaN", "inf", "2x"] {
+        for bad in ["fast", "0", "-1", "NaN", "inf", "2x"] {
             let err = Patience::parse(Some(bad)).unwrap_err();
             assert!(
                 err.contains("ZT_TEST_PATIENCE") && err.contains("number above 0"),

@@ -102,12 +102,14 @@ impl Supervised {
     }
 
     /// Polls `ready` every 50 ms until it returns `Ok(())`, the process exits,
-    /// or `timeout` passes.
+    /// or `timeout` (stretched by `ZT_TEST_PATIENCE`, see
+    /// [`crate::eventually::patient`]) passes.
     pub fn wait_ready(
         &mut self,
         timeout: Duration,
         mut ready: impl FnMut() -> Result<(), String>,
     ) -> Result<(), WaitError> {
+        let timeout = crate::eventually::patient(timeout);
         let start = Instant::now();
         let mut last;
         loop {

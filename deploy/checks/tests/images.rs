@@ -89,6 +89,26 @@ fn dockerfiles_copy_existing_paths_and_build_declared_binaries() {
         for m in &members {
             assert!(copied.contains(m.as_str()), "{label}: workspace member {m} is not copied (cargo would fail to load the workspace)");
         }
+        // BuildKit reads <Dockerfile>.dockerignore: it must exist (or the
+        // context would carry target/ and .git) and exclude nothing COPY needs.
+        let ignore_path = root().join(format!("deploy/docker/{image}.Dockerfile.dockerignore"));
+        let ignore = std::fs::read_to_string(&ignore_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", ignore_path.display()));
+        for pattern in ignore
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains('*'))
+        {
+            let pattern = pattern.trim_matches('/');
+            for s in &copied {
+                assert!(
+                    s != pattern && !s.starts_with(&format!("{pattern}/")),
+                    "{}: `{pattern}` excludes {s}, which {label} copies \
+                     (the build would fail: \"{s}\": not found)",
+                    ignore_path.display()
+                );
+            }
+        }
         assert!(
             copied.contains("Cargo.lock"),
             "{label}: Cargo.lock must be copied for --locked"
@@ -397,5 +417,19 @@ fn annotated_pods_get_identity_from_the_csi_driver_and_secrets_in_memory() {
             t.pointer("/spec/securityContext/fsGroup").is_none(),
             "{name}: no fsGroup is needed"
         );
+    }
+}
+
+#[test]
+fn every_dockerignore_belongs_to_one_of_our_dockerfiles() {
+    let dir = root().join("deploy/docker");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(image) = name.strip_suffix(".Dockerfile.dockerignore") {
+            assert!(
+                OURS.contains(&image),
+                "deploy/docker/{name}: no deploy/docker/{image}.Dockerfile uses it (renamed image?)"
+            );
+        }
     }
 }
