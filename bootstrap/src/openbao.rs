@@ -41,12 +41,25 @@ pub fn unseal(addr: &str, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The one way this crate talks to OpenBao. It follows no redirect (a 3xx is
+/// an error: following it would carry the root token in `X-Vault-Token`, or an
+/// unseal key, to wherever it points) and ignores `HTTP_PROXY`/`ALL_PROXY`
+/// (the keys and the root token go to `addr` only). `status_as_error`:
+/// whether a 4xx/5xx answer is an error or a response to read.
+fn agent(status_as_error: bool) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(status_as_error)
+        .max_redirects(0)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
 /// `Ok` once OpenBao is initialised, unsealed and the active node.
 pub fn active(addr: &str) -> Result<(), String> {
-    let health: Value = ureq::get(&format!("{addr}/v1/sys/health"))
-        .config()
-        .http_status_as_error(false)
-        .build()
+    let health: Value = agent(false)
+        .get(&format!("{addr}/v1/sys/health"))
         .call()
         .map_err(|e| e.to_string())?
         .body_mut()
@@ -85,7 +98,8 @@ impl std::fmt::Display for SealState {
 
 /// The state of OpenBao at `addr` (an error if it does not answer).
 pub fn state(addr: &str) -> anyhow::Result<SealState> {
-    let body: Value = ureq::get(&format!("{addr}/v1/sys/seal-status"))
+    let body: Value = agent(true)
+        .get(&format!("{addr}/v1/sys/seal-status"))
         .call()
         .with_context(|| format!("GET {addr}/v1/sys/seal-status"))?
         .body_mut()
@@ -100,7 +114,8 @@ pub fn state(addr: &str) -> anyhow::Result<SealState> {
 
 /// Whether OpenBao at `addr` has been initialised.
 pub fn is_initialised(addr: &str) -> anyhow::Result<bool> {
-    let body: Value = ureq::get(&format!("{addr}/v1/sys/init"))
+    let body: Value = agent(true)
+        .get(&format!("{addr}/v1/sys/init"))
         .call()
         .context("GET sys/init")?
         .body_mut()
@@ -167,11 +182,7 @@ impl std::fmt::Debug for Bao {
 impl Bao {
     /// A client for `addr` (e.g. `http://127.0.0.1:8200`) with an optional token.
     pub fn new(addr: &str, token: Option<String>) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .new_agent();
+        let agent = agent(false);
         Self {
             addr: addr.trim_end_matches('/').to_string(),
             token,
@@ -230,12 +241,7 @@ fn post<T: serde::de::DeserializeOwned + Default>(
     path: &str,
     body: &Value,
 ) -> anyhow::Result<T> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent();
-    let mut req = agent.post(&format!("{addr}/v1/{path}"));
+    let mut req = agent(false).post(&format!("{addr}/v1/{path}"));
     if let Some(t) = token {
         req = req.header("X-Vault-Token", t);
     }
