@@ -117,6 +117,16 @@ enum LoginError {
     OpenBao(BaoError),
 }
 
+/// A retired token and when it was retired.
+struct Retiree {
+    token: Arc<Token>,
+    since: SystemTime,
+}
+
+fn published(retired: &[Retiree]) -> Vec<Arc<Token>> {
+    retired.iter().map(|r| r.token.clone()).collect()
+}
+
 /// The token new requests use, and what its renewal needs.
 struct Held {
     token: Arc<Token>,
@@ -188,10 +198,11 @@ impl TokenKeeper {
     }
 
     /// Revokes or forgets the retired tokens whose time has come.
-    fn sweep_retired(&self, retired: &mut Vec<Arc<Token>>) {
+    fn sweep_retired(&self, retired: &mut Vec<Retiree>) {
         let now = SystemTime::now();
-        retired.retain(|t| {
-            match schedule::retired(t.expires_at, self.book.references(t.generation), now) {
+        retired.retain(|Retiree { token: t, since }| {
+            let has_leases = self.book.references(t.generation);
+            match schedule::retired(t.expires_at, has_leases, *since, self.cfg.request_timeout, now) {
                 Retired::Keep => true,
                 Retired::Expired => {
                     tracing::info!(generation = t.generation, "retired token expired");
@@ -217,13 +228,13 @@ impl TokenKeeper {
         let mut backoff = Backoff::new(self.backoff);
         let mut generation = 0;
         let mut current: Option<Held> = None;
-        let mut retired: Vec<Arc<Token>> = Vec::new();
+        let mut retired: Vec<Retiree> = Vec::new();
         let mut last_forced = Instant::now() - schedule::MIN_CHECK_INTERVAL;
         loop {
             self.sweep_retired(&mut retired);
             self.tx.send_replace(Tokens {
                 current: current.as_ref().map(|c| c.token.clone()),
-                retired: retired.clone(),
+                retired: published(&retired),
             });
 
             match schedule::next_step(Instant::now(), current.as_ref().map(|c| c.renew_at)) {
@@ -285,7 +296,7 @@ impl TokenKeeper {
         }
         Tokens {
             current: current.map(|c| c.token),
-            retired,
+            retired: published(&retired),
         }
     }
 
@@ -295,7 +306,7 @@ impl TokenKeeper {
         &self,
         held: Held,
         backoff: &mut Backoff,
-        retired: &mut Vec<Arc<Token>>,
+        retired: &mut Vec<Retiree>,
     ) -> Option<Held> {
         let token = &held.token;
         let result = self.bao.renew_self(&token.secret, held.ttl).await;
@@ -353,7 +364,10 @@ impl TokenKeeper {
                     policies,
                 });
                 tracing::info!(generation = token.generation, remaining_s = granted.as_secs(), "token reached its max TTL; logging in again (old token kept until its leases rotate)");
-                retired.push(renewed(expires_at, true));
+                retired.push(Retiree {
+                    token: renewed(expires_at, true),
+                    since: SystemTime::now(),
+                });
                 None
             }
             Renewal::Refused => {

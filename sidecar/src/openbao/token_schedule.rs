@@ -162,11 +162,22 @@ pub(crate) enum Retired {
     Keep,
 }
 
-/// The fate of a retired token expiring at `expires_at`.
-pub(crate) fn retired(expires_at: SystemTime, has_leases: bool, now_wall: SystemTime) -> Retired {
+/// The fate of a retired token expiring at `expires_at`, retired at
+/// `retired_at`. `in_flight` is the longest a request may take (the OpenBao
+/// request timeout): a rotator that took this token just before it was
+/// retired may still be creating a lease under it, which the lease book only
+/// learns when the answer arrives — revoking the token before then would
+/// revoke that new lease with it.
+pub(crate) fn retired(
+    expires_at: SystemTime,
+    has_leases: bool,
+    retired_at: SystemTime,
+    in_flight: Duration,
+    now_wall: SystemTime,
+) -> Retired {
     if expires_at <= now_wall {
         Retired::Expired
-    } else if has_leases {
+    } else if has_leases || now_wall < retired_at + in_flight {
         Retired::Keep
     } else {
         Retired::Release
@@ -333,14 +344,59 @@ mod tests {
     #[test]
     fn retired_table() {
         let (w, _) = clocks();
+        let in_flight = 10 * S;
+        let long_ago = w - 60 * S;
         let cases = [
-            ("expired, leases or not", w, true, Retired::Expired),
-            ("expired long ago", w - 60 * S, false, Retired::Expired),
-            ("leases still on it", w + S, true, Retired::Keep),
-            ("its leases rotated", w + S, false, Retired::Release),
+            (
+                "expired, leases or not",
+                w,
+                true,
+                long_ago,
+                Retired::Expired,
+            ),
+            (
+                "expired long ago",
+                w - 60 * S,
+                false,
+                long_ago,
+                Retired::Expired,
+            ),
+            ("leases still on it", w + S, true, long_ago, Retired::Keep),
+            (
+                "its leases rotated",
+                w + S,
+                false,
+                long_ago,
+                Retired::Release,
+            ),
+            (
+                "just retired: a lease may be in flight under it",
+                w + 600 * S,
+                false,
+                w - S,
+                Retired::Keep,
+            ),
+            (
+                "retired a request timeout ago: nothing in flight",
+                w + 600 * S,
+                false,
+                w - in_flight,
+                Retired::Release,
+            ),
+            (
+                "just retired but expired: forget it",
+                w,
+                false,
+                w,
+                Retired::Expired,
+            ),
         ];
-        for (case, expires_at, has_leases, want) in cases {
-            assert_eq!(retired(expires_at, has_leases, w), want, "{case}");
+        for (case, expires_at, has_leases, retired_at, want) in cases {
+            assert_eq!(
+                retired(expires_at, has_leases, retired_at, in_flight, w),
+                want,
+                "{case}"
+            );
         }
     }
 }
