@@ -438,14 +438,17 @@ fn tls_config() -> Result<rustls::ClientConfig, BaoError> {
 /// The one way the sidecar builds an HTTP client that carries an OpenBao
 /// token or a JWT-SVID (this client and the proxy): it never follows a
 /// redirect — one would carry `X-Vault-Token`, or the JWT-SVID in a login
-/// body, to wherever it points; a 3xx is a status like any other — and it
-/// trusts what [`tls_config`] trusts.
+/// body, to wherever it points; a 3xx is a status like any other — it ignores
+/// `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` (OpenBao is often plain `http://`
+/// inside a cluster, and a proxy set for the pod would see every token), and
+/// it trusts what [`tls_config`] trusts.
 pub(crate) fn token_carrying_client(timeout: Duration) -> Result<reqwest::Client, BaoError> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .tls_backend_preconfigured(tls_config()?)
         .build()
         .map_err(|e| BaoError::Unreachable(e.to_string()))
