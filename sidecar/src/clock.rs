@@ -26,3 +26,13 @@ pub(crate) fn secs_until(t: SystemTime, now: SystemTime) -> i64 {
         Err(e) => -(e.duration().as_secs() as i64),
     }
 }
+
+/// The shortest time between two renewals of a token or lease.
+pub(crate) const MIN_RENEW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When to renew something granted for `ttl`: at half its life, but never
+/// sooner than [`MIN_RENEW_INTERVAL`] — an OpenBao that grants 0 s (or a
+/// missing duration) must not turn renewal into a busy loop.
+pub(crate) fn half_life(ttl: std::time::Duration) -> std::time::Duration {
+    (ttl / 2).max(MIN_RENEW_INTERVAL)
+}

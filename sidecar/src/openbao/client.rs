@@ -41,13 +41,41 @@ pub enum BaoError {
     /// The response was not what the API promises.
     #[error("unexpected OpenBao response: {0}")]
     BadResponse(String),
+    /// A lease id that is not a plain lease path (refused before any call:
+    /// `..` or an encoded character would send the request, with our token,
+    /// to another OpenBao path).
+    #[error("not a lease id: {0:?}")]
+    NotALeaseId(String),
+}
+
+/// Whether `id` is a plain lease path, as OpenBao hands them out
+/// (`database/creds/<role>/<id>`): `/`-separated segments of ASCII letters,
+/// digits, `.`, `_` and `-`, none empty, `.` or `..`.
+pub(crate) fn is_lease_id(id: &str) -> bool {
+    id.len() <= 1024
+        && id.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+fn lease_path(op: &str, lease_id: &str) -> Result<String, BaoError> {
+    if is_lease_id(lease_id) {
+        Ok(format!("sys/leases/{op}/{lease_id}"))
+    } else {
+        Err(BaoError::NotALeaseId(lease_id.chars().take(200).collect()))
+    }
 }
 
 impl BaoError {
     /// The token or lease is no longer valid (re-login or re-fetch, do not retry as is).
     pub fn is_invalid_credential(&self) -> bool {
         match self {
-            BaoError::Status { status: 403, .. } => true,
+            BaoError::Status { status: 403, .. } | BaoError::NotALeaseId(_) => true,
             BaoError::Status {
                 status: 400,
                 message,
@@ -331,10 +359,13 @@ impl OpenBao {
         Ok(DbLease {
             lease_id: v["lease_id"]
                 .as_str()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| BaoError::BadResponse("creds without lease_id".into()))?
+                .filter(|s| is_lease_id(s))
+                .ok_or_else(|| BaoError::BadResponse("creds without a lease_id".into()))?
                 .to_string(),
-            ttl: Duration::from_secs(v["lease_duration"].as_u64().unwrap_or(0)),
+            ttl: v["lease_duration"]
+                .as_u64()
+                .map(Duration::from_secs)
+                .ok_or_else(|| BaoError::BadResponse("creds without lease_duration".into()))?,
             renewable: v["renewable"].as_bool().unwrap_or(false),
             username: field("username")?,
             password: Sensitive::new(field("password")?),
@@ -351,7 +382,7 @@ impl OpenBao {
         let v = self
             .call(
                 reqwest::Method::PUT,
-                &format!("sys/leases/renew/{lease_id}"),
+                &lease_path("renew", lease_id)?,
                 Some(token),
                 Some(json!({ "increment": increment.as_secs() })),
             )
@@ -367,7 +398,7 @@ impl OpenBao {
     pub async fn revoke_lease(&self, token: &Sensitive, lease_id: &str) -> Result<(), BaoError> {
         self.call(
             reqwest::Method::PUT,
-            &format!("sys/leases/revoke/{lease_id}"),
+            &lease_path("revoke", lease_id)?,
             Some(token),
             Some(json!({})),
         )
@@ -538,4 +569,40 @@ fn without_url(e: &reqwest::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_lease_paths_are_lease_ids() {
+        for ok in [
+            "database/creds/backend-role/6Kq4XbT1sQ2a",
+            "db.v2/creds/report_reader/AbC-123.x",
+        ] {
+            assert!(is_lease_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "database/creds/backend-role/../../../../../auth/token/revoke-self",
+            "database/creds/backend-role/%2e%2e/%2e%2e/sys/seal",
+            "database/creds/backend-role/./x",
+            "database//creds",
+            "/database/creds/r/x",
+            "database/creds/r/x?y=1",
+            "database/creds/r/x#y",
+            "database/creds/r/x y",
+            "database/creds/r/é",
+        ] {
+            assert!(!is_lease_id(bad), "{bad}");
+            let err = lease_path("revoke", bad).unwrap_err();
+            assert!(matches!(err, BaoError::NotALeaseId(_)), "{bad}: {err}");
+            assert!(
+                err.is_invalid_credential(),
+                "{bad}: a bad id is replaced, not retried"
+            );
+        }
+        assert!(!is_lease_id(&"a".repeat(1025)));
+    }
 }

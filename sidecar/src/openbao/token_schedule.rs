@@ -70,7 +70,7 @@ pub(crate) fn logged_in(
     LoggedIn {
         expires_at: now_wall + ttl,
         capped: !renewable,
-        renew_at: now + ttl / 2,
+        renew_at: now + crate::clock::half_life(ttl),
     }
 }
 
@@ -139,7 +139,7 @@ pub(crate) fn renewal(
             } else {
                 Renewal::Renewed {
                     expires_at,
-                    renew_at: now + ttl / 2,
+                    renew_at: now + crate::clock::half_life(ttl),
                 }
             }
         }
@@ -254,6 +254,16 @@ mod tests {
                     expires_at: w + 60 * S,
                     capped: true,
                     renew_at: t + 30 * S,
+                },
+            ),
+            (
+                "granted 0 s: renew after a second, not in a busy loop",
+                Duration::ZERO,
+                true,
+                LoggedIn {
+                    expires_at: w,
+                    capped: false,
+                    renew_at: t + S,
                 },
             ),
         ];

@@ -55,7 +55,7 @@ pub(crate) fn new_lease(
         generation,
         expires_at: issued_at + ttl,
         hard: !renewable,
-        renew_at: now + ttl / 2,
+        renew_at: now + crate::clock::half_life(ttl),
     }
 }
 
@@ -266,7 +266,7 @@ pub(crate) fn renewal(
                 lease: LeaseTiming {
                     expires_at: now_wall + granted,
                     hard: lease.hard || capped,
-                    renew_at: now + granted / 2,
+                    renew_at: now + crate::clock::half_life(granted),
                     ..lease
                 },
                 capped,
@@ -694,7 +694,7 @@ mod tests {
                 generation: 1,
                 expires_at: w + granted,
                 hard,
-                renew_at: t + granted / 2,
+                renew_at: t + crate::clock::half_life(granted),
             },
             capped,
         };
@@ -789,6 +789,23 @@ mod tests {
         assert!(
             new_lease(4, MIN, false, w, t).hard,
             "not renewable: final from the start"
+        );
+        assert_eq!(
+            new_lease(4, Duration::ZERO, true, w, t).renew_at,
+            t + S,
+            "granted 0 s: renew after a second, not in a busy loop"
+        );
+        let zero = renewal(
+            new_lease(4, MIN, true, w, t),
+            MIN,
+            RenewAnswer::Granted(Duration::ZERO),
+            w,
+            t,
+        );
+        assert!(
+            matches!(zero, Renewal::Renewed { ref lease, .. } if lease.renew_at >= t + S)
+                || matches!(zero, Renewal::Replace),
+            "a renewal granting 0 s never schedules the next one for now: {zero:?}"
         );
     }
 
