@@ -11,7 +11,7 @@ use spiffe::{JwtSource, TrustDomain, X509Source};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackoffConfig, IdentityConfig};
-use crate::secret::Sensitive;
+use zt_contracts::Sensitive;
 use crate::secrets::{write_atomic, FilePolicy};
 use crate::status::{State, SvidInfo};
 

@@ -13,7 +13,7 @@
 //!
 //! Every background loop stops on one cancellation token; on shutdown the
 //! sidecar revokes its leases and tokens (configurable). Secrets never reach
-//! logs: tokens, passwords and keys live in [`secret::Sensitive`], whose
+//! logs: tokens, passwords and keys live in [`zt_contracts::Sensitive`], whose
 //! `Debug`/`Display` print `<redacted>`.
 //!
 //! ## Where things are
@@ -52,7 +52,6 @@ pub mod mtls;
 pub mod openbao;
 pub mod proxy;
 pub mod run;
-pub mod secret;
 mod secrets;
 pub mod serve;
 pub mod status;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use zt_sidecar::openbao::{BaoError, OpenBao};
-use zt_sidecar::secret::Sensitive;
+use zt_contracts::Sensitive;
 
 const TOKEN: &str = "s.client-test-token-must-stay-home";
 const SECRET: &str = "hunter2-must-not-show";

@@ -20,7 +20,7 @@ use zt_sidecar::config::Config;
 use zt_sidecar::openbao::{BaoError, OpenBao};
 use zt_sidecar::openbao::{Token, TokenCheck, Tokens};
 use zt_sidecar::proxy::Proxy;
-use zt_sidecar::secret::Sensitive;
+use zt_contracts::Sensitive;
 use zt_sidecar::status::State;
 
 const TOKEN: &str = "s.redirect-test-token-must-stay-home";

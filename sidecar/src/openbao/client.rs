@@ -21,7 +21,7 @@ use vaultrs::api::{AuthInfo, EndpointMiddleware};
 use vaultrs::client::{VaultClientSettings, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError as VaultError;
 
-use crate::secret::Sensitive;
+use zt_contracts::Sensitive;
 
 /// Why an OpenBao call failed.
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,7 @@ use super::{BaoError, OpenBao};
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, OpenBaoConfig};
 use crate::identity::{Identity, IdentityError};
-use crate::secret::Sensitive;
+use zt_contracts::Sensitive;
 use crate::status::{State, TokenInfo};
 
 /// One OpenBao token.
