@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use zt_injector::settings::Settings;
-use zt_sidecar::config::ProcessEnv;
+use zt_contracts::ProcessEnv;
 
 /// EX_USAGE: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;

@@ -130,7 +130,7 @@ path = "secret/data/github/users/*"
 methods = ["GET"]
 "#
         ),
-        &BTreeMap::new(),
+        &BTreeMap::<String, String>::new(),
     )
     .unwrap();
     let state = State::new(Arc::new(config.clone()));
