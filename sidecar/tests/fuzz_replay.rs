@@ -46,7 +46,8 @@ fn proxy_corpus_replays() {
 #[test]
 fn config_corpus_replays() {
     replay("sidecar_config", fuzzing::config, |data| {
-        std::str::from_utf8(data).is_ok_and(|t| Config::parse(t, &BTreeMap::<String, String>::new()).is_ok())
+        std::str::from_utf8(data)
+            .is_ok_and(|t| Config::parse(t, &BTreeMap::<String, String>::new()).is_ok())
     });
 }
 

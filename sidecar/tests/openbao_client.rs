@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use zt_sidecar::openbao::{BaoError, OpenBao};
 use zt_contracts::Sensitive;
+use zt_sidecar::openbao::{BaoError, OpenBao};
 
 const TOKEN: &str = "s.client-test-token-must-stay-home";
 const SECRET: &str = "hunter2-must-not-show";

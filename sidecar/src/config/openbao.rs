@@ -50,7 +50,10 @@ pub struct OpenBaoConfig {
 }
 
 /// `[openbao]` with the environment applied.
-pub(super) fn validate(o: RawOpenBao, env: &dyn ConfigSource) -> Result<OpenBaoConfig, ConfigError> {
+pub(super) fn validate(
+    o: RawOpenBao,
+    env: &dyn ConfigSource,
+) -> Result<OpenBaoConfig, ConfigError> {
     let address = env::openbao_address(o.address, env)
         .ok_or_else(|| invalid("openbao.address", "is required (or set ZT_OPENBAO_ADDR)"))?;
     Ok(OpenBaoConfig {

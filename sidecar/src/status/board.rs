@@ -9,6 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use zt_contracts::status::{self as contract, ListenerCounters};
+use zt_contracts::{whole_seconds, SidecarStatus};
+
 use crate::clock::{rfc3339, secs_until};
 use crate::config::{AllowRule, Config};
 
@@ -86,6 +89,17 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
+    /// The counters now, as `/status` shows them.
+    pub(crate) fn counters(&self) -> ListenerCounters {
+        ListenerCounters {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
+            active_connections: self.active.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+
     fn json(&self) -> Value {
         json!({
             "accepted": self.accepted.load(Ordering::Relaxed),
@@ -295,6 +309,109 @@ impl State {
             Ok(())
         } else {
             Err(missing)
+        }
+    }
+
+    /// The `/status` document (docs/contracts.md, contract 3).
+    pub(crate) fn status(&self) -> SidecarStatus {
+        let ready = self.readiness().is_ok();
+        let g = self.lock();
+        let now = SystemTime::now();
+        let secrets = g
+            .secrets
+            .iter()
+            .map(|(name, s)| match s.kind {
+                SecretKind::Database => {
+                    contract::SecretStatus::Database(contract::DatabaseSecretStatus {
+                        name: name.clone(),
+                        role: s.source.clone(),
+                        username: s.username.clone(),
+                        lease_id: s.lease_id.clone(),
+                        expires_at: s.expires_at.map(whole_seconds),
+                        version: s.version,
+                        rotations: s.rotations,
+                        renewals: s.renewals,
+                        revocations: s.revocations,
+                        file: s.file.clone(),
+                        ready: s.written && s.expires_at.is_some_and(|e| e > now),
+                    })
+                }
+                SecretKind::Kv => contract::SecretStatus::Kv(contract::KvSecretStatus {
+                    name: name.clone(),
+                    path: s.source.clone(),
+                    version: s.version,
+                    file: s.file.clone(),
+                    ready: s.written,
+                }),
+            })
+            .collect();
+        let c = &self.config;
+        SidecarStatus {
+            spiffe_id: g.svid.as_ref().map(|s| s.spiffe_id.clone()),
+            ready,
+            svid: g.svid.as_ref().map(|s| contract::SvidStatus {
+                expires_at: Some(whole_seconds(s.expires_at)),
+                serial: s.serial.clone(),
+                rotations: g.svid_rotations,
+            }),
+            token: g.token.as_ref().map(|t| contract::TokenStatus {
+                expires_at: Some(whole_seconds(t.expires_at)),
+                ttl_seconds: secs_until(t.expires_at, now),
+                policies: t.policies.clone(),
+                renewals: g.token_renewals,
+                logins: g.logins,
+            }),
+            secrets,
+            proxy: c.proxy.as_ref().map(|p| contract::ProxyStatus {
+                listen: p.listen.iter().map(ToString::to_string).collect(),
+                allow: p
+                    .allow
+                    .iter()
+                    .map(
+                        |AllowRule {
+                             path,
+                             methods,
+                             query,
+                         }| contract::ProxyRuleStatus {
+                            path: path.clone(),
+                            methods: methods.clone(),
+                            query: query.clone(),
+                        },
+                    )
+                    .collect(),
+                requests: g.proxy_requests.clone(),
+            }),
+            mtls: contract::MtlsStatus {
+                inbound: c
+                    .mtls
+                    .inbound
+                    .iter()
+                    .zip(self.inbound.iter())
+                    .map(|(l, s)| contract::InboundStatus {
+                        listen: l.listen.to_string(),
+                        forward_to: l.forward_to.to_string(),
+                        allow: l.allow.iter().cloned().map(String::from).collect(),
+                        counters: s.counters(),
+                    })
+                    .collect(),
+                outbound: c
+                    .mtls
+                    .outbound
+                    .iter()
+                    .zip(self.outbound.iter())
+                    .map(|(l, s)| contract::OutboundStatus {
+                        listen: l.listen.to_string(),
+                        upstream: l.upstream.clone(),
+                        server_id: l.server_id.clone(),
+                        counters: s.counters(),
+                    })
+                    .collect(),
+            },
+            failures: g
+                .failures
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         }
     }
 
