@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Value};
 
 use zt_contracts::status::{self as contract, ListenerCounters};
 use zt_contracts::{whole_seconds, SidecarStatus};
 
-use crate::clock::{rfc3339, secs_until};
+use crate::clock::secs_until;
 use crate::config::{AllowRule, Config};
 
 /// The current X.509-SVID.
@@ -98,16 +97,6 @@ impl ListenerStats {
             active_connections: self.active.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
         }
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "accepted": self.accepted.load(Ordering::Relaxed),
-            "refused": self.refused.load(Ordering::Relaxed),
-            "handshake_failures": self.handshake_failures.load(Ordering::Relaxed),
-            "active_connections": self.active.load(Ordering::Relaxed),
-            "requests": self.requests.load(Ordering::Relaxed),
-        })
     }
 }
 
@@ -414,69 +403,5 @@ impl State {
                 .collect(),
         }
     }
-
-    /// The `/status` document (docs/contracts.md, contract 3).
-    pub(crate) fn status_json(&self) -> Value {
-        let ready = self.readiness().is_ok();
-        let g = self.lock();
-        let now = SystemTime::now();
-        let secrets: Vec<Value> = g
-            .secrets
-            .iter()
-            .map(|(name, s)| match s.kind {
-                SecretKind::Database => json!({
-                    "name": name, "kind": "database", "role": s.source,
-                    "username": s.username, "lease_id": s.lease_id,
-                    "expires_at": s.expires_at.map(rfc3339),
-                    "version": s.version, "rotations": s.rotations, "renewals": s.renewals,
-                    "revocations": s.revocations,
-                    "file": s.file, "ready": s.written && s.expires_at.is_some_and(|e| e > now),
-                }),
-                SecretKind::Kv => json!({
-                    "name": name, "kind": "kv", "path": s.source, "version": s.version,
-                    "file": s.file, "ready": s.written,
-                }),
-            })
-            .collect();
-        let c = &self.config;
-        json!({
-            "spiffe_id": g.svid.as_ref().map(|s| s.spiffe_id.clone()),
-            "ready": ready,
-            "svid": g.svid.as_ref().map(|s| json!({
-                "expires_at": rfc3339(s.expires_at),
-                "serial": s.serial,
-                "rotations": g.svid_rotations,
-            })),
-            "token": g.token.as_ref().map(|t| json!({
-                "expires_at": rfc3339(t.expires_at),
-                "ttl_seconds": secs_until(t.expires_at, now),
-                "policies": t.policies,
-                "renewals": g.token_renewals,
-                "logins": g.logins,
-            })),
-            "secrets": secrets,
-            "proxy": c.proxy.as_ref().map(|p| json!({
-                "listen": p.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-                "allow": p.allow.iter().map(|AllowRule { path, methods, query }| json!({"path": path, "methods": methods, "query": query})).collect::<Vec<_>>(),
-                "requests": g.proxy_requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            })),
-            "mtls": {
-                "inbound": c.mtls.inbound.iter().zip(self.inbound.iter()).map(|(l, s)| {
-                    let mut v = s.json();
-                    v["listen"] = json!(l.listen.to_string());
-                    v["forward_to"] = json!(l.forward_to.to_string());
-                    v["allow"] = json!(l.allow.iter().cloned().map(String::from).collect::<Vec<_>>());
-                    v
-                }).collect::<Vec<_>>(),
-                "outbound": c.mtls.outbound.iter().zip(self.outbound.iter()).map(|(l, s)| {
-                    let mut v = s.json();
-                    v["listen"] = json!(l.listen.to_string());
-                    v["upstream"] = json!(l.upstream);
-                    v["server_id"] = json!(l.server_id);
-                    v
-                }).collect::<Vec<_>>(),
-            },
-            "failures": g.failures,
-        })
-    }
 }
+

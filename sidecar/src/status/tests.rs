@@ -227,18 +227,3 @@ fn the_status_document_has_its_shape() {
     assert_eq!(outbound["upstream"], "backend.99-apps.svc:8443");
     assert_eq!(outbound["handshake_failures"], 2);
 }
-
-#[test]
-fn temporary_status_is_byte_identical_to_status_json() {
-    for state in [
-        populated(),
-        State::new(Arc::new(
-            Config::parse("", &BTreeMap::<String, String>::new()).unwrap(),
-        )),
-    ] {
-        assert_eq!(
-            state.status().to_json().unwrap(),
-            state.status_json().to_string()
-        );
-    }
-}
