@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-
 use zt_contracts::status::{self as contract, ListenerCounters};
 use zt_contracts::{whole_seconds, SidecarStatus};
 
@@ -404,4 +403,3 @@ impl State {
         }
     }
 }
-

@@ -227,3 +227,16 @@ fn the_status_document_has_its_shape() {
     assert_eq!(outbound["upstream"], "backend.99-apps.svc:8443");
     assert_eq!(outbound["handshake_failures"], 2);
 }
+
+#[test]
+fn temporary_metrics_text_is_byte_identical_to_the_old_writer() {
+    for state in [
+        populated(),
+        State::new(Arc::new(
+            Config::parse("", &BTreeMap::<String, String>::new()).unwrap(),
+        )),
+    ] {
+        let (new, old) = (state.metrics_text(), state.metrics_text_old());
+        assert_eq!(new, old);
+    }
+}
