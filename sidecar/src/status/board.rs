@@ -71,6 +71,31 @@ pub(crate) struct SecretStatus {
     pub revocations: u64,
 }
 
+impl SecretStatus {
+    /// A secret not written yet.
+    pub(crate) fn declared(
+        kind: SecretKind,
+        source: String,
+        file: PathBuf,
+        required: bool,
+    ) -> Self {
+        Self {
+            kind,
+            source,
+            file,
+            required,
+            written: false,
+            username: None,
+            lease_id: None,
+            expires_at: None,
+            version: 0,
+            rotations: 0,
+            renewals: 0,
+            revocations: 0,
+        }
+    }
+}
+
 /// Live counters of one mTLS listener.
 #[derive(Debug, Default)]
 pub struct ListenerStats {

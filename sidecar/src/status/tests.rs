@@ -10,46 +10,19 @@ use zt_contracts::SidecarStatus;
 use super::*;
 use crate::config::Config;
 
-const CONFIG: &str = r#"
-[openbao]
-address = "http://127.0.0.1:8200"
-role = "backend"
-[secrets]
-dir = "/run/zt/secrets"
-[[secrets.database]]
-name = "db"
-role = "backend-role"
-host = "127.0.0.1"
-port = 5432
-database = "appdb"
-[[secrets.database]]
-name = "db-fresh"
-role = "backend-role"
-host = "127.0.0.1"
-port = 5432
-database = "appdb"
-[[secrets.kv]]
-name = "jwt-signing-key"
-mount = "secret"
-path = "backend/jwt-signing-key"
-[proxy]
-listen = ["unix:/run/zt/openbao.sock", "tcp:127.0.0.1:18200"]
-[[proxy.allow]]
-path = "secret/data/github/users/*"
-methods = ["GET", "PUT"]
-query = ["version"]
-[[proxy.allow]]
-path = "secret/metadata/github/users/*"
-methods = ["GET", "DELETE"]
-[[mtls.inbound]]
-listen = "127.0.0.1:18443"
-forward_to = "127.0.0.1:18000"
-allow = ["spiffe://demo.local/ns/99-apps/sa/frontend"]
-[[mtls.outbound]]
-listen = "127.0.0.1:15001"
-upstream = "backend.99-apps.svc:8443"
-server_id = "spiffe://demo.local/ns/99-apps/sa/backend"
-"#;
+/// The example configuration (proxy, an inbound listener) with an outbound
+/// listener.
+fn config() -> Config {
+    let text = [
+        include_str!("../../examples/backend.toml"),
+        "[[mtls.outbound]]",
+        "listen = \"127.0.0.1:15001\"",
+        "upstream = \"backend.99-apps.svc:8443\"",
+        "server_id = \"spiffe://demo.local/ns/99-apps/sa/backend\"",
+    ]
+    .join("\n");
+    Config::parse(&text, &BTreeMap::<String, String>::new()).unwrap()
+}
 
 /// `secs_from_now` seconds from now (negative: ago).
 fn at(secs_from_now: i64) -> SystemTime {
@@ -62,28 +35,14 @@ fn at(secs_from_now: i64) -> SystemTime {
 }
 
 fn secret(kind: SecretKind, source: &str, file: &str) -> SecretStatus {
-    SecretStatus {
-        kind,
-        source: source.into(),
-        file: file.into(),
-        required: true,
-        written: false,
-        username: None,
-        lease_id: None,
-        expires_at: None,
-        version: 0,
-        rotations: 0,
-        renewals: 0,
-        revocations: 0,
-    }
+    SecretStatus::declared(kind, source.into(), file.into(), true)
 }
 
 /// A board with an SVID (rotated once), a token, a written and renewed
 /// database secret, one not yet written, a KV secret, proxy requests,
 /// failures and busy listeners.
 pub(super) fn populated() -> State {
-    let config = Config::parse(CONFIG, &BTreeMap::<String, String>::new()).unwrap();
-    let state = State::new(Arc::new(config));
+    let state = State::new(Arc::new(config()));
     let svid = |serial: &str| SvidInfo {
         spiffe_id: "spiffe://demo.local/ns/99-apps/sa/backend".into(),
         expires_at: at(3600) + Duration::from_millis(750),
@@ -108,11 +67,11 @@ pub(super) fn populated() -> State {
         ),
     );
     state.declare_secret(
-        "db-fresh",
+        "db-migrator",
         secret(
             SecretKind::Database,
             "backend-role",
-            "/run/zt/secrets/db-fresh.json",
+            "/run/zt/secrets/db-migrator.json",
         ),
     );
     state.declare_secret(
@@ -175,7 +134,7 @@ fn the_served_status_parses_as_the_contract_and_round_trips_with_no_field_lost()
 fn the_status_document_has_its_shape() {
     let v = serde_json::to_value(populated().status()).unwrap();
     assert_eq!(v["spiffe_id"], "spiffe://demo.local/ns/99-apps/sa/backend");
-    assert_eq!(v["ready"], false, "db-fresh is required and not written");
+    assert_eq!(v["ready"], false, "db-migrator is required and not written");
     assert_eq!(v["svid"]["serial"], "5f3b");
     assert_eq!(v["svid"]["rotations"], 1);
     let expires = v["svid"]["expires_at"].as_str().unwrap();
@@ -205,11 +164,11 @@ fn the_status_document_has_its_shape() {
     assert_eq!(kv["version"], 7);
     assert_eq!(
         v["proxy"]["listen"],
-        serde_json::json!(["unix:/run/zt/openbao.sock", "tcp:127.0.0.1:18200"])
+        serde_json::json!(["unix:/run/zt/openbao.sock"])
     );
     assert_eq!(
-        v["proxy"]["allow"][0]["query"],
-        serde_json::json!(["version"])
+        v["proxy"]["allow"][1],
+        serde_json::json!({"path": "secret/metadata/github/users/*", "methods": ["GET", "DELETE"], "query": []})
     );
     assert_eq!(
         v["proxy"]["requests"],
@@ -220,7 +179,7 @@ fn the_status_document_has_its_shape() {
         serde_json::json!({"creds": 1, "kv": 2, "login": 1})
     );
     let inbound = &v["mtls"]["inbound"][0];
-    assert_eq!(inbound["forward_to"], "127.0.0.1:18000");
+    assert_eq!(inbound["forward_to"], "127.0.0.1:8000");
     assert_eq!(inbound["active_connections"], 2);
     assert_eq!(inbound["requests"], 9);
     let outbound = &v["mtls"]["outbound"][0];
@@ -253,20 +212,20 @@ zt_secret_lease_ttl_seconds{secret="db"} <t>
 # HELP zt_secret_version version of the secret file
 # TYPE zt_secret_version gauge
 zt_secret_version{secret="db"} 3
-zt_secret_version{secret="db-fresh"} 0
+zt_secret_version{secret="db-migrator"} 0
 zt_secret_version{secret="jwt-signing-key"} 7
 # HELP zt_lease_renewals_total lease renewals
 # TYPE zt_lease_renewals_total counter
 zt_lease_renewals_total{secret="db"} 5
-zt_lease_renewals_total{secret="db-fresh"} 0
+zt_lease_renewals_total{secret="db-migrator"} 0
 # HELP zt_lease_rotations_total credential rotations
 # TYPE zt_lease_rotations_total counter
 zt_lease_rotations_total{secret="db"} 2
-zt_lease_rotations_total{secret="db-fresh"} 0
+zt_lease_rotations_total{secret="db-migrator"} 0
 # HELP zt_lease_revocations_total old leases revoked
 # TYPE zt_lease_revocations_total counter
 zt_lease_revocations_total{secret="db"} 1
-zt_lease_revocations_total{secret="db-fresh"} 0
+zt_lease_revocations_total{secret="db-migrator"} 0
 # HELP zt_failures_total failed operations by kind
 # TYPE zt_failures_total counter
 zt_failures_total{kind="creds"} 1
