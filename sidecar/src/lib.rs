@@ -29,8 +29,9 @@
 //! | atomic secret files | `secrets/files.rs` |
 //! | OpenBao API proxy | `proxy` |
 //! | SPIFFE mTLS | `mtls/` |
-//! | status board, `/status`, readiness | `status/board.rs` |
-//! | `/metrics` | `status/metrics.rs` |
+//! | status board, `/status` (a `zt_contracts::SidecarStatus`), readiness | `status/board.rs` |
+//! | `/metrics` (written with `zt_contracts::PrometheusText`) | `status/metrics.rs` |
+//! | the files' shapes (`DbCredentials`, `KvFile`), `Sensitive`, `ConfigSource` | `zt-contracts` |
 //! | admin listener (`/healthz`, `/readyz`, `/rotate`) | `admin` |
 //! | wiring and shutdown | `run` |
 //! | accept loops, retry delays, timestamps | `serve`, `backoff`, `clock` |
