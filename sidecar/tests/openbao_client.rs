@@ -289,7 +289,10 @@ async fn a_kv_version_has_typed_metadata_and_never_shows_its_values() {
         Some(1_795_874_931_123_456_789)
     );
     // assert!, not assert_eq!: a failure must not print the value.
-    assert!(v.data.expose()["key"] == SECRET, "data.key as OpenBao gave it");
+    assert!(
+        v.data.expose()["key"] == SECRET,
+        "data.key as OpenBao gave it"
+    );
     let shown = format!("{v:?}");
     assert!(
         shown.contains("key") && !shown.contains(SECRET),
