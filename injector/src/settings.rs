@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use zt_sidecar::config::Env;
+use zt_contracts::ConfigSource;
 
 use crate::quantity::Quantity;
 
@@ -387,7 +387,7 @@ pub struct DatabaseDefaults {
 
 impl Settings {
     /// Reads and validates a settings file.
-    pub fn load(path: &Path, env: &dyn Env) -> Result<Self, SettingsError> {
+    pub fn load(path: &Path, env: &dyn ConfigSource) -> Result<Self, SettingsError> {
         let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
             path: path.display().to_string(),
             source,
@@ -396,14 +396,14 @@ impl Settings {
     }
 
     /// Parses and validates TOML text.
-    pub fn parse(text: &str, env: &dyn Env) -> Result<Self, SettingsError> {
+    pub fn parse(text: &str, env: &dyn ConfigSource) -> Result<Self, SettingsError> {
         let raw: Raw = toml::from_str(text).map_err(|e| SettingsError::Syntax(e.to_string()))?;
         raw.validate(env)
     }
 }
 
 impl Raw {
-    fn validate(self, env: &dyn Env) -> Result<Settings, SettingsError> {
+    fn validate(self, env: &dyn ConfigSource) -> Result<Settings, SettingsError> {
         let listen = addr("listen", self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
         let health_listen = addr(
             "health_listen",
@@ -415,7 +415,7 @@ impl Raw {
             return Err(invalid("health_listen", "must differ from listen"));
         }
         let identity = env
-            .var(ENV_POD_NAME)
+            .non_empty(ENV_POD_NAME)
             .ok_or_else(|| {
                 invalid(
                     ENV_POD_NAME,
@@ -439,7 +439,7 @@ impl Raw {
         }
 
         let k = self.kubernetes;
-        let namespace = match (env.var(ENV_POD_NAMESPACE), k.namespace) {
+        let namespace = match (env.non_empty(ENV_POD_NAMESPACE), k.namespace) {
             (Some(v), _) => dns_label(ENV_POD_NAMESPACE, &v, 63)?,
             (None, Some(v)) => dns_label("kubernetes.namespace", &v, 63)?,
             (None, None) => {

@@ -15,7 +15,7 @@ use common::*;
 use zt_injector::annotations::PREFIX;
 use zt_injector::render;
 use zt_injector::settings::Settings;
-use zt_sidecar::config::{Config, ConfigSource, ENV_CONFIG};
+use zt_sidecar::config::{Config, ConfigOrigin, ENV_CONFIG};
 
 /// The injector's settings as the chart renders them with its default values.
 fn chart_settings() -> Settings {
@@ -84,9 +84,9 @@ fn compare(name: &str, hand: &str, injected: &str) -> Result<usize, String> {
     let file = dir.path().join("sidecar.toml");
     std::fs::write(&file, hand).unwrap();
     let none = BTreeMap::<String, String>::new();
-    let from_file = Config::load_from(&ConfigSource::File(file), &none).unwrap();
+    let from_file = Config::load_from(&ConfigOrigin::File(file), &none).unwrap();
     let env = BTreeMap::from([(ENV_CONFIG.to_string(), injected.to_string())]);
-    let from_env = Config::load_from(&ConfigSource::Env, &env).unwrap();
+    let from_env = Config::load_from(&ConfigOrigin::Env, &env).unwrap();
     let (a, b) = (keys(&from_file), keys(&from_env));
     let mut diffs = Vec::new();
     for k in a

@@ -534,8 +534,9 @@ fn io_reason(e: &std::io::Error) -> String {
 /// The sidecar, started the way `zt-sidecar run` starts it without
 /// `--config`: the configuration from ZT_CONFIG.
 fn sidecar() -> ExitCode {
-    use zt_sidecar::config::{Config, ConfigSource, ProcessEnv};
-    let config = match ConfigSource::choose(None, &ProcessEnv)
+    use zt_contracts::ProcessEnv;
+    use zt_sidecar::config::{Config, ConfigOrigin};
+    let config = match ConfigOrigin::choose(None, &ProcessEnv)
         .and_then(|s| Config::load_from(&s, &ProcessEnv))
     {
         Ok(c) => c,

@@ -99,7 +99,16 @@ pub(crate) async fn handle(
                 ),
             },
             ("GET", "/metrics") => answer(StatusCode::OK, "text/plain; version=0.0.4", state.metrics_text()),
-            ("GET", "/status") => answer(StatusCode::OK, json_ct, state.status_json().to_string()),
+            ("GET", "/status") => match state.status().to_json() {
+                Ok(doc) => answer(StatusCode::OK, json_ct, doc),
+                // Unreachable with the sidecar's own timestamps (whole
+                // seconds, years 1970-9999); the document holds no secret.
+                Err(e) => answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json_ct,
+                    json!({"error": format!("cannot render the status: {e}")}).to_string(),
+                ),
+            },
             ("POST", path) if path.starts_with("/rotate/") => {
                 let name = &path["/rotate/".len()..];
                 if !state.admin_is_loopback() {

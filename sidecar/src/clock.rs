@@ -3,12 +3,14 @@
 
 use std::time::SystemTime;
 
-/// RFC 3339 UTC, seconds precision.
+use time::format_description::well_known::Rfc3339;
+use zt_contracts::whole_seconds;
+
+/// RFC 3339 UTC, seconds precision: [`whole_seconds`] as text (the `env`
+/// credentials file, log lines).
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t)
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::from(t));
-    dt.format(&time::format_description::well_known::Rfc3339)
+    whole_seconds(t)
+        .format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 

@@ -114,7 +114,7 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let env = BTreeMap::new();
+    let env = BTreeMap::<String, String>::new();
     let Ok(first) = Config::parse(text, &env) else {
         return;
     };

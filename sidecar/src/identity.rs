@@ -11,9 +11,9 @@ use spiffe::{JwtSource, TrustDomain, X509Source};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackoffConfig, IdentityConfig};
-use crate::secret::Sensitive;
 use crate::secrets::{write_atomic, FilePolicy};
 use crate::status::{State, SvidInfo};
+use zt_contracts::Sensitive;
 
 /// Why identity could not be obtained.
 #[derive(Debug, thiserror::Error)]

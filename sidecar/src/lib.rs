@@ -13,7 +13,7 @@
 //!
 //! Every background loop stops on one cancellation token; on shutdown the
 //! sidecar revokes its leases and tokens (configurable). Secrets never reach
-//! logs: tokens, passwords and keys live in [`secret::Sensitive`], whose
+//! logs: tokens, passwords and keys live in [`zt_contracts::Sensitive`], whose
 //! `Debug`/`Display` print `<redacted>`.
 //!
 //! ## Where things are
@@ -29,8 +29,9 @@
 //! | atomic secret files | `secrets/files.rs` |
 //! | OpenBao API proxy | `proxy` |
 //! | SPIFFE mTLS | `mtls/` |
-//! | status board, `/status`, readiness | `status/board.rs` |
-//! | `/metrics` | `status/metrics.rs` |
+//! | status board, `/status` (a `zt_contracts::SidecarStatus`), readiness | `status/board.rs` |
+//! | `/metrics` (written with `zt_contracts::PrometheusText`) | `status/metrics.rs` |
+//! | the files' shapes (`DbCredentials`, `KvFile`), `Sensitive`, `ConfigSource` | `zt-contracts` |
 //! | admin listener (`/healthz`, `/readyz`, `/rotate`) | `admin` |
 //! | wiring and shutdown | `run` |
 //! | accept loops, retry delays, timestamps | `serve`, `backoff`, `clock` |
@@ -52,7 +53,6 @@ pub mod mtls;
 pub mod openbao;
 pub mod proxy;
 pub mod run;
-pub mod secret;
 mod secrets;
 pub mod serve;
 pub mod status;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use zt_sidecar::config::{Config, ConfigError, ConfigSource, LogFormat, ProcessEnv};
+use zt_contracts::ProcessEnv;
+use zt_sidecar::config::{Config, ConfigError, ConfigOrigin, LogFormat};
 
 /// EX_USAGE: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
@@ -106,15 +107,15 @@ fn probe(file: Option<PathBuf>, path: &str) -> ExitCode {
 
 /// The validated configuration from `--config FILE` or `ZT_CONFIG`; on
 /// error, prints `invalid configuration: …` and returns exit code 64.
-fn load(file: Option<PathBuf>) -> Result<(ConfigSource, Config), ExitCode> {
-    let fail = |e: ConfigError, source: Option<&ConfigSource>| {
+fn load(file: Option<PathBuf>) -> Result<(ConfigOrigin, Config), ExitCode> {
+    let fail = |e: ConfigError, source: Option<&ConfigOrigin>| {
         match source {
             Some(source) => eprintln!("invalid configuration: {e}\n  ({source})"),
             None => eprintln!("invalid configuration: {e}"),
         }
         ExitCode::from(EXIT_CONFIG)
     };
-    let source = ConfigSource::choose(file, &ProcessEnv).map_err(|e| fail(e, None))?;
+    let source = ConfigOrigin::choose(file, &ProcessEnv).map_err(|e| fail(e, None))?;
     match Config::load_from(&source, &ProcessEnv) {
         Ok(config) => Ok((source, config)),
         Err(e) => Err(fail(e, Some(&source))),

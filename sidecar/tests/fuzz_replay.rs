@@ -46,7 +46,8 @@ fn proxy_corpus_replays() {
 #[test]
 fn config_corpus_replays() {
     replay("sidecar_config", fuzzing::config, |data| {
-        std::str::from_utf8(data).is_ok_and(|t| Config::parse(t, &BTreeMap::new()).is_ok())
+        std::str::from_utf8(data)
+            .is_ok_and(|t| Config::parse(t, &BTreeMap::<String, String>::new()).is_ok())
     });
 }
 
@@ -214,6 +215,6 @@ proptest! {
 
     #[test]
     fn the_config_loader_never_panics_on_any_text(text in "\\PC{0,200}") {
-        let _ = Config::parse(&text, &BTreeMap::new());
+        let _ = Config::parse(&text, &BTreeMap::<String, String>::new());
     }
 }

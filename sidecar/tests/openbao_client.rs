@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use zt_contracts::Sensitive;
 use zt_sidecar::openbao::{BaoError, OpenBao};
-use zt_sidecar::secret::Sensitive;
 
 const TOKEN: &str = "s.client-test-token-must-stay-home";
 const SECRET: &str = "hunter2-must-not-show";
@@ -269,4 +269,44 @@ async fn errors_never_carry_a_response_body() {
             assert!(!shown.contains(TOKEN), "{call}: the error shows the token");
         }
     }
+}
+
+#[tokio::test]
+async fn a_kv_version_has_typed_metadata_and_never_shows_its_values() {
+    let body = format!(
+        r#"{{"request_id":"r","lease_id":"","lease_duration":0,"renewable":false,"data":{{"data":{{"key":"{SECRET}","n":7}},"metadata":{{"created_time":"2026-11-28T14:08:51.123456789Z","custom_metadata":null,"deletion_time":"","destroyed":false,"version":3}}}},"warnings":null,"wrap_info":null,"auth":null}}"#
+    );
+    let (bao, _) = server(move |_| response("200 OK", &body)).await;
+    let token = Sensitive::new(TOKEN);
+    let v = bao
+        .kv_read(&token, "secret", "backend/jwt-signing-key")
+        .await
+        .unwrap()
+        .expect("present");
+    assert_eq!(v.version, 3);
+    assert_eq!(
+        v.created_time.map(|t| t.unix_timestamp_nanos()),
+        Some(1_795_874_931_123_456_789)
+    );
+    // assert!, not assert_eq!: a failure must not print the value.
+    assert!(
+        v.data.expose()["key"] == SECRET,
+        "data.key as OpenBao gave it"
+    );
+    let shown = format!("{v:?}");
+    assert!(
+        shown.contains("key") && !shown.contains(SECRET),
+        "Debug shows the value"
+    );
+    // The file keeps OpenBao's time to the nanosecond and the data as is.
+    let file = zt_contracts::KvFile {
+        version: v.version,
+        created_time: v.created_time,
+        data: v.data,
+    };
+    let bytes = String::from_utf8(file.to_file_bytes().unwrap()).unwrap();
+    assert!(bytes.starts_with(
+        r#"{"version":3,"created_time":"2026-11-28T14:08:51.123456789Z","data":{"key":""#
+    ));
+    assert!(bytes.ends_with(",\"n\":7}}\n"), "the data's keys sorted");
 }

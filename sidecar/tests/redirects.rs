@@ -16,11 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use zt_contracts::Sensitive;
 use zt_sidecar::config::Config;
 use zt_sidecar::openbao::{BaoError, OpenBao};
 use zt_sidecar::openbao::{Token, TokenCheck, Tokens};
 use zt_sidecar::proxy::Proxy;
-use zt_sidecar::secret::Sensitive;
 use zt_sidecar::status::State;
 
 const TOKEN: &str = "s.redirect-test-token-must-stay-home";
@@ -130,7 +130,7 @@ path = "secret/data/github/users/*"
 methods = ["GET"]
 "#
         ),
-        &BTreeMap::new(),
+        &BTreeMap::<String, String>::new(),
     )
     .unwrap();
     let state = State::new(Arc::new(config.clone()));

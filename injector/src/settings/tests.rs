@@ -117,9 +117,12 @@ fn every_bad_setting_is_refused_naming_its_key() {
 
 #[test]
 fn pod_name_and_a_namespace_are_required() {
-    let e = Settings::parse("[kubernetes]\nnamespace = \"a\"\n", &BTreeMap::new())
-        .unwrap_err()
-        .to_string();
+    let e = Settings::parse(
+        "[kubernetes]\nnamespace = \"a\"\n",
+        &BTreeMap::<String, String>::new(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("POD_NAME: is required"), "{e}");
     let e = Settings::parse("", &env()).unwrap_err().to_string();
     assert_eq!(

@@ -1,8 +1,9 @@
 //! Where configuration comes from besides the TOML: the environment, read
-//! through [`Env`] so tests pass a map instead of mutating the process, and
-//! the few overrides deployments use.
+//! through [`ConfigSource`] so tests pass a map instead of mutating the
+//! process, and the few overrides deployments use. An empty variable counts
+//! as unset ([`ConfigSource::non_empty`]).
 
-use std::collections::BTreeMap;
+use zt_contracts::ConfigSource;
 
 /// Env var holding the whole TOML configuration, read when `--config` is not given.
 pub const ENV_CONFIG: &str = "ZT_CONFIG";
@@ -13,39 +14,17 @@ pub const ENV_SPIFFE_ENDPOINT: &str = "SPIFFE_ENDPOINT_SOCKET";
 /// Env var that overrides `openbao.address`.
 pub const ENV_OPENBAO_ADDR: &str = "ZT_OPENBAO_ADDR";
 
-/// Reads environment variables (a trait so tests can pass a map).
-pub trait Env {
-    /// The value of `key`, if set and valid UTF-8.
-    fn var(&self, key: &str) -> Option<String>;
-}
-
-/// The real process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty())
-    }
-}
-
-impl Env for BTreeMap<String, String> {
-    fn var(&self, key: &str) -> Option<String> {
-        self.get(key).cloned()
-    }
-}
-
 /// `identity.workload_api` with the environment applied, and the name of
 /// where it came from (for errors): `ZT_WORKLOAD_API`, else the key, else
 /// `SPIFFE_ENDPOINT_SOCKET`; `None` when none says (the default applies).
 pub(super) fn workload_api(
     configured: Option<String>,
-    env: &dyn Env,
+    env: &dyn ConfigSource,
 ) -> Option<(&'static str, String)> {
     match (
-        env.var(ENV_WORKLOAD_API),
+        env.non_empty(ENV_WORKLOAD_API),
         configured,
-        env.var(ENV_SPIFFE_ENDPOINT),
+        env.non_empty(ENV_SPIFFE_ENDPOINT),
     ) {
         (Some(v), _, _) => Some((ENV_WORKLOAD_API, v)),
         (None, Some(v), _) => Some(("identity.workload_api", v)),
@@ -58,9 +37,9 @@ pub(super) fn workload_api(
 /// and the name of where it came from.
 pub(super) fn openbao_address(
     configured: Option<String>,
-    env: &dyn Env,
+    env: &dyn ConfigSource,
 ) -> Option<(&'static str, String)> {
-    env.var(ENV_OPENBAO_ADDR)
+    env.non_empty(ENV_OPENBAO_ADDR)
         .map(|v| (ENV_OPENBAO_ADDR, v))
         .or(configured.map(|v| ("openbao.address", v)))
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::env::{self, Env};
+use zt_contracts::ConfigSource;
+
+use super::env;
 use super::error::invalid;
 use super::values::absolute;
 use super::ConfigError;
@@ -30,7 +32,10 @@ pub struct IdentityConfig {
 }
 
 /// `[identity]` with the environment applied.
-pub(super) fn validate(raw: RawIdentity, env: &dyn Env) -> Result<IdentityConfig, ConfigError> {
+pub(super) fn validate(
+    raw: RawIdentity,
+    env: &dyn ConfigSource,
+) -> Result<IdentityConfig, ConfigError> {
     let (key, value) = env::workload_api(raw.workload_api, env)
         .unwrap_or(("identity.workload_api", DEFAULT_WORKLOAD_API.to_string()));
     Ok(IdentityConfig {

@@ -1,4 +1,4 @@
-//! The loader: where the TOML comes from ([`ConfigSource`]), parsing it,
+//! The loader: where the TOML comes from ([`ConfigOrigin`]), parsing it,
 //! and validating it section by section (each section's `validate` lives
 //! next to its types), then the checks that span sections.
 
@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::env::{Env, ENV_CONFIG};
+use zt_contracts::ConfigSource;
+
+use super::env::ENV_CONFIG;
 use super::error::invalid;
 use super::{admin, backoff, identity, log, mtls, openbao, proxy, secrets};
 use super::{
@@ -56,27 +58,27 @@ pub struct Config {
 
 /// Where the TOML configuration comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
+pub enum ConfigOrigin {
     /// A file (`--config FILE`).
     File(PathBuf),
     /// The text of the environment variable [`ENV_CONFIG`].
     Env,
 }
 
-impl ConfigSource {
+impl ConfigOrigin {
     /// `--config FILE` when given (an explicit flag beats the ambient
     /// environment), else [`ENV_CONFIG`] when it is set and not empty, else
     /// [`ConfigError::Missing`].
-    pub fn choose(file: Option<PathBuf>, env: &dyn Env) -> Result<Self, ConfigError> {
+    pub fn choose(file: Option<PathBuf>, env: &dyn ConfigSource) -> Result<Self, ConfigError> {
         match file {
             Some(path) => Ok(Self::File(path)),
-            None if env.var(ENV_CONFIG).is_some_and(|v| !v.is_empty()) => Ok(Self::Env),
+            None if env.non_empty(ENV_CONFIG).is_some() => Ok(Self::Env),
             None => Err(ConfigError::Missing),
         }
     }
 }
 
-impl std::fmt::Display for ConfigSource {
+impl std::fmt::Display for ConfigOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(path) => write!(f, "file: {}", path.display()),
@@ -87,14 +89,11 @@ impl std::fmt::Display for ConfigSource {
 
 impl Config {
     /// Reads and validates the configuration from `source`.
-    pub fn load_from(source: &ConfigSource, env: &dyn Env) -> Result<Self, ConfigError> {
+    pub fn load_from(source: &ConfigOrigin, env: &dyn ConfigSource) -> Result<Self, ConfigError> {
         match source {
-            ConfigSource::File(path) => Self::load(path, env),
-            ConfigSource::Env => {
-                let text = env
-                    .var(ENV_CONFIG)
-                    .filter(|v| !v.is_empty())
-                    .ok_or(ConfigError::Missing)?;
+            ConfigOrigin::File(path) => Self::load(path, env),
+            ConfigOrigin::Env => {
+                let text = env.non_empty(ENV_CONFIG).ok_or(ConfigError::Missing)?;
                 Self::parse(&text, env).map_err(|e| match e {
                     ConfigError::Syntax(msg) => ConfigError::Syntax(format!("{ENV_CONFIG}: {msg}")),
                     other => other,
@@ -104,7 +103,7 @@ impl Config {
     }
 
     /// Reads and validates a config file.
-    pub fn load(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path, env: &dyn ConfigSource) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -113,7 +112,7 @@ impl Config {
     }
 
     /// Parses and validates TOML text.
-    pub fn parse(text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+    pub fn parse(text: &str, env: &dyn ConfigSource) -> Result<Self, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         raw.validate(env)
@@ -132,7 +131,7 @@ impl Config {
 }
 
 impl RawConfig {
-    fn validate(self, env: &dyn Env) -> Result<Config, ConfigError> {
+    fn validate(self, env: &dyn ConfigSource) -> Result<Config, ConfigError> {
         let identity = identity::validate(self.identity, env)?;
         let backoff = backoff::validate(self.backoff)?;
         let openbao = self

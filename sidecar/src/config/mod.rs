@@ -5,12 +5,13 @@
 //! what is wrong. The rest of the sidecar never sees raw strings.
 //!
 //! The TOML comes from a file (`--config FILE`) or, when no file is named,
-//! from the environment variable `ZT_CONFIG` ([`ConfigSource`]): zt-injector
+//! from the environment variable `ZT_CONFIG` ([`ConfigOrigin`]): zt-injector
 //! delivers it that way, so the configuration it validated at admission is
 //! exactly the one the container runs with for its whole life.
 //!
 //! Environment overrides (the few values deployments change) are read
-//! through [`Env`], so tests pass a map instead of mutating the process:
+//! through [`zt_contracts::ConfigSource`] (an empty variable counts as
+//! unset), so tests pass a map instead of mutating the process:
 //!
 //! | Variable | Overrides |
 //! |---|---|
@@ -20,8 +21,8 @@
 //!
 //! | File | What |
 //! |---|---|
-//! | `loader.rs` | [`Config`], [`ConfigSource`], parsing, cross-section checks |
-//! | `env.rs` | [`Env`], the environment overrides |
+//! | `loader.rs` | [`Config`], [`ConfigOrigin`], parsing, cross-section checks |
+//! | `env.rs` | the environment overrides |
 //! | `error.rs` | [`ConfigError`] |
 //! | `values.rs` | names, durations, paths, addresses shared by sections |
 //! | `identity.rs`, `openbao.rs`, `secrets.rs`, `proxy.rs`, `admin.rs`, `log.rs`, `backoff.rs`, `mtls.rs` | one section each: defaults, raw and typed forms, `validate` |
@@ -41,12 +42,10 @@ mod values;
 
 pub use admin::{AdminConfig, DEFAULT_ADMIN_LISTEN};
 pub use backoff::{BackoffConfig, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX};
-pub use env::{
-    Env, ProcessEnv, ENV_CONFIG, ENV_OPENBAO_ADDR, ENV_SPIFFE_ENDPOINT, ENV_WORKLOAD_API,
-};
+pub use env::{ENV_CONFIG, ENV_OPENBAO_ADDR, ENV_SPIFFE_ENDPOINT, ENV_WORKLOAD_API};
 pub use error::ConfigError;
 pub use identity::{IdentityConfig, DEFAULT_WORKLOAD_API};
-pub use loader::{Config, ConfigSource};
+pub use loader::{Config, ConfigOrigin};
 pub use log::{LogConfig, LogFormat};
 pub use mtls::{
     InboundConfig, MtlsConfig, OutboundConfig, PeerPattern, DEFAULT_HANDSHAKE_TIMEOUT,

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::env::{self, Env};
+use zt_contracts::ConfigSource;
+
+use super::env;
 use super::error::invalid;
 use super::values::{duration_str, mount_name, nonempty, opt_duration, required_name};
 use super::ConfigError;
@@ -48,7 +50,10 @@ pub struct OpenBaoConfig {
 }
 
 /// `[openbao]` with the environment applied.
-pub(super) fn validate(o: RawOpenBao, env: &dyn Env) -> Result<OpenBaoConfig, ConfigError> {
+pub(super) fn validate(
+    o: RawOpenBao,
+    env: &dyn ConfigSource,
+) -> Result<OpenBaoConfig, ConfigError> {
     let address = env::openbao_address(o.address, env)
         .ok_or_else(|| invalid("openbao.address", "is required (or set ZT_OPENBAO_ADDR)"))?;
     Ok(OpenBaoConfig {

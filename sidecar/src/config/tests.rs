@@ -322,24 +322,24 @@ fn the_source_is_the_file_when_named_else_zt_config_else_an_error() {
     let file = PathBuf::from("/etc/zt/sidecar.toml");
     // An explicit --config beats the ambient environment.
     assert_eq!(
-        ConfigSource::choose(Some(file.clone()), &with).unwrap(),
-        ConfigSource::File(file.clone())
+        ConfigOrigin::choose(Some(file.clone()), &with).unwrap(),
+        ConfigOrigin::File(file.clone())
     );
     assert_eq!(
-        ConfigSource::choose(None, &with).unwrap(),
-        ConfigSource::Env
+        ConfigOrigin::choose(None, &with).unwrap(),
+        ConfigOrigin::Env
     );
     for empty in [env(&[]), env(&[(ENV_CONFIG, "")])] {
-        let e = ConfigSource::choose(None, &empty).unwrap_err();
+        let e = ConfigOrigin::choose(None, &empty).unwrap_err();
         assert!(matches!(e, ConfigError::Missing), "{e}");
         assert_eq!(
             e.to_string(),
             "no configuration: pass --config FILE or set ZT_CONFIG to the TOML text"
         );
     }
-    assert_eq!(ConfigSource::Env.to_string(), "from ZT_CONFIG");
+    assert_eq!(ConfigOrigin::Env.to_string(), "from ZT_CONFIG");
     assert_eq!(
-        ConfigSource::File(file).to_string(),
+        ConfigOrigin::File(file).to_string(),
         "file: /etc/zt/sidecar.toml"
     );
 }
@@ -347,7 +347,7 @@ fn the_source_is_the_file_when_named_else_zt_config_else_an_error() {
 #[test]
 fn zt_config_is_parsed_and_validated_like_a_file() {
     let c = Config::load_from(
-        &ConfigSource::Env,
+        &ConfigOrigin::Env,
         &env(&[(ENV_CONFIG, "[admin]\nlisten = \"127.0.0.1:15100\"\n")]),
     )
     .unwrap();
@@ -356,16 +356,16 @@ fn zt_config_is_parsed_and_validated_like_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, MIN_DB).unwrap();
-    let from_file = Config::load_from(&ConfigSource::File(path), &env(&[])).unwrap();
-    let from_env = Config::load_from(&ConfigSource::Env, &env(&[(ENV_CONFIG, MIN_DB)])).unwrap();
+    let from_file = Config::load_from(&ConfigOrigin::File(path), &env(&[])).unwrap();
+    let from_env = Config::load_from(&ConfigOrigin::Env, &env(&[(ENV_CONFIG, MIN_DB)])).unwrap();
     assert_eq!(from_file.to_toml(), from_env.to_toml());
     // Syntax errors say where the text came from; invalid values name their key.
-    let e = Config::load_from(&ConfigSource::Env, &env(&[(ENV_CONFIG, "not toml")]))
+    let e = Config::load_from(&ConfigOrigin::Env, &env(&[(ENV_CONFIG, "not toml")]))
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("ZT_CONFIG: TOML parse error"), "{e}");
     let e = Config::load_from(
-        &ConfigSource::Env,
+        &ConfigOrigin::Env,
         &env(&[(ENV_CONFIG, "[admin]\nlisten = \"nowhere\"\n")]),
     )
     .unwrap_err()
@@ -373,7 +373,7 @@ fn zt_config_is_parsed_and_validated_like_a_file() {
     assert!(e.starts_with("admin.listen: "), "{e}");
     // The other environment overrides still apply on top of ZT_CONFIG.
     let c = Config::load_from(
-        &ConfigSource::Env,
+        &ConfigOrigin::Env,
         &env(&[
             (ENV_CONFIG, MIN_DB),
             (ENV_OPENBAO_ADDR, "http://10.0.0.9:8200"),

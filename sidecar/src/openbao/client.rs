@@ -21,7 +21,9 @@ use vaultrs::api::{AuthInfo, EndpointMiddleware};
 use vaultrs::client::{VaultClientSettings, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError as VaultError;
 
-use crate::secret::Sensitive;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use zt_contracts::{KvData, Sensitive};
 
 /// Why an OpenBao call failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,15 +122,16 @@ pub struct DbLease {
     pub password: Sensitive,
 }
 
-/// A KV v2 secret version.
+/// A KV v2 secret version. `Debug` shows the data's keys, never its values.
 #[derive(Debug, Clone)]
 pub struct KvVersion {
     /// KV version number.
     pub version: u64,
-    /// When this version was written (RFC 3339, as OpenBao says).
-    pub created_time: String,
-    /// The data, serialized JSON (secret).
-    pub data_json: Sensitive,
+    /// When this version was written (OpenBao's metadata); `None` when
+    /// OpenBao's is absent or not RFC 3339.
+    pub created_time: Option<OffsetDateTime>,
+    /// The data (secret).
+    pub data: KvData,
 }
 
 /// The client.
@@ -430,13 +433,13 @@ impl OpenBao {
                 }
             }
         };
-        if !secret.data.is_object() {
+        let Value::Object(data) = secret.data else {
             return Err(BaoError::BadResponse("KV read without data.data".into()));
-        }
+        };
         Ok(Some(KvVersion {
             version: secret.metadata.version,
-            created_time: secret.metadata.created_time,
-            data_json: Sensitive::new(secret.data.to_string()),
+            created_time: OffsetDateTime::parse(&secret.metadata.created_time, &Rfc3339).ok(),
+            data: KvData::new(data),
         }))
     }
 }

@@ -21,8 +21,8 @@ use super::{BaoError, OpenBao};
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, OpenBaoConfig};
 use crate::identity::{Identity, IdentityError};
-use crate::secret::Sensitive;
 use crate::status::{State, TokenInfo};
+use zt_contracts::Sensitive;
 
 /// One OpenBao token.
 #[derive(Debug)]

@@ -15,10 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use zt_contracts::{whole_seconds, DbCredentials};
 
 use super::lease_schedule::{
     self as schedule, FailedRevocation, LeaseStep, LeaseTiming, Pending, RenewAnswer, Renewal,
@@ -242,9 +242,7 @@ impl LeaseRotator {
     fn previous_lease(&self) -> Option<Pending> {
         let text = std::fs::read_to_string(&self.file).ok()?;
         let lease_id = match self.cfg.format {
-            FileFormat::Json => serde_json::from_str::<serde_json::Value>(&text).ok()?["lease_id"]
-                .as_str()?
-                .to_string(),
+            FileFormat::Json => serde_json::from_str::<DbCredentials>(&text).ok()?.lease_id,
             FileFormat::Env => text
                 .lines()
                 .find_map(|l| l.strip_prefix("DB_LEASE_ID="))?
@@ -377,22 +375,21 @@ impl LeaseRotator {
     ) -> std::io::Result<()> {
         let c = &self.cfg;
         let bytes = match c.format {
-            FileFormat::Json => {
-                let v = json!({
-                    "username": lease.username,
-                    "password": lease.password.expose(),
-                    "host": c.host,
-                    "port": c.port,
-                    "database": c.database,
-                    "lease_id": lease.lease_id,
-                    "issued_at": rfc3339(issued_at),
-                    "expires_at": rfc3339(expires_at),
-                    "version": version,
-                });
-                let mut b = serde_json::to_vec_pretty(&v).map_err(std::io::Error::other)?;
-                b.push(b'\n');
-                b
+            FileFormat::Json => DbCredentials {
+                username: lease.username.clone(),
+                password: lease.password.clone(),
+                host: c.host.clone(),
+                port: c.port,
+                database: c.database.clone(),
+                lease_id: lease.lease_id.clone(),
+                issued_at: whole_seconds(issued_at),
+                expires_at: whole_seconds(expires_at),
+                version,
             }
+            .to_file_bytes()
+            // serde_json's errors name no value (only a timestamp out of
+            // RFC 3339's range can fail here).
+            .map_err(std::io::Error::other)?,
             FileFormat::Env => {
                 let pairs = [
                     ("DB_USERNAME", lease.username.clone()),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use zt_contracts::KvFile;
 
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, KvSecret};
@@ -65,13 +66,18 @@ impl KvRenderer {
                 Ok(Some(v)) => {
                     backoff.reset();
                     if written_version != Some(v.version) {
-                        let doc = format!(
-                            "{{\"version\":{},\"created_time\":{},\"data\":{}}}\n",
-                            v.version,
-                            serde_json::Value::from(v.created_time.clone()),
-                            v.data_json.expose()
-                        );
-                        match write_atomic(&self.file, doc.as_bytes(), self.policy) {
+                        let file = KvFile {
+                            version: v.version,
+                            created_time: v.created_time,
+                            data: v.data,
+                        };
+                        // serde_json's errors name no value (only a
+                        // created_time out of RFC 3339's range can fail).
+                        let written = file
+                            .to_file_bytes()
+                            .map_err(std::io::Error::other)
+                            .and_then(|doc| write_atomic(&self.file, &doc, self.policy));
+                        match written {
                             Ok(()) => {
                                 tracing::info!(secret = %self.cfg.name, version = v.version, "KV secret written");
                                 written_version = Some(v.version);

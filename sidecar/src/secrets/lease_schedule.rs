@@ -302,7 +302,7 @@ mod tests {
 
     use super::*;
     use crate::openbao::Token;
-    use crate::secret::Sensitive;
+    use zt_contracts::Sensitive;
 
     const S: Duration = Duration::from_secs(1);
     const MIN: Duration = Duration::from_secs(60);

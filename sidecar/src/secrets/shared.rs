@@ -39,22 +39,7 @@ impl SecretsEnv {
         file: PathBuf,
         required: bool,
     ) {
-        self.state.declare_secret(
-            name,
-            SecretStatus {
-                kind,
-                source,
-                file,
-                required,
-                written: false,
-                username: None,
-                lease_id: None,
-                expires_at: None,
-                version: 0,
-                rotations: 0,
-                renewals: 0,
-                revocations: 0,
-            },
-        );
+        self.state
+            .declare_secret(name, SecretStatus::declared(kind, source, file, required));
     }
 }

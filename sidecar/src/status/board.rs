@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Value};
+use zt_contracts::status::{self as contract, ListenerCounters};
+use zt_contracts::{whole_seconds, SidecarStatus};
 
-use crate::clock::{rfc3339, secs_until};
+use crate::clock::secs_until;
 use crate::config::{AllowRule, Config};
 
 /// The current X.509-SVID.
@@ -70,6 +71,31 @@ pub(crate) struct SecretStatus {
     pub revocations: u64,
 }
 
+impl SecretStatus {
+    /// A secret not written yet.
+    pub(crate) fn declared(
+        kind: SecretKind,
+        source: String,
+        file: PathBuf,
+        required: bool,
+    ) -> Self {
+        Self {
+            kind,
+            source,
+            file,
+            required,
+            written: false,
+            username: None,
+            lease_id: None,
+            expires_at: None,
+            version: 0,
+            rotations: 0,
+            renewals: 0,
+            revocations: 0,
+        }
+    }
+}
+
 /// Live counters of one mTLS listener.
 #[derive(Debug, Default)]
 pub struct ListenerStats {
@@ -86,14 +112,15 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
-    fn json(&self) -> Value {
-        json!({
-            "accepted": self.accepted.load(Ordering::Relaxed),
-            "refused": self.refused.load(Ordering::Relaxed),
-            "handshake_failures": self.handshake_failures.load(Ordering::Relaxed),
-            "active_connections": self.active.load(Ordering::Relaxed),
-            "requests": self.requests.load(Ordering::Relaxed),
-        })
+    /// The counters now, as `/status` shows them.
+    pub(crate) fn counters(&self) -> ListenerCounters {
+        ListenerCounters {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
+            active_connections: self.active.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -299,67 +326,105 @@ impl State {
     }
 
     /// The `/status` document (docs/contracts.md, contract 3).
-    pub(crate) fn status_json(&self) -> Value {
+    pub(crate) fn status(&self) -> SidecarStatus {
         let ready = self.readiness().is_ok();
         let g = self.lock();
         let now = SystemTime::now();
-        let secrets: Vec<Value> = g
+        let secrets = g
             .secrets
             .iter()
             .map(|(name, s)| match s.kind {
-                SecretKind::Database => json!({
-                    "name": name, "kind": "database", "role": s.source,
-                    "username": s.username, "lease_id": s.lease_id,
-                    "expires_at": s.expires_at.map(rfc3339),
-                    "version": s.version, "rotations": s.rotations, "renewals": s.renewals,
-                    "revocations": s.revocations,
-                    "file": s.file, "ready": s.written && s.expires_at.is_some_and(|e| e > now),
-                }),
-                SecretKind::Kv => json!({
-                    "name": name, "kind": "kv", "path": s.source, "version": s.version,
-                    "file": s.file, "ready": s.written,
+                SecretKind::Database => {
+                    contract::SecretStatus::Database(contract::DatabaseSecretStatus {
+                        name: name.clone(),
+                        role: s.source.clone(),
+                        username: s.username.clone(),
+                        lease_id: s.lease_id.clone(),
+                        expires_at: s.expires_at.map(whole_seconds),
+                        version: s.version,
+                        rotations: s.rotations,
+                        renewals: s.renewals,
+                        revocations: s.revocations,
+                        file: s.file.clone(),
+                        ready: s.written && s.expires_at.is_some_and(|e| e > now),
+                    })
+                }
+                SecretKind::Kv => contract::SecretStatus::Kv(contract::KvSecretStatus {
+                    name: name.clone(),
+                    path: s.source.clone(),
+                    version: s.version,
+                    file: s.file.clone(),
+                    ready: s.written,
                 }),
             })
             .collect();
         let c = &self.config;
-        json!({
-            "spiffe_id": g.svid.as_ref().map(|s| s.spiffe_id.clone()),
-            "ready": ready,
-            "svid": g.svid.as_ref().map(|s| json!({
-                "expires_at": rfc3339(s.expires_at),
-                "serial": s.serial,
-                "rotations": g.svid_rotations,
-            })),
-            "token": g.token.as_ref().map(|t| json!({
-                "expires_at": rfc3339(t.expires_at),
-                "ttl_seconds": secs_until(t.expires_at, now),
-                "policies": t.policies,
-                "renewals": g.token_renewals,
-                "logins": g.logins,
-            })),
-            "secrets": secrets,
-            "proxy": c.proxy.as_ref().map(|p| json!({
-                "listen": p.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-                "allow": p.allow.iter().map(|AllowRule { path, methods, query }| json!({"path": path, "methods": methods, "query": query})).collect::<Vec<_>>(),
-                "requests": g.proxy_requests.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            })),
-            "mtls": {
-                "inbound": c.mtls.inbound.iter().zip(self.inbound.iter()).map(|(l, s)| {
-                    let mut v = s.json();
-                    v["listen"] = json!(l.listen.to_string());
-                    v["forward_to"] = json!(l.forward_to.to_string());
-                    v["allow"] = json!(l.allow.iter().cloned().map(String::from).collect::<Vec<_>>());
-                    v
-                }).collect::<Vec<_>>(),
-                "outbound": c.mtls.outbound.iter().zip(self.outbound.iter()).map(|(l, s)| {
-                    let mut v = s.json();
-                    v["listen"] = json!(l.listen.to_string());
-                    v["upstream"] = json!(l.upstream);
-                    v["server_id"] = json!(l.server_id);
-                    v
-                }).collect::<Vec<_>>(),
+        SidecarStatus {
+            spiffe_id: g.svid.as_ref().map(|s| s.spiffe_id.clone()),
+            ready,
+            svid: g.svid.as_ref().map(|s| contract::SvidStatus {
+                expires_at: Some(whole_seconds(s.expires_at)),
+                serial: s.serial.clone(),
+                rotations: g.svid_rotations,
+            }),
+            token: g.token.as_ref().map(|t| contract::TokenStatus {
+                expires_at: Some(whole_seconds(t.expires_at)),
+                ttl_seconds: secs_until(t.expires_at, now),
+                policies: t.policies.clone(),
+                renewals: g.token_renewals,
+                logins: g.logins,
+            }),
+            secrets,
+            proxy: c.proxy.as_ref().map(|p| contract::ProxyStatus {
+                listen: p.listen.iter().map(ToString::to_string).collect(),
+                allow: p
+                    .allow
+                    .iter()
+                    .map(
+                        |AllowRule {
+                             path,
+                             methods,
+                             query,
+                         }| contract::ProxyRuleStatus {
+                            path: path.clone(),
+                            methods: methods.clone(),
+                            query: query.clone(),
+                        },
+                    )
+                    .collect(),
+                requests: g.proxy_requests.clone(),
+            }),
+            mtls: contract::MtlsStatus {
+                inbound: c
+                    .mtls
+                    .inbound
+                    .iter()
+                    .zip(self.inbound.iter())
+                    .map(|(l, s)| contract::InboundStatus {
+                        listen: l.listen.to_string(),
+                        forward_to: l.forward_to.to_string(),
+                        allow: l.allow.iter().cloned().map(String::from).collect(),
+                        counters: s.counters(),
+                    })
+                    .collect(),
+                outbound: c
+                    .mtls
+                    .outbound
+                    .iter()
+                    .zip(self.outbound.iter())
+                    .map(|(l, s)| contract::OutboundStatus {
+                        listen: l.listen.to_string(),
+                        upstream: l.upstream.clone(),
+                        server_id: l.server_id.clone(),
+                        counters: s.counters(),
+                    })
+                    .collect(),
             },
-            "failures": g.failures,
-        })
+            failures: g
+                .failures
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+        }
     }
 }

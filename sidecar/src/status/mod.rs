@@ -13,3 +13,6 @@ pub use board::{ListenerStats, State};
 pub(crate) use board::{
     RotationRequest, SecretKind, SecretStatus, SvidInfo, TokenInfo, FORCED_ROTATION_INTERVAL,
 };
+
+#[cfg(test)]
+mod tests;
