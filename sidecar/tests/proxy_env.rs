@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
+use zt_contracts::Sensitive;
 use zt_sidecar::openbao::OpenBao;
-use zt_sidecar::secret::Sensitive;
 
 #[tokio::test]
 async fn openbao_calls_ignore_proxy_variables() {

@@ -241,18 +241,12 @@ impl LeaseRotator {
 
     fn previous_lease(&self) -> Option<Pending> {
         let text = std::fs::read_to_string(&self.file).ok()?;
-        let lease_id = match self.cfg.format {
-            FileFormat::Json => serde_json::from_str::<DbCredentials>(&text).ok()?.lease_id,
-            FileFormat::Env => text
-                .lines()
-                .find_map(|l| l.strip_prefix("DB_LEASE_ID="))?
-                .trim_matches('\'')
-                .to_string(),
-        };
-        let prefix = format!("{}/creds/{}/", self.cfg.mount, self.cfg.role);
-        lease_id
-            .starts_with(&prefix)
-            .then(|| Pending::leftover(lease_id, SystemTime::now(), Instant::now()))
+        let lease_id = leftover_lease_id(&text, self.cfg.format, &self.cfg.mount, &self.cfg.role)?;
+        Some(Pending::leftover(
+            lease_id,
+            SystemTime::now(),
+            Instant::now(),
+        ))
     }
 
     async fn acquire(&mut self, token: &Arc<Token>) -> Result<Current, AcquireError> {
@@ -419,6 +413,23 @@ fn shell_quote(v: &str) -> String {
 }
 
 /// Revokes leftover leases and removes credential files (shutdown).
+/// The lease id in a credentials file left by a previous run, if it is one of
+/// ours: `<mount>/creds/<role>/` and one plain segment. Whoever could edit
+/// the file must not steer the revocation (which carries our token) to
+/// another path with `..` or an encoded character.
+fn leftover_lease_id(text: &str, format: FileFormat, mount: &str, role: &str) -> Option<String> {
+    let lease_id = match format {
+        FileFormat::Json => serde_json::from_str::<DbCredentials>(text).ok()?.lease_id,
+        FileFormat::Env => text
+            .lines()
+            .find_map(|l| l.strip_prefix("DB_LEASE_ID="))?
+            .trim_matches('\'')
+            .to_string(),
+    };
+    let id = lease_id.strip_prefix(&format!("{mount}/creds/{role}/"))?;
+    (!id.contains('/') && crate::openbao::is_lease_id(&lease_id)).then_some(lease_id)
+}
+
 pub(crate) async fn revoke_leftovers(bao: &OpenBao, token: &Token, leftovers: &[Leftovers]) {
     for l in leftovers {
         for id in &l.lease_ids {
@@ -439,7 +450,50 @@ pub(crate) async fn revoke_leftovers(bao: &OpenBao, token: &Token, leftovers: &[
 
 #[cfg(test)]
 mod tests {
-    use super::shell_quote;
+    use super::{leftover_lease_id, shell_quote, FileFormat};
+
+    fn json(lease_id: &str) -> String {
+        format!(
+            r#"{{"database":"app","expires_at":"2026-12-01T10:00:00Z","host":"db","issued_at":"2026-12-01T09:00:00Z","lease_id":"{lease_id}","password":"pw","port":5432,"username":"u","version":1}}"#
+        )
+    }
+
+    #[test]
+    fn only_our_plain_leftover_lease_ids_are_revoked() {
+        let ours = "database/creds/app/AbC123";
+        assert_eq!(
+            leftover_lease_id(&json(ours), FileFormat::Json, "database", "app").as_deref(),
+            Some(ours)
+        );
+        assert_eq!(
+            leftover_lease_id(
+                &format!("DB_LEASE_ID='{ours}'\n"),
+                FileFormat::Env,
+                "database",
+                "app"
+            )
+            .as_deref(),
+            Some(ours)
+        );
+        for bad in [
+            "database/creds/app/../../../../../auth/token/revoke-self",
+            "database/creds/app/%2e%2e/%2e%2e/sys/seal",
+            "database/creds/app/x/y",
+            "database/creds/other/AbC123",
+            "database/creds/app/",
+            "database/creds/app/a?b",
+        ] {
+            assert_eq!(
+                leftover_lease_id(&json(bad), FileFormat::Json, "database", "app"),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            leftover_lease_id("not json", FileFormat::Json, "database", "app"),
+            None
+        );
+    }
 
     #[test]
     fn shell_quoting_survives_quotes_and_dollars() {
