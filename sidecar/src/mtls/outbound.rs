@@ -16,7 +16,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -131,8 +131,27 @@ async fn connect_retrying(
     }
 }
 
-/// Answers the app's (not yet read) request with a 502 and closes.
+/// Answers the app's request with a 502 and closes, the way an HTTP server
+/// must for the client to see the answer: the request head is read first (a
+/// client such as hyper treats a response that comes before its request is
+/// written as an error), and after the answer the connection is drained
+/// briefly before it is dropped (closing a socket with unread data sends a
+/// reset, which can destroy the 502 before the client reads it).
 async fn bad_gateway(app: &mut TcpStream, msg: &str) {
+    const HEAD_LIMIT: usize = 16 * 1024;
+    const DRAIN_LIMIT: usize = 64 * 1024;
+    const WAIT: Duration = Duration::from_secs(1);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(WAIT, async {
+        while seen.len() < HEAD_LIMIT && !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match app.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
     let body = serde_json::json!({ "error": { "code": "upstream_unavailable", "message": msg } })
         .to_string();
     let resp = format!(
@@ -141,4 +160,62 @@ async fn bad_gateway(app: &mut TcpStream, msg: &str) {
     );
     let _ = app.write_all(resp.as_bytes()).await;
     let _ = app.shutdown().await;
+    let _ = tokio::time::timeout(WAIT, async {
+        let mut drained = 0;
+        while drained < DRAIN_LIMIT {
+            match app.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The app's client writes its request after the sidecar already knows
+    /// the upstream is refused (a slow client, or a fast refusal): the 502
+    /// comes after the request, whole, not as a reset.
+    #[tokio::test]
+    async fn a_late_request_still_reads_the_whole_502() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut app, _) = listener.accept().await.unwrap();
+            bad_gateway(&mut app, "zt-sidecar: test refusal").await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // No answer before the request: hyper's client fails a connection
+        // on which a response arrives before it wrote its request
+        // ("UnexpectedMessage"), which is how this test flaked before.
+        let mut early = [0u8; 64];
+        match client.try_read(&mut early) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the 502 came before the request: {other:?}"),
+        }
+        let body = "x".repeat(8 * 1024);
+        client
+            .write_all(
+                format!(
+                    "POST /pinned HTTP/1.1\r\nhost: up\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client
+            .read_to_end(&mut answer)
+            .await
+            .expect("the 502 arrives whole, not as a connection reset");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
+        assert!(answer.contains("zt-sidecar: test refusal"), "{answer}");
+        server.await.unwrap();
+    }
 }
