@@ -51,7 +51,8 @@ impl DbCredentials {
     pub fn to_file_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
         // Through `Value`, whose map sorts keys: the order the sidecar has
         // always written.
-        let mut b = serde_json::to_vec_pretty(&serde_json::to_value(self)?)?;
+        let value = crate::sensitive::writing_a_secret_file(|| serde_json::to_value(self))?;
+        let mut b = serde_json::to_vec_pretty(&value)?;
         b.push(b'\n');
         Ok(b)
     }

@@ -34,17 +34,32 @@ impl<D: Serialize> KvFile<D> {
     /// The file's bytes as the sidecar writes them: compact JSON in the order
     /// `version`, `created_time`, `data` (its keys sorted), a final newline.
     pub fn to_file_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut b = serde_json::to_vec(self)?;
+        let mut b = crate::sensitive::writing_a_secret_file(|| serde_json::to_vec(self))?;
         b.push(b'\n');
         Ok(b)
     }
 }
 
 /// Any KV secret's data: a JSON object of secret values. `Debug` shows the
-/// keys, never the values.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+/// keys, never the values; so does serializing it anywhere but in
+/// [`KvFile::to_file_bytes`] (each value `"<redacted>"`).
+#[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(transparent)]
 pub struct KvData(serde_json::Map<String, serde_json::Value>);
+
+impl Serialize for KvData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if crate::sensitive::exposing() {
+            return self.0.serialize(s);
+        }
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for k in self.0.keys() {
+            map.serialize_entry(k, "<redacted>")?;
+        }
+        map.end()
+    }
+}
 
 impl KvData {
     /// Wraps a secret's data.

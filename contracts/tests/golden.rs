@@ -45,16 +45,22 @@ fn example(heading: &str) -> Value {
     })
 }
 
-/// Parses `example` as `T` and serializes it back; both must succeed and
-/// give the example again.
-fn round_trip<T: DeserializeOwned + Serialize>(heading: &str) -> T {
-    let want = example(heading);
-    let parsed: T = serde_json::from_value(want.clone()).unwrap_or_else(|e| {
+/// Parses the example under `heading` as `T`.
+fn parse<T: DeserializeOwned>(heading: &str) -> T {
+    serde_json::from_value(example(heading)).unwrap_or_else(|e| {
         panic!(
             "the example under {heading:?} does not parse as {}: {e}",
             std::any::type_name::<T>()
         )
-    });
+    })
+}
+
+/// Parses `example` as `T` and serializes it back; both must succeed and
+/// give the example again. (For documents without secrets: a secret file's
+/// types write their secrets only through `to_file_bytes`.)
+fn round_trip<T: DeserializeOwned + Serialize>(heading: &str) -> T {
+    let want = example(heading);
+    let parsed: T = parse(heading);
     let got = serde_json::to_value(&parsed).unwrap();
     assert_eq!(
         got,
@@ -67,24 +73,36 @@ fn round_trip<T: DeserializeOwned + Serialize>(heading: &str) -> T {
 
 #[test]
 fn database_credentials_file() {
-    let c: DbCredentials = round_trip("Dynamic database credentials");
+    let c: DbCredentials = parse("Dynamic database credentials");
     assert!(c.issued_at < c.expires_at);
     let written: Value = serde_json::from_slice(&c.to_file_bytes().unwrap()).unwrap();
     assert_eq!(written, example("Dynamic database credentials"));
+    // Serialized anywhere else (a log line, a response), the password is not there.
+    let elsewhere = serde_json::to_value(&c).unwrap();
+    assert_eq!(elsewhere["password"], "<redacted>", "{elsewhere}");
 }
 
 #[test]
 fn kv_secret_file() {
-    let f: KvFile = round_trip("KV v2 secrets");
+    let f: KvFile = parse("KV v2 secrets");
     assert!(
         f.created_time.is_some(),
         "the example's created_time is RFC 3339"
     );
     let written: Value = serde_json::from_slice(&f.to_file_bytes().unwrap()).unwrap();
     assert_eq!(written, example("KV v2 secrets"));
-    // The signing key's data shape reads the same example.
-    let k: KvFile<SigningKeyData> = round_trip("KV v2 secrets");
+    let elsewhere = serde_json::to_value(&f).unwrap();
+    assert_eq!(elsewhere["data"]["key"], "<redacted>", "{elsewhere}");
+    // The signing key's data shape reads and writes the same example.
+    let k: KvFile<SigningKeyData> = parse("KV v2 secrets");
     assert!(k.data.key.is_some() && k.data.previous_key.is_some());
+    let written: Value = serde_json::from_slice(&k.to_file_bytes().unwrap()).unwrap();
+    assert_eq!(written, example("KV v2 secrets"));
+    let elsewhere = serde_json::to_value(&k).unwrap();
+    assert_eq!(
+        elsewhere["data"]["previous_key"], "<redacted>",
+        "{elsewhere}"
+    );
 }
 
 #[test]

@@ -168,3 +168,22 @@ fn every_crate_follows_the_workspace_lints() {
         .collect();
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+#[test]
+fn the_fuzz_workspace_lockfile_is_current() {
+    // fuzz/ is a workspace of its own (nightly, `make fuzz`); its lockfile
+    // must follow the crates it fuzzes, or `make fuzz` re-resolves from the
+    // network and rewrites a tracked file.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(repo::root().join("fuzz"))
+        .output()
+        .expect("run cargo metadata in fuzz/");
+    assert!(
+        out.status.success(),
+        "fuzz/Cargo.lock is stale: run `cargo metadata --offline --format-version 1 \
+         --manifest-path fuzz/Cargo.toml >/dev/null` and commit fuzz/Cargo.lock\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

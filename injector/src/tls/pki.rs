@@ -1,6 +1,5 @@
 //! The serving CA and certificates: ECDSA P-256 keys, made with rcgen.
 
-use std::fmt;
 use std::time::Duration;
 
 use rcgen::{
@@ -43,32 +42,8 @@ pub enum TlsError {
 }
 
 /// A PEM private key: `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PrivatePem(String);
-
-impl PrivatePem {
-    /// Wraps a PEM text.
-    pub fn new(pem: String) -> Self {
-        Self(pem)
-    }
-
-    /// The PEM text, to store or to load; never to log.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PrivatePem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for PrivatePem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// (The workspace's one redacting wrapper, [`zt_contracts::Sensitive`].)
+pub type PrivatePem = zt_contracts::Sensitive;
 
 /// A CA certificate and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +95,7 @@ impl Ca {
         let cert = params.self_signed(&key).map_err(generate("the CA"))?;
         Ok(Self {
             cert_pem: cert.pem(),
-            key: PrivatePem(key.serialize_pem()),
+            key: PrivatePem::new(key.serialize_pem()),
             not_after: params.not_after,
         })
     }
@@ -167,7 +142,7 @@ impl Ca {
             .map_err(generate("the serving certificate"))?;
         Ok(Leaf {
             cert_pem: cert.pem(),
-            key: PrivatePem(key.serialize_pem()),
+            key: PrivatePem::new(key.serialize_pem()),
             not_after: params.not_after,
         })
     }
