@@ -3,46 +3,18 @@
 //! redirect, and that no error carries a response body (vaultrs's own errors
 //! can: a login or creds answer holds a token or a password).
 
+mod scripted;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use scripted::{serve, Seen};
 use tokio::net::TcpListener;
 use zt_contracts::Sensitive;
 use zt_sidecar::openbao::{BaoError, OpenBao};
 
 const TOKEN: &str = "s.client-test-token-must-stay-home";
 const SECRET: &str = "hunter2-must-not-show";
-
-/// Request heads a server received.
-type Seen = Arc<Mutex<Vec<String>>>;
-
-/// Serves `answer(request head)` on `listener` (one request per connection),
-/// recording every head.
-fn serve(listener: TcpListener, answer: impl Fn(&str) -> String + Send + Sync + 'static) -> Seen {
-    let seen: Seen = Arc::default();
-    let (log, answer) = (seen.clone(), Arc::new(answer));
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (log, answer) = (log.clone(), answer.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).to_string();
-                log.lock().unwrap().push(head.clone());
-                let _ = sock.write_all(answer(&head).as_bytes()).await;
-            });
-        }
-    });
-    seen
-}
 
 fn response(status: &str, body: &str) -> String {
     format!(

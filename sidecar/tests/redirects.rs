@@ -8,11 +8,13 @@
 //! records whatever reaches it. Nothing may.
 
 use std::collections::BTreeMap;
+mod scripted;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use scripted::{serve, Seen};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -24,34 +26,6 @@ use zt_sidecar::proxy::Proxy;
 use zt_sidecar::status::State;
 
 const TOKEN: &str = "s.redirect-test-token-must-stay-home";
-
-/// Request heads a server received.
-type Seen = Arc<Mutex<Vec<String>>>;
-
-/// Serves `answer(request head)` on `listener`, recording every head.
-fn serve(listener: TcpListener, answer: impl Fn(&str) -> String + Send + Sync + 'static) -> Seen {
-    let seen: Seen = Arc::default();
-    let (log, answer) = (seen.clone(), Arc::new(answer));
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (log, answer) = (log.clone(), answer.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).to_string();
-                log.lock().unwrap().push(head.clone());
-                let _ = sock.write_all(answer(&head).as_bytes()).await;
-            });
-        }
-    });
-    seen
-}
 
 /// The sink on another host (127.0.0.2) and a redirector that sends every
 /// request there, path and all.
