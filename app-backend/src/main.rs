@@ -55,7 +55,10 @@ fn main() -> ExitCode {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        .with_ansi(zt_contracts::colours(
+            &ProcessEnv,
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        ));
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

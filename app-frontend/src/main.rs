@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: log files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(zt_contracts::colours(
+            &zt_contracts::ProcessEnv,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .init();
     let config = match FrontendConfig::from_env() {
         Ok(c) => c,

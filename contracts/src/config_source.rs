@@ -17,6 +17,13 @@ pub trait ConfigSource {
     }
 }
 
+/// Whether output to a stream may carry ANSI colours: only when it is a
+/// terminal (`is_terminal`) and `NO_COLOR` (<https://no-color.org>) is unset
+/// or empty in `env`. Log files, pipes and CI transcripts get plain text.
+pub fn colours(env: &dyn ConfigSource, is_terminal: bool) -> bool {
+    is_terminal && env.non_empty("NO_COLOR").is_none()
+}
+
 /// The real process environment. A value that is not valid UTF-8 counts as
 /// unset.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,6 +65,17 @@ impl<T: ConfigSource + ?Sized> ConfigSource for &T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        let none: BTreeMap<String, String> = BTreeMap::new();
+        let set: BTreeMap<&str, &str> = [("NO_COLOR", "1")].into();
+        let blank: BTreeMap<&str, &str> = [("NO_COLOR", "")].into();
+        assert!(colours(&none, true));
+        assert!(colours(&blank, true), "an empty NO_COLOR is unset");
+        assert!(!colours(&set, true));
+        assert!(!colours(&none, false), "a file or a pipe: never");
+    }
 
     #[test]
     fn maps_of_owned_and_borrowed_strings_are_sources() {

@@ -39,7 +39,7 @@ pub mod sensitive;
 pub mod status;
 mod timestamp;
 
-pub use config_source::{ConfigSource, ProcessEnv};
+pub use config_source::{colours, ConfigSource, ProcessEnv};
 pub use db_credentials::DbCredentials;
 pub use kv_file::{KvData, KvFile, SigningKeyData};
 pub use prometheus::{MetricType, PrometheusText};

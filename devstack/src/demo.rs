@@ -41,8 +41,10 @@ struct Demo {
 fn styled(sgr: &str, text: &str) -> String {
     static COLOUR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let colour = *COLOUR.get_or_init(|| {
-        std::io::IsTerminal::is_terminal(&std::io::stdout())
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        zt_contracts::colours(
+            &zt_contracts::ProcessEnv,
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        )
     });
     if colour {
         format!("\x1b[{sgr}m{text}\x1b[0m")

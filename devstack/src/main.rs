@@ -69,6 +69,10 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(zt_contracts::colours(
+            &zt_contracts::ProcessEnv,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -93,7 +93,10 @@ fn init_tracing(settings: &Settings) {
     // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(zt_contracts::colours(
+            &ProcessEnv,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .with_writer(std::io::stderr);
     if settings.log.json {
         builder.json().flatten_event(true).init();

@@ -127,8 +127,14 @@ fn init_tracing(config: &Config) {
         .ok()
         .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colours only on a terminal without NO_COLOR: log files, `kubectl logs`
+    // and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(zt_contracts::colours(
+            &ProcessEnv,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder
