@@ -20,18 +20,41 @@ fn make(state: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// A running `make up`. If the test fails while it runs, dropping it runs
+/// `make down` (before the temp dir with its state goes), so a failed run
+/// leaves no platform holding the ports for the next one.
+struct Up {
+    state: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = make(&self.state, &["down"]).output();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// `make up` in the background; returns once `up.json` exists (ready).
-fn make_up(state: &Path, log: &str) -> (Child, Duration) {
+fn make_up(state: &Path, log: &str) -> (Up, Duration) {
     let _ = std::fs::remove_file(state.join("up.json"));
     let out = std::fs::File::create(state.parent().unwrap().join(log)).unwrap();
     let started = Instant::now();
-    let mut child = make(state, &["up"])
+    let child = make(state, &["up"])
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
         .unwrap();
+    let mut up = Up {
+        state: state.to_path_buf(),
+        child: Some(child),
+    };
     while !state.join("up.json").exists() {
+        let child = up.child.as_mut().expect("make up is running");
         if let Some(s) = child.try_wait().unwrap() {
             let text =
                 std::fs::read_to_string(state.parent().unwrap().join(log)).unwrap_or_default();
@@ -43,17 +66,18 @@ fn make_up(state: &Path, log: &str) -> (Child, Duration) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    (child, started.elapsed())
+    (up, started.elapsed())
 }
 
-fn make_down(state: &Path, mut up: Child) {
+fn make_down(state: &Path, mut up: Up) {
+    let mut child = up.child.take().expect("make up is running");
     let out = make(state, &["down"]).output().unwrap();
     assert!(
         out.status.success(),
         "make down: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = up.wait().unwrap();
+    let status = child.wait().unwrap();
     assert!(
         status.success(),
         "make up exited with {status} after make down"
