@@ -10,7 +10,7 @@ PROFILE ?= release
 BINS := -p zt-sidecar -p zt-injector -p app-backend -p app-frontend -p github-standin -p devstack -p zt-bootstrap -p zt-bench
 DEVSTACK := target/$(PROFILE)/devstack
 
-.PHONY: help tools tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector build install deploy teardown lab
+.PHONY: help tools tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector bench-fleet build install deploy teardown lab
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -72,7 +72,7 @@ lab: tools tools-kube disk ## A real one-node Kubernetes here (root) with the pl
 teardown: ## Delete the kind cluster made by make deploy
 	@bash deploy/scripts/teardown.sh
 
-bench: bench-sidecar bench-mtls bench-backend bench-injector ## All benchmarks (results in bench/results/)
+bench: bench-sidecar bench-mtls bench-backend bench-injector bench-fleet ## All benchmarks (results in bench/results/)
 
 bench-sidecar: ## zt-sidecar vs OpenBao Agent: RSS, time to first file, idle CPU
 	@bash scripts/bench.sh sidecar
@@ -82,6 +82,9 @@ bench-mtls: ## Latency/throughput: direct vs through the two mTLS sidecars (wrk)
 
 bench-backend: ## Backend: login p50/p99 (argon2id) and GET /api/auth/me req/s (wrk) on the real stack
 	@bash scripts/bench-backend.sh
+
+bench-fleet: ## N = 1..200 zt-sidecars vs bao agents on one SPIRE/OpenBao/PostgreSQL, rotation storm, chart (SIZES=1,10 for a quick run; ~30 min)
+	@bash scripts/bench.sh fleet
 
 bench-injector: tools tools-kube ## zt-injector: pod-create p50/p99 through the real kube-apiserver with and without the webhook, its RSS
 	$(CARGO) bench --locked -p zt-injector --bench admission -- --out $(CURDIR)/bench/results/injector.md

@@ -4,8 +4,9 @@
 //! zt-bench sidecar --out bench/results/sidecar.md   # vs OpenBao Agent: RSS, time to first file, idle CPU
 //! zt-bench mtls    --out bench/results/mtls.md      # direct vs the sidecars vs HAProxy pairs, with wrk
 //! zt-bench backend --out bench/results/backend.md   # login p50/p99 and GET /api/auth/me req/s, with wrk
+//! zt-bench fleet   --out bench/results/fleet.md     # N zt-sidecars vs N bao agents on one stack
 //! ```
-//! `make bench-sidecar` / `make bench-mtls` / `make bench-backend` build release binaries and run these.
+//! `make bench-sidecar` / `make bench-mtls` / `make bench-backend` / `make bench-fleet` build release binaries and run these.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use devstack::{free_port, Devstack, Options};
 use zt_bench::{cores, cpu_secs, machine_line, rss_kib, which, write_result, Wrk};
 
 mod backend;
+mod fleet;
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +60,21 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// N zt-sidecars vs N `bao agent`s on one SPIRE, OpenBao and PostgreSQL.
+    Fleet {
+        /// Markdown file to write.
+        #[arg(long, default_value = "bench/results/fleet.md")]
+        out: PathBuf,
+        /// The chart (PNG).
+        #[arg(long, default_value = "bench/results/fleet.png")]
+        chart: PathBuf,
+        /// Fleet sizes, increasing.
+        #[arg(long, default_value = "1,10,50,100,200", value_parser = zt_bench::fleet::parse_sizes)]
+        sizes: ::std::vec::Vec<usize>,
+        /// Steady-state seconds measured per size.
+        #[arg(long, default_value_t = 75)]
+        steady_secs: u64,
+    },
     /// The backend behind its zt-sidecar: login latency and GET /api/auth/me throughput, with wrk.
     Backend {
         /// Markdown file to write.
@@ -78,6 +95,12 @@ fn main() -> anyhow::Result<()> {
         } => bench_sidecar(&out, runs, idle_secs),
         Bench::Mtls { out, secs, rounds } => bench_mtls(&out, secs, rounds),
         Bench::Backend { out, secs } => backend::bench_backend(&out, secs),
+        Bench::Fleet {
+            out,
+            chart,
+            sizes,
+            steady_secs,
+        } => fleet::bench_fleet(&out, &sizes, steady_secs, &chart),
     }
 }
 

@@ -1,0 +1,462 @@
+//! `zt-bench fleet`: N zt-sidecars vs N `bao agent`s on one SPIRE, OpenBao
+//! and PostgreSQL (bench/results/fleet.md and fleet.png).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use plotters::prelude::*;
+use zt_bench::fleet::{Contender, CpuSample, Fleet, Timing};
+use zt_bench::{cores, machine_line, write_result};
+
+/// What one (contender, N) run measured.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Row {
+    pub(crate) label: &'static str,
+    pub(crate) n: usize,
+    /// Start of all N at once → the last one has both files.
+    pub(crate) ready: Duration,
+    /// CPU seconds per minute of steady state.
+    pub(crate) cpu: CpuSample,
+    pub(crate) openbao_rss_mib: f64,
+    pub(crate) raft_mib: f64,
+    pub(crate) audit_mib: f64,
+    pub(crate) leases: Range,
+    pub(crate) users: Range,
+    pub(crate) members_rss_mib: f64,
+    pub(crate) failures: u64,
+    pub(crate) storm: Option<Storm>,
+}
+
+/// Min, max and last of samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Range {
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) last: usize,
+}
+
+impl Range {
+    fn of(samples: &[usize]) -> Self {
+        Self {
+            min: samples.iter().copied().min().unwrap_or(0),
+            max: samples.iter().copied().max().unwrap_or(0),
+            last: samples.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// A forced rotation of every zt-sidecar at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Storm {
+    /// Until every sidecar wrote new credentials.
+    pub(crate) rotated: Duration,
+    /// Until leases and users were back to N (old ones revoked).
+    pub(crate) converged: Duration,
+    pub(crate) peak_leases: usize,
+    pub(crate) peak_users: usize,
+}
+
+pub(crate) fn bench_fleet(
+    out: &Path,
+    sizes: &[usize],
+    steady_secs: u64,
+    chart: &Path,
+) -> anyhow::Result<()> {
+    let timing = Timing::bench();
+    let mut rows = Vec::new();
+    for contender in [Contender::ZtSidecar, Contender::BaoAgent] {
+        for &n in sizes {
+            eprintln!("[fleet] {} × {n}", contender.label());
+            let row = measure(n, contender, timing, steady_secs)
+                .with_context(|| format!("{} × {n}", contender.label()))?;
+            eprintln!("[fleet] {row:?}");
+            rows.push(row);
+        }
+    }
+    draw_chart(chart, &rows)?;
+    let md = report(&rows, timing, steady_secs, chart);
+    write_result(out, &md)
+}
+
+fn measure(
+    n: usize,
+    contender: Contender,
+    timing: Timing,
+    steady_secs: u64,
+) -> anyhow::Result<Row> {
+    let mut fleet = Fleet::prepare(n, contender, timing)?;
+    // Let the fresh stack's own start-up work settle first.
+    std::thread::sleep(Duration::from_secs(3));
+    let ready = fleet.launch(Duration::from_secs(300))?;
+
+    let c0 = fleet.cpu();
+    let t0 = Instant::now();
+    let (mut leases, mut users, mut bao_rss) = (Vec::new(), Vec::new(), 0u64);
+    while t0.elapsed() < Duration::from_secs(steady_secs) {
+        leases.push(fleet.live_leases()?);
+        users.push(fleet.live_users()?);
+        bao_rss = bao_rss.max(fleet.openbao_rss_kib());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let minutes = t0.elapsed().as_secs_f64() / 60.0;
+    let used = fleet.cpu().since(&c0);
+    let per_min = |s: f64| s / minutes;
+    let (raft, audit) = fleet.openbao_disk();
+    let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
+    let mut row = Row {
+        label: contender.label(),
+        n,
+        ready,
+        cpu: CpuSample {
+            openbao: per_min(used.openbao),
+            spire_server: per_min(used.spire_server),
+            spire_agent: per_min(used.spire_agent),
+            postgres: per_min(used.postgres),
+            members: per_min(used.members),
+        },
+        openbao_rss_mib: bao_rss as f64 / 1024.0,
+        raft_mib: mib(raft),
+        audit_mib: mib(audit),
+        leases: Range::of(&leases),
+        users: Range::of(&users),
+        members_rss_mib: fleet.members_rss_kib() as f64 / 1024.0,
+        failures: fleet.failures()?,
+        storm: None,
+    };
+    if contender == Contender::ZtSidecar {
+        row.storm = Some(storm(&fleet, n)?);
+        row.failures = fleet.failures()?;
+    }
+    Ok(row)
+}
+
+/// Forces a rotation in every sidecar at once; how long until all rotated
+/// and until leases and users are back to N, and their peaks meanwhile.
+fn storm(fleet: &Fleet, n: usize) -> anyhow::Result<Storm> {
+    let before = fleet.rotations()?;
+    let t0 = Instant::now();
+    fleet.force_rotation()?;
+    let mut s = Storm::default();
+    let mut rotated: Option<Duration> = None;
+    loop {
+        let (l, u) = (fleet.live_leases()?, fleet.live_users()?);
+        s.peak_leases = s.peak_leases.max(l);
+        s.peak_users = s.peak_users.max(u);
+        if rotated.is_none() {
+            let now = fleet.rotations()?;
+            if now.iter().zip(&before).all(|(a, b)| a > b) {
+                rotated = Some(t0.elapsed());
+            }
+        }
+        if let Some(r) = rotated {
+            if l == n && u == n {
+                s.rotated = r;
+                s.converged = t0.elapsed();
+                return Ok(s);
+            }
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(180),
+            "the rotation storm did not converge in 180 s ({l} leases, {u} users, all rotated: {})",
+            rotated.is_some()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64())
+}
+
+/// The first N (after the smallest) at which a zt-sidecar fleet's ready time
+/// per workload is at least twice the previous size's, or failures appear:
+/// where adding workloads starts to cost more than their share.
+pub(crate) fn knee(rows: &[Row], label: &str) -> Option<usize> {
+    let ours: Vec<&Row> = rows.iter().filter(|r| r.label == label).collect();
+    ours.windows(2)
+        .find(|w| {
+            let per = |r: &Row| r.ready.as_secs_f64() / r.n as f64;
+            w[1].failures > 0 || (w[0].n > 1 && per(w[1]) >= 2.0 * per(w[0]))
+        })
+        .map(|w| w[1].n)
+}
+
+pub(crate) fn report(rows: &[Row], t: Timing, steady_secs: u64, chart: &Path) -> String {
+    let mut md = format!(
+        "# Fleet: N workloads on one SPIRE, OpenBao and PostgreSQL\n\n{} Release builds; \
+         everything (the N programs, SPIRE server and agent, OpenBao, PostgreSQL, the harness) on this machine.\n\n\
+         Each workload has its own SPIFFE ID (`spiffe://demo.local/ns/fleet/sa/w-<i>`, one SPIRE registration each) \
+         and logs in through one OpenBao jwt role that binds `sub` by a glob. Each keeps one database secret \
+         (`database/creds/fleet-role`: TTL {}, max TTL {}; zt-sidecar rotates {} before expiry and revokes the old \
+         lease {} later) and one KV secret (re-read every {}) in files. Tokens: TTL {}, max TTL {} — both contenders \
+         log in again during the run. **zt-sidecar** fetches its JWT-SVIDs from the SPIRE agent; **bao agent** \
+         (JWT file auto-auth, the same two files through templates) reads a JWT-SVID file the harness fetched for \
+         its ID. Each row is a fresh stack: all N started at once, then {steady_secs} s of steady state.\n\n",
+        machine_line(),
+        hs(t.db_ttl),
+        hs(t.db_max_ttl),
+        hs(t.rotate_before),
+        hs(t.revoke_grace),
+        hs(t.kv_refresh),
+        hs(t.token_ttl),
+        hs(t.token_max_ttl),
+    );
+    md.push_str(
+        "| Program | N | All ready (s) | CPU s/min: OpenBao | SPIRE server | SPIRE agent | PostgreSQL | the N programs | \
+         OpenBao RSS (MiB) | raft / audit log (MiB) | live leases min–max (last) | `v-` users min–max (last) | \
+         RSS of the N programs (MiB) | failures |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} / {:.1} | {}–{} ({}) | {}–{} ({}) | {:.0} | {} |\n",
+            r.label, r.n, secs(r.ready), r.cpu.openbao, r.cpu.spire_server, r.cpu.spire_agent, r.cpu.postgres,
+            r.cpu.members, r.openbao_rss_mib, r.raft_mib, r.audit_mib, r.leases.min, r.leases.max, r.leases.last,
+            r.users.min, r.users.max, r.users.last, r.members_rss_mib, r.failures,
+        ));
+    }
+    md.push_str(&format!(
+        "\nCPU is seconds of CPU per minute of steady state (60 = one core busy; this machine has {} cores).\n\n",
+        cores()
+    ));
+    md.push_str(
+        "## Rotation storm (zt-sidecar)\n\nAfter the steady state, every sidecar is told to rotate at once \
+         (`POST /rotate/db` on each admin endpoint).\n\n\
+         | N | all rotated (s) | leases and users back to N (s) | peak live leases | peak `v-` users |\n|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        if let Some(s) = r.storm {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                r.n,
+                secs(s.rotated),
+                secs(s.converged),
+                s.peak_leases,
+                s.peak_users
+            ));
+        }
+    }
+    md.push_str("\n## Reading it\n\n");
+    md.push_str(&invariant_line(rows));
+    md.push_str(&compare_line(rows));
+    md.push_str(&match knee(rows, Contender::ZtSidecar.label()) {
+        Some(n) => format!(
+            "- **Knee on this machine: N = {n}** — the first size at which the time until every zt-sidecar is ready, \
+             per workload, at least doubled from the previous size (or failures appeared).\n"
+        ),
+        None => "- **No knee up to the largest N measured**: the time until every zt-sidecar is ready grew no more \
+                 than twice as fast as N between any two sizes, with no failures.\n"
+            .to_string(),
+    });
+    md.push_str(&format!(
+        "\n![fleet chart]({})\n\nReproduce: `make bench-fleet` (`SIZES=1,10` for a quick run). docs/scale.md turns these \
+         figures into a 10,000-pod estimate.\n",
+        chart.file_name().and_then(|n| n.to_str()).unwrap_or("fleet.png")
+    ));
+    md
+}
+
+fn hs(d: Duration) -> String {
+    format!("{} s", d.as_secs())
+}
+
+/// Whether zt-sidecar's fleet held N leases and N users (one per workload)
+/// whenever no rotation was in flight: the lowest sample is N and the last
+/// is at most 2N.
+fn invariant_line(rows: &[Row]) -> String {
+    let ours: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.label == Contender::ZtSidecar.label())
+        .collect();
+    let held = ours.iter().all(|r| {
+        r.leases.min == r.n
+            && r.users.min == r.n
+            && r.leases.max <= 2 * r.n
+            && r.users.max <= 2 * r.n
+    });
+    if held {
+        "- **zt-sidecar: one lease and one PostgreSQL user per workload at every N.** Between rotations the counts \
+         are exactly N; during a rotation a replaced lease lives on for its revoke grace, so a sample can show up \
+         to 2N; they never grow.\n"
+            .into()
+    } else {
+        "- **zt-sidecar did NOT hold one lease and one user per workload at every N**: see the min–max columns.\n"
+            .into()
+    }
+}
+
+/// zt-sidecar vs bao agent at the largest N both ran.
+fn compare_line(rows: &[Row]) -> String {
+    let largest = |label: &str| rows.iter().filter(|r| r.label == label).max_by_key(|r| r.n);
+    match (
+        largest(Contender::ZtSidecar.label()),
+        largest(Contender::BaoAgent.label()),
+    ) {
+        (Some(o), Some(a)) if o.n == a.n => format!(
+            "- **At N = {}**: live leases peak at {} with zt-sidecar and {} with bao agent (which does not revoke the \
+             lease it replaces nor, on logging in again, the ones it re-mints); OpenBao spends {:.2} CPU s/min with \
+             zt-sidecar and {:.2} with bao agent; PostgreSQL {:.2} and {:.2}; the N programs together hold {:.0} MiB \
+             and {:.0} MiB.\n",
+            o.n,
+            o.leases.max,
+            a.leases.max,
+            o.cpu.openbao,
+            a.cpu.openbao,
+            o.cpu.postgres,
+            a.cpu.postgres,
+            o.members_rss_mib,
+            a.members_rss_mib
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Debian's DejaVu Sans (package fonts-dejavu-core): plotters draws text
+/// with a font it is given, not one it finds.
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+fn draw_chart(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
+    let font = std::fs::read(FONT).with_context(|| {
+        format!("cannot read {FONT}: install Debian's fonts-dejavu-core (make bench-fleet does)")
+    })?;
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| anyhow::anyhow!("{FONT} is not a usable TrueType font"))?;
+    let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((2, 2));
+    type Pick = fn(&Row) -> f64;
+    let plots: [(&str, Pick); 4] = [
+        ("time until all N are ready (s)", |r| r.ready.as_secs_f64()),
+        ("OpenBao CPU (s per minute)", |r| r.cpu.openbao),
+        ("peak live leases", |r| r.leases.max as f64),
+        ("RSS of the N programs (MiB)", |r| r.members_rss_mib),
+    ];
+    let max_n = rows.iter().map(|r| r.n).max().unwrap_or(1) as f64;
+    for (area, (title, pick)) in panels.iter().zip(plots) {
+        let top = rows.iter().map(pick).fold(0.0_f64, f64::max).max(1e-3) * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..max_n * 1.05, 0.0..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("N workloads")
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        for (label, colour) in [
+            (Contender::ZtSidecar.label(), BLUE),
+            (Contender::BaoAgent.label(), RED),
+        ] {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.label == label)
+                .map(|r| (r.n as f64, pick(r)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, colour.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
+    }
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(label: &'static str, n: usize, ready_s: f64, leases: (usize, usize)) -> Row {
+        Row {
+            label,
+            n,
+            ready: Duration::from_secs_f64(ready_s),
+            leases: Range {
+                min: leases.0,
+                max: leases.1,
+                last: leases.0,
+            },
+            users: Range {
+                min: leases.0,
+                max: leases.1,
+                last: leases.0,
+            },
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn the_knee_is_where_ready_time_per_workload_doubles() {
+        let z = "zt-sidecar";
+        let rows = [
+            row(z, 1, 0.5, (1, 1)),
+            row(z, 10, 1.0, (10, 10)),
+            row(z, 50, 4.0, (50, 60)),
+            row(z, 100, 20.0, (100, 120)),
+        ];
+        // per workload: 0.1 (10), 0.08 (50), 0.2 (100): 100 is the knee.
+        assert_eq!(knee(&rows, z), Some(100));
+        assert_eq!(knee(&rows[..3], z), None);
+        let mut failing = rows[..3].to_vec();
+        failing[2].failures = 1;
+        assert_eq!(knee(&failing, z), Some(50));
+    }
+
+    #[test]
+    fn the_report_says_whether_the_lease_invariant_held() {
+        let z = "zt-sidecar";
+        let good = [
+            row(z, 10, 1.0, (10, 14)),
+            row("bao agent", 10, 1.0, (10, 25)),
+        ];
+        let md = report(
+            &good,
+            Timing::bench(),
+            60,
+            Path::new("bench/results/fleet.png"),
+        );
+        assert!(
+            md.contains("one lease and one PostgreSQL user per workload at every N"),
+            "{md}"
+        );
+        assert!(
+            md.contains("live leases peak at 14 with zt-sidecar and 25 with bao agent"),
+            "{md}"
+        );
+        assert!(md.contains("![fleet chart](fleet.png)"), "{md}");
+        let bad = [row(z, 10, 1.0, (11, 14))];
+        let md = report(&bad, Timing::bench(), 60, Path::new("fleet.png"));
+        assert!(md.contains("did NOT hold"), "{md}");
+    }
+
+    #[test]
+    fn ranges_take_min_max_and_last() {
+        assert_eq!(
+            Range::of(&[3, 5, 4]),
+            Range {
+                min: 3,
+                max: 5,
+                last: 4
+            }
+        );
+        assert_eq!(Range::of(&[]), Range::default());
+    }
+}
