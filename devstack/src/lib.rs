@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod eventually;
+#[cfg(feature = "kube")]
 pub mod kube;
 pub mod openbao;
 pub mod platform;

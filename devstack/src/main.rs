@@ -92,6 +92,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             up::ensure_running(&state)?;
             demo::demo(&state, no_pause)
         }
+        #[cfg(not(feature = "kube"))]
+        Command::Lab { .. } => anyhow::bail!(
+            "this devstack was built without its `kube` feature (make up and make demo build it so); \
+             `make lab` builds it with"
+        ),
+        #[cfg(feature = "kube")]
         Command::Lab { install } => {
             let lab = devstack::kube::lab::Lab::start()?;
             if install {

@@ -298,8 +298,9 @@ mod tests {
 
 /// Processes started one after another that stop together, newest first
 /// (etcd then kube-apiserver; the lab's node components): shared by
-/// [`crate::kube::ControlPlane`] and [`crate::kube::lab::Lab`].
+/// the control plane and the lab (`kube` feature).
 #[derive(Debug, Default)]
+#[cfg_attr(not(feature = "kube"), allow(dead_code))]
 pub(crate) struct ProcessGroup(Mutex<Vec<Supervised>>);
 
 impl ProcessGroup {
