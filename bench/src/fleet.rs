@@ -154,6 +154,80 @@ impl CpuSample {
     }
 }
 
+/// OpenBao requests by kind, counted from its audit log (one `response`
+/// entry per request, root-token requests of the harness excluded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// `auth/jwt/login`.
+    pub logins: u64,
+    /// `auth/token/renew-self`.
+    pub token_renewals: u64,
+    /// `auth/token/revoke-self`.
+    pub token_revocations: u64,
+    /// `database/creds/…`: each one a `CREATE ROLE` in PostgreSQL.
+    pub creds: u64,
+    /// `sys/leases/renew`.
+    pub lease_renewals: u64,
+    /// `sys/leases/revoke`: each one a `DROP ROLE`.
+    pub lease_revocations: u64,
+    /// KV reads (`secret/data/…`).
+    pub kv_reads: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+impl Requests {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.logins
+            + self.token_renewals
+            + self.token_revocations
+            + self.creds
+            + self.lease_renewals
+            + self.lease_revocations
+            + self.kv_reads
+            + self.other
+    }
+
+    /// Those that write to OpenBao's storage (all but KV reads).
+    pub fn writes(&self) -> u64 {
+        self.total() - self.kv_reads
+    }
+
+    /// Counts the `response` entries of audit-log lines.
+    pub fn count(lines: &str) -> Self {
+        let mut r = Self::default();
+        for line in lines.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["type"] != "response" || v["auth"]["display_name"] == "root" {
+                continue;
+            }
+            let path = v["request"]["path"].as_str().unwrap_or("");
+            let slot = if path.starts_with("auth/jwt/login") {
+                &mut r.logins
+            } else if path == "auth/token/renew-self" {
+                &mut r.token_renewals
+            } else if path == "auth/token/revoke-self" {
+                &mut r.token_revocations
+            } else if path.starts_with("database/creds/") {
+                &mut r.creds
+            } else if path.starts_with("sys/leases/renew") {
+                &mut r.lease_renewals
+            } else if path.starts_with("sys/leases/revoke") {
+                &mut r.lease_revocations
+            } else if path.starts_with("secret/data/") {
+                &mut r.kv_reads
+            } else {
+                &mut r.other
+            };
+            *slot += 1;
+        }
+        r
+    }
+}
+
 /// utime + stime (+ reaped children's, with `reaped`) of `pid` in seconds.
 fn proc_cpu(pid: u32, reaped: bool) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -452,6 +526,21 @@ level = "info"
         let dir = self.stack.dir().join("openbao");
         let audit = std::fs::metadata(dir.join("audit.log")).map_or(0, |m| m.len());
         (dir_bytes(&dir.join("raft")), audit)
+    }
+
+    /// Where OpenBao's audit log ends now (for [`Fleet::requests_since`]).
+    pub fn audit_mark(&self) -> u64 {
+        std::fs::metadata(self.stack.dir().join("openbao/audit.log")).map_or(0, |m| m.len())
+    }
+
+    /// The workloads' OpenBao requests since `mark`, by kind.
+    pub fn requests_since(&self, mark: u64) -> anyhow::Result<Requests> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(self.stack.dir().join("openbao/audit.log"))?;
+        f.seek(SeekFrom::Start(mark))?;
+        let mut text = String::new();
+        f.read_to_string(&mut text)?;
+        Ok(Requests::count(&text))
     }
 
     /// Each zt-sidecar's `/status` (an error for `bao agent`).
@@ -753,6 +842,54 @@ pub fn parse_sizes(text: &str) -> Result<Vec<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_lines_are_counted_by_kind_without_the_harness_root_requests() {
+        let line = |typ: &str, path: &str, who: &str| {
+            format!(
+                r#"{{"type":"{typ}","auth":{{"display_name":"{who}"}},"request":{{"path":"{path}"}}}}"#
+            )
+        };
+        let w = "jwt-spiffe://demo.local/ns/fleet/sa/w-001";
+        let log = [
+            line("request", "auth/jwt/login", ""),
+            line("response", "auth/jwt/login", ""),
+            line("response", "database/creds/fleet-role", w),
+            line(
+                "response",
+                "sys/leases/renew/database/creds/fleet-role/abc",
+                w,
+            ),
+            line(
+                "response",
+                "sys/leases/revoke/database/creds/fleet-role/abc",
+                w,
+            ),
+            line("response", "auth/token/renew-self", w),
+            line("response", "secret/data/fleet/config", w),
+            line(
+                "response",
+                "sys/leases/lookup/database/creds/fleet-role/",
+                "root",
+            ),
+            "not json".to_string(),
+        ]
+        .join("\n");
+        let r = Requests::count(&log);
+        assert_eq!(
+            r,
+            Requests {
+                logins: 1,
+                token_renewals: 1,
+                creds: 1,
+                lease_renewals: 1,
+                lease_revocations: 1,
+                kv_reads: 1,
+                ..Requests::default()
+            }
+        );
+        assert_eq!((r.total(), r.writes()), (6, 5));
+    }
 
     #[test]
     fn fleet_ids_match_the_role_glob() {

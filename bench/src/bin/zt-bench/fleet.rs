@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use plotters::prelude::*;
-use zt_bench::fleet::{Contender, CpuSample, Fleet, Timing};
+use zt_bench::fleet::{Contender, CpuSample, Fleet, Requests, Timing};
 use zt_bench::{cores, machine_line, write_result};
 
 /// What one (contender, N) run measured.
@@ -26,6 +26,27 @@ pub(crate) struct Row {
     pub(crate) members_rss_mib: f64,
     pub(crate) failures: u64,
     pub(crate) storm: Option<Storm>,
+    /// The workloads' OpenBao requests during the steady state.
+    pub(crate) requests: Requests,
+    /// Length of the steady state, minutes.
+    pub(crate) minutes: f64,
+}
+
+impl Row {
+    /// Requests per minute.
+    fn per_min(&self, count: u64) -> f64 {
+        count as f64 / self.minutes.max(1e-9)
+    }
+
+    /// OpenBao CPU milliseconds per request of the workloads.
+    fn openbao_ms_per_request(&self) -> f64 {
+        let per_min = self.per_min(self.requests.total());
+        if per_min == 0.0 {
+            0.0
+        } else {
+            self.cpu.openbao / per_min * 1000.0
+        }
+    }
 }
 
 /// Min, max and last of samples.
@@ -91,6 +112,7 @@ fn measure(
     let ready = fleet.launch(Duration::from_secs(300))?;
 
     let c0 = fleet.cpu();
+    let mark = fleet.audit_mark();
     let t0 = Instant::now();
     let (mut leases, mut users, mut bao_rss) = (Vec::new(), Vec::new(), 0u64);
     while t0.elapsed() < Duration::from_secs(steady_secs) {
@@ -101,6 +123,7 @@ fn measure(
     }
     let minutes = t0.elapsed().as_secs_f64() / 60.0;
     let used = fleet.cpu().since(&c0);
+    let requests = fleet.requests_since(mark)?;
     let per_min = |s: f64| s / minutes;
     let (raft, audit) = fleet.openbao_disk();
     let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
@@ -123,6 +146,8 @@ fn measure(
         members_rss_mib: fleet.members_rss_kib() as f64 / 1024.0,
         failures: fleet.failures()?,
         storm: None,
+        requests,
+        minutes,
     };
     if contender == Contender::ZtSidecar {
         row.storm = Some(storm(&fleet, n)?);
@@ -220,6 +245,35 @@ pub(crate) fn report(rows: &[Row], t: Timing, steady_secs: u64, chart: &Path) ->
         cores()
     ));
     md.push_str(
+        "## OpenBao requests of the N programs (per minute of steady state, from OpenBao's audit log)\n\n\
+         | Program | N | logins | token renewals | credentials (CREATE ROLE) | lease renewals | lease revocations (DROP ROLE) | \
+         KV reads | other | all | storage writes per workload per minute | OpenBao CPU per request (ms) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let q = &r.requests;
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
+            r.label,
+            r.n,
+            r.per_min(q.logins),
+            r.per_min(q.token_renewals),
+            r.per_min(q.creds),
+            r.per_min(q.lease_renewals),
+            r.per_min(q.lease_revocations),
+            r.per_min(q.kv_reads),
+            r.per_min(q.other + q.token_revocations),
+            r.per_min(q.total()),
+            r.per_min(q.writes()) / r.n as f64,
+            r.openbao_ms_per_request(),
+        ));
+    }
+    md.push_str(
+        "\nbao agent never calls `sys/leases/revoke`: the credentials it replaces stay valid until their lease \
+         or their parent token expires, and OpenBao's expiration manager then revokes them (not an API request, \
+         but the same `DROP ROLE`).\n\n",
+    );
+    md.push_str(
         "## Rotation storm (zt-sidecar)\n\nAfter the steady state, every sidecar is told to rotate at once \
          (`POST /rotate/db` on each admin endpoint).\n\n\
          | N | all rotated (s) | leases and users back to N (s) | peak live leases | peak `v-` users |\n|---|---|---|---|---|\n",
@@ -238,6 +292,7 @@ pub(crate) fn report(rows: &[Row], t: Timing, steady_secs: u64, chart: &Path) ->
     }
     md.push_str("\n## Reading it\n\n");
     md.push_str(&invariant_line(rows));
+    md.push_str(&marginal_line(rows));
     md.push_str(&compare_line(rows));
     md.push_str(&match knee(rows, Contender::ZtSidecar.label()) {
         Some(n) => format!(
@@ -283,6 +338,30 @@ fn invariant_line(rows: &[Row]) -> String {
         "- **zt-sidecar did NOT hold one lease and one user per workload at every N**: see the min–max columns.\n"
             .into()
     }
+}
+
+/// OpenBao CPU per request at the margin: the growth of its CPU between the
+/// smallest and the largest N over the growth of the requests (its idle
+/// work — raft, the expiration manager — cancels out).
+pub(crate) fn marginal_ms_per_request(rows: &[Row], label: &str) -> Option<f64> {
+    let ours: Vec<&Row> = rows.iter().filter(|r| r.label == label).collect();
+    let (first, last) = (ours.first()?, ours.last()?);
+    let more = last.per_min(last.requests.total()) - first.per_min(first.requests.total());
+    (last.n > first.n && more > 0.0).then(|| (last.cpu.openbao - first.cpu.openbao) / more * 1000.0)
+}
+
+fn marginal_line(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for c in [Contender::ZtSidecar, Contender::BaoAgent] {
+        if let Some(ms) = marginal_ms_per_request(rows, c.label()) {
+            out.push_str(&format!(
+                "- **OpenBao CPU per request of {}** at the margin (CPU growth over request growth from the smallest \
+                 to the largest N): **{ms:.2} ms**.\n",
+                c.label()
+            ));
+        }
+    }
+    out
 }
 
 /// zt-sidecar vs bao agent at the largest N both ran.
@@ -445,6 +524,23 @@ mod tests {
         let bad = [row(z, 10, 1.0, (11, 14))];
         let md = report(&bad, Timing::bench(), 60, Path::new("fleet.png"));
         assert!(md.contains("did NOT hold"), "{md}");
+    }
+
+    #[test]
+    fn the_marginal_cost_leaves_out_the_idle_cpu() {
+        let z = "zt-sidecar";
+        let mut small = row(z, 1, 0.1, (1, 1));
+        small.minutes = 1.0;
+        small.cpu.openbao = 0.5; // mostly idle work
+        small.requests.creds = 10;
+        let mut big = row(z, 100, 2.0, (100, 100));
+        big.minutes = 2.0;
+        big.cpu.openbao = 2.5; // per minute
+        big.requests.creds = 2020; // 1010 per minute
+                                   // (2.5 - 0.5) s over 1000 more requests per minute = 2 ms each.
+        let ms = marginal_ms_per_request(&[small.clone(), big], z).unwrap();
+        assert!((ms - 2.0).abs() < 1e-9, "{ms}");
+        assert_eq!(marginal_ms_per_request(&[small], z), None);
     }
 
     #[test]
