@@ -618,17 +618,7 @@ level = "info"
                 .map(|chunk| {
                     s.spawn(move || -> anyhow::Result<()> {
                         for admin in chunk {
-                            let resp = ureq::post(&format!("http://{admin}/rotate/db"))
-                                .header("X-ZT-Admin", "1")
-                                .config()
-                                .http_status_as_error(false)
-                                .build()
-                                .send_empty()?;
-                            let code = resp.status().as_u16();
-                            anyhow::ensure!(
-                                code == 202,
-                                "{admin}: POST /rotate/db answered {code}"
-                            );
+                            rotate(admin)?;
                         }
                         Ok(())
                     })
@@ -681,6 +671,32 @@ impl Drop for Fleet {
             }
         }
     }
+}
+
+/// `POST /rotate/db` to one zt-sidecar; a 429 (one forced rotation per
+/// secret per 10 s) is retried once after its `Retry-After`.
+fn rotate(admin: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..2 {
+        let resp = ureq::post(&format!("http://{admin}/rotate/db"))
+            .header("X-ZT-Admin", "1")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_empty()?;
+        match resp.status().as_u16() {
+            202 => return Ok(()),
+            429 => {
+                let wait: u64 = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(10);
+                std::thread::sleep(Duration::from_secs(wait.min(15)));
+            }
+            code => bail!("{admin}: POST /rotate/db answered {code}"),
+        }
+    }
+    bail!("{admin}: POST /rotate/db still refused after its Retry-After")
 }
 
 /// Direct children of `parent`.
