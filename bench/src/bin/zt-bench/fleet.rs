@@ -81,6 +81,7 @@ pub(crate) struct Storm {
 pub(crate) fn bench_fleet(
     out: &Path,
     sizes: &[usize],
+    agent_max: usize,
     steady_secs: u64,
     chart: &Path,
 ) -> anyhow::Result<()> {
@@ -88,6 +89,13 @@ pub(crate) fn bench_fleet(
     let mut rows = Vec::new();
     for contender in [Contender::ZtSidecar, Contender::BaoAgent] {
         for &n in sizes {
+            if contender == Contender::BaoAgent && n > agent_max {
+                eprintln!(
+                    "[fleet] {} × {n}: skipped (--agent-max {agent_max})",
+                    contender.label()
+                );
+                continue;
+            }
             eprintln!("[fleet] {} × {n}", contender.label());
             let row = measure(n, contender, timing, steady_secs)
                 .with_context(|| format!("{} × {n}", contender.label()))?;
@@ -364,30 +372,59 @@ fn marginal_line(rows: &[Row]) -> String {
     out
 }
 
-/// zt-sidecar vs bao agent at the largest N both ran.
+/// zt-sidecar vs bao agent at the largest N both ran, and why bao agent
+/// stopped there if zt-sidecar went further.
 fn compare_line(rows: &[Row]) -> String {
     let largest = |label: &str| rows.iter().filter(|r| r.label == label).max_by_key(|r| r.n);
-    match (
-        largest(Contender::ZtSidecar.label()),
-        largest(Contender::BaoAgent.label()),
-    ) {
-        (Some(o), Some(a)) if o.n == a.n => format!(
-            "- **At N = {}**: live leases peak at {} with zt-sidecar and {} with bao agent (which does not revoke the \
-             lease it replaces nor, on logging in again, the ones it re-mints); OpenBao spends {:.2} CPU s/min with \
-             zt-sidecar and {:.2} with bao agent; PostgreSQL {:.2} and {:.2}; the N programs together hold {:.0} MiB \
-             and {:.0} MiB.\n",
-            o.n,
-            o.leases.max,
-            a.leases.max,
-            o.cpu.openbao,
-            a.cpu.openbao,
-            o.cpu.postgres,
-            a.cpu.postgres,
-            o.members_rss_mib,
-            a.members_rss_mib
-        ),
-        _ => String::new(),
+    let Some(a) = largest(Contender::BaoAgent.label()) else {
+        return String::new();
+    };
+    let Some(o) = rows
+        .iter()
+        .find(|r| r.label == Contender::ZtSidecar.label() && r.n == a.n)
+    else {
+        return String::new();
+    };
+    let mut out = format!(
+        "- **At N = {}**: live leases peak at {} with zt-sidecar and {} with bao agent (which does not revoke the \
+         lease it replaces nor, on logging in again, the ones it re-mints); OpenBao spends {:.2} CPU s/min with \
+         zt-sidecar and {:.2} with bao agent; PostgreSQL {:.2} and {:.2}; the N programs together hold {:.0} MiB \
+         and {:.0} MiB.\n",
+        o.n,
+        o.leases.max,
+        a.leases.max,
+        o.cpu.openbao,
+        a.cpu.openbao,
+        o.cpu.postgres,
+        a.cpu.postgres,
+        o.members_rss_mib,
+        a.members_rss_mib
+    );
+    if let Some(big) = largest(Contender::ZtSidecar.label()).filter(|r| r.n > a.n) {
+        let each = a.members_rss_mib / a.n as f64;
+        out.push_str(&format!(
+            "- bao agent was not run above N = {}: at the {each:.1} MiB per agent it held there, N = {} would need \
+             {:.1} GiB of the machine's {:.1} GiB (zt-sidecar: {:.1} MiB each).\n",
+            a.n,
+            big.n,
+            each * big.n as f64 / 1024.0,
+            mem_total_gib(),
+            big.members_rss_mib / big.n as f64,
+        ));
     }
+    out
+}
+
+/// The machine's memory (GiB), from /proc/meminfo.
+fn mem_total_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0)
 }
 
 /// Debian's DejaVu Sans (package fonts-dejavu-core): plotters draws text

@@ -69,8 +69,12 @@ enum Bench {
         #[arg(long, default_value = "bench/results/fleet.png")]
         chart: PathBuf,
         /// Fleet sizes, increasing.
-        #[arg(long, default_value = "1,10,50,100,200", value_parser = zt_bench::fleet::parse_sizes)]
+        #[arg(long, default_value = "1,10,50,100,200,400", value_parser = zt_bench::fleet::parse_sizes)]
         sizes: ::std::vec::Vec<usize>,
+        /// The largest N run with bao agent too (its ~74 MiB per agent: 400
+        /// would need 29 GiB).
+        #[arg(long, default_value_t = 200)]
+        agent_max: usize,
         /// Steady-state seconds measured per size.
         #[arg(long, default_value_t = 75)]
         steady_secs: u64,
@@ -99,8 +103,9 @@ fn main() -> anyhow::Result<()> {
             out,
             chart,
             sizes,
+            agent_max,
             steady_secs,
-        } => fleet::bench_fleet(&out, &sizes, steady_secs, &chart),
+        } => fleet::bench_fleet(&out, &sizes, agent_max, steady_secs, &chart),
     }
 }
 
