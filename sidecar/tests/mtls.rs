@@ -35,6 +35,8 @@ struct Mesh {
     inbound: SocketAddr,
     outbound: SocketAddr,
     outbound_wrong_id: SocketAddr,
+    /// An inbound listener that forwards to a port nobody listens on.
+    inbound_no_app: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -50,7 +52,12 @@ impl Drop for Mesh {
     }
 }
 
-/// The app behind the backend sidecar: echoes what it received.
+/// Size of the app's `GET /big` response.
+const BIG_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// The app behind the backend sidecar: echoes what it received (as JSON);
+/// `/close…` also closes the connection after answering, `/big` answers
+/// with [`BIG_RESPONSE`] bytes.
 async fn start_app() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -74,9 +81,21 @@ async fn start_app() -> SocketAddr {
                         .await
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
+                    if path == "/big" {
+                        let big = Bytes::from(vec![b'y'; BIG_RESPONSE]);
+                        return Ok::<_, Infallible>(hyper::Response::new(Full::new(big)));
+                    }
                     let out = json!({"peer_ids": peers, "path": path, "body_len": body.len()})
                         .to_string();
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(out))))
+                    let mut resp = hyper::Response::new(Full::new(Bytes::from(out)));
+                    if path.starts_with("/close") {
+                        // hyper closes the connection after this response.
+                        resp.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok(resp)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
@@ -113,10 +132,12 @@ async fn mesh(x509_ttl: Duration) -> Mesh {
     let stack = tokio::task::block_in_place(|| Devstack::start(opts)).unwrap();
     let app = start_app().await;
     let (inbound, outbound, outbound_wrong_id) = (addr(), addr(), addr());
+    let (inbound_no_app, no_app) = (addr(), addr());
     let workload = stack.workload_endpoint();
     let backend_cfg = format!(
         "[identity]\nworkload_api = \"{workload}\"\nsvid_dir = \"{}\"\n[admin]\nlisten = \"{}\"\n\
-         [[mtls.inbound]]\nlisten = \"{inbound}\"\nforward_to = \"{app}\"\nallow = [\"{FRONTEND_ID}\"]\nhandshake_timeout = \"2s\"\n",
+         [[mtls.inbound]]\nlisten = \"{inbound}\"\nforward_to = \"{app}\"\nallow = [\"{FRONTEND_ID}\"]\nhandshake_timeout = \"2s\"\n\
+         [[mtls.inbound]]\nlisten = \"{inbound_no_app}\"\nforward_to = \"{no_app}\"\nallow = [\"{FRONTEND_ID}\"]\n",
         dir.path().join("svid").display(),
         addr()
     );
@@ -163,6 +184,7 @@ async fn mesh(x509_ttl: Duration) -> Mesh {
         inbound,
         outbound,
         outbound_wrong_id,
+        inbound_no_app,
         _dir: dir,
     }
 }
@@ -647,6 +669,108 @@ async fn garbage_on_the_tls_port_is_refused_without_hurting_others() {
         after >= before + 2,
         "plain HTTP and slowloris count as handshake failures ({before} → {after})"
     );
+}
+
+/// The inbound's HTTP side with apps and clients that are not the easy
+/// case: an app that closes its connection after each response, pipelined
+/// requests, a large response body, and an app that is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_handles_closing_apps_pipelining_large_responses_and_no_app() {
+    let m = mesh(Duration::from_secs(3600)).await;
+    let keepalive = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+
+    // The app closes after each answer: the next request on the same
+    // client connection still gets through (on a new app connection).
+    for i in 0..3 {
+        let body = keepalive
+            .get(format!("http://{}/close/{i}", m.outbound))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()], "{body}");
+    }
+    let body = keepalive
+        .get(format!("http://{}/after-close", m.outbound))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()], "{body}");
+
+    // Two pipelined requests on one connection: two answers, in order,
+    // each with the verified ID.
+    let mut tcp = TcpStream::connect(m.outbound).await.unwrap();
+    tcp.write_all(
+        b"GET /pipelined/1 HTTP/1.1\r\nHost: up\r\n\r\nGET /pipelined/2 HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
+        .await
+        .expect("both pipelined answers within 10 s")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 2, "{raw}");
+    let (first, second) = (
+        raw.find("/pipelined/1").expect("first answer"),
+        raw.find("/pipelined/2").expect("second answer"),
+    );
+    assert!(first < second, "answers out of order: {raw}");
+    assert_eq!(raw.matches(FRONTEND_ID).count(), 2, "{raw}");
+
+    // A large response body streams back through both hops, whole.
+    let big = keepalive
+        .get(format!("http://{}/big", m.outbound))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 200);
+    let big = big.bytes().await.unwrap();
+    assert_eq!(big.len(), BIG_RESPONSE);
+    assert!(big.iter().all(|b| *b == b'y'));
+    let body = keepalive
+        .get(format!("http://{}/after-big", m.outbound))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()], "{body}");
+
+    // The app is not there: the inbound sidecar answers 502 with its JSON
+    // error, and keeps serving.
+    let frontend_src = source(&m.stack, FRONTEND_ID).await;
+    let frontend = Material::from_source(&frontend_src).unwrap();
+    let (r, _) = direct(
+        frontend.client_config(BACKEND_ID, stats(), "t").unwrap(),
+        m.inbound_no_app,
+        "",
+    )
+    .await;
+    let answer = r.expect_err("no app, no 200");
+    assert!(answer.contains("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("zt_sidecar"), "{answer}");
+    assert!(
+        answer.contains("the application is not reachable"),
+        "{answer}"
+    );
+    let (r, _) = direct(
+        frontend.client_config(BACKEND_ID, stats(), "t").unwrap(),
+        m.inbound,
+        "",
+    )
+    .await;
+    assert_eq!(peer_ids(&r.unwrap()), vec![FRONTEND_ID.to_string()]);
 }
 
 /// Regression (issue 16, fault suite): with the backend's sidecar killed and

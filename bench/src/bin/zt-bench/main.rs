@@ -59,6 +59,11 @@ enum Bench {
         /// Rounds over all routes (the table shows medians).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Only set the routes up, print their entry points and process IDs,
+        /// and keep them up this many seconds (for `perf record -p` with your
+        /// own load); nothing is measured or written.
+        #[arg(long)]
+        hold: Option<u64>,
     },
     /// N zt-sidecars vs N `bao agent`s on one SPIRE, OpenBao and PostgreSQL.
     Fleet {
@@ -97,7 +102,12 @@ fn main() -> anyhow::Result<()> {
             runs,
             idle_secs,
         } => bench_sidecar(&out, runs, idle_secs),
-        Bench::Mtls { out, secs, rounds } => bench_mtls(&out, secs, rounds),
+        Bench::Mtls {
+            out,
+            secs,
+            rounds,
+            hold,
+        } => bench_mtls(&out, secs, rounds, hold),
         Bench::Backend { out, secs } => backend::bench_backend(&out, secs),
         Bench::Fleet {
             out,
@@ -333,7 +343,7 @@ impl RouteFigures {
     }
 }
 
-fn bench_mtls(out: &Path, secs: u64, rounds: usize) -> anyhow::Result<()> {
+fn bench_mtls(out: &Path, secs: u64, rounds: usize, hold: Option<u64>) -> anyhow::Result<()> {
     let wrk =
         which("wrk").context("wrk is not installed: make bench-mtls installs Debian's wrk")?;
     let haproxy = which("haproxy")
@@ -402,6 +412,17 @@ fn bench_mtls(out: &Path, secs: u64, rounds: usize) -> anyhow::Result<()> {
             proxies: tcp_pair.pids("first relay", "second relay"),
         },
     ];
+    if let Some(hold) = hold {
+        for r in &routes {
+            println!("{}: http://{}/ {:?}", r.name, r.entry, r.proxies);
+        }
+        println!(
+            "the handler runs in this process ({}); holding for {hold} s",
+            std::process::id()
+        );
+        std::thread::sleep(Duration::from_secs(hold));
+        return Ok(());
+    }
     // Every run must be clean: a route that fails requests fast is not fast.
     let run = |route: &Route, threads: u32, conns: u32| -> anyhow::Result<Wrk> {
         let w = Wrk::run(
