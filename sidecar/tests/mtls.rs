@@ -268,6 +268,11 @@ fn stats() -> Arc<ListenerStats> {
     Arc::new(ListenerStats::default())
 }
 
+/// GET `url` and its body as text (the request and the read must succeed).
+async fn get_text(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn peer_ids(body: &str) -> Vec<String> {
     let v: Value =
         serde_json::from_str(body).unwrap_or_else(|_| panic!("app JSON expected: {body}"));
@@ -285,14 +290,7 @@ async fn frontend_reaches_backend_and_impostors_do_not() {
     let http = reqwest::Client::new();
 
     // Through both sidecars: the app sees the frontend's verified ID.
-    let body = http
-        .get(format!("http://{}/hello", m.outbound))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&http, format!("http://{}/hello", m.outbound)).await;
     assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()]);
 
     // A forged peer-ID header (any case, repeated) is replaced by the verified one.
@@ -685,24 +683,10 @@ async fn inbound_handles_closing_apps_pipelining_large_responses_and_no_app() {
     // The app closes after each answer: the next request on the same
     // client connection still gets through (on a new app connection).
     for i in 0..3 {
-        let body = keepalive
-            .get(format!("http://{}/close/{i}", m.outbound))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_text(&keepalive, format!("http://{}/close/{i}", m.outbound)).await;
         assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()], "{body}");
     }
-    let body = keepalive
-        .get(format!("http://{}/after-close", m.outbound))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&keepalive, format!("http://{}/after-close", m.outbound)).await;
     assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()], "{body}");
 
     // Two pipelined requests on one connection: two answers, in order,
@@ -737,14 +721,7 @@ async fn inbound_handles_closing_apps_pipelining_large_responses_and_no_app() {
     let big = big.bytes().await.unwrap();
     assert_eq!(big.len(), BIG_RESPONSE);
     assert!(big.iter().all(|b| *b == b'y'));
-    let body = keepalive
-        .get(format!("http://{}/after-big", m.outbound))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&keepalive, format!("http://{}/after-big", m.outbound)).await;
     assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()], "{body}");
 
     // The app is not there: the inbound sidecar answers 502 with its JSON
