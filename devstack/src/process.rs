@@ -10,7 +10,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -299,14 +298,15 @@ mod tests {
 /// Processes started one after another that stop together, newest first
 /// (etcd then kube-apiserver; the lab's node components): shared by
 /// the control plane and the lab (`kube` feature).
+#[cfg(feature = "kube")]
 #[derive(Debug, Default)]
-#[cfg_attr(not(feature = "kube"), allow(dead_code))]
-pub(crate) struct ProcessGroup(Mutex<Vec<Supervised>>);
+pub(crate) struct ProcessGroup(std::sync::Mutex<Vec<Supervised>>);
 
+#[cfg(feature = "kube")]
 impl ProcessGroup {
     /// A group of processes already started, in start order.
     pub(crate) fn of(processes: Vec<Supervised>) -> Self {
-        Self(Mutex::new(processes))
+        Self(std::sync::Mutex::new(processes))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Supervised>> {
