@@ -570,6 +570,14 @@ level = "info"
     }
 
     /// Resident memory of all workloads' programs together, KiB.
+    /// Whether the N programs' CPU comes from a cpuacct cgroup (exact)
+    /// rather than their /proc ticks (10 ms each; needs root and cgroup v1).
+    pub fn exact_member_cpu(&self) -> bool {
+        self.group.is_some()
+    }
+
+    /// Sum of the N programs' VmRSS (shared pages counted once per
+    /// process: an upper bound of what they use together).
     pub fn members_rss_kib(&self) -> u64 {
         self.pids().filter_map(|p| crate::rss_kib(p).ok()).sum()
     }

@@ -30,6 +30,8 @@ pub(crate) struct Row {
     pub(crate) requests: Requests,
     /// Length of the steady state, minutes.
     pub(crate) minutes: f64,
+    /// The N programs' CPU from a cpuacct cgroup (else /proc ticks).
+    pub(crate) exact_cpu: bool,
 }
 
 impl Row {
@@ -156,6 +158,7 @@ fn measure(
         storm: None,
         requests,
         minutes,
+        exact_cpu: fleet.exact_member_cpu(),
     };
     if contender == Contender::ZtSidecar {
         row.storm = Some(storm(&fleet, n)?);
@@ -249,8 +252,15 @@ pub(crate) fn report(rows: &[Row], t: Timing, steady_secs: u64, chart: &Path) ->
         ));
     }
     md.push_str(&format!(
-        "\nCPU is seconds of CPU per minute of steady state (60 = one core busy; this machine has {} cores).\n\n",
-        cores()
+        "\nCPU is seconds of CPU per minute of steady state (60 = one core busy; this machine has {} cores); \
+         the N programs' CPU {}. RSS of the N programs is the sum of their VmRSS (shared pages counted once per \
+         process: an upper bound).\n\n",
+        cores(),
+        if rows.iter().all(|r| r.exact_cpu) {
+            "comes from a cpuacct cgroup holding them (exact)"
+        } else {
+            "comes from their /proc ticks (10 ms resolution) in at least one row: no cpuacct cgroup (root, cgroup v1)"
+        }
     ));
     md.push_str(
         "## OpenBao requests of the N programs (per minute of steady state, from OpenBao's audit log)\n\n\
