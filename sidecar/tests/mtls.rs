@@ -268,6 +268,15 @@ fn stats() -> Arc<ListenerStats> {
     Arc::new(ListenerStats::default())
 }
 
+/// A client that keeps (at most) one connection to each host, so its
+/// requests go over the same connection.
+fn keepalive_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap()
+}
+
 /// GET `url` and its body as text (the request and the read must succeed).
 async fn get_text(client: &reqwest::Client, url: String) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
@@ -453,10 +462,7 @@ fn foreign_client(ours: &Material) -> rustls::ClientConfig {
 async fn rotation_keeps_old_connections_and_new_handshakes_use_the_new_svid() {
     // SVIDs live 16 s; the agent rotates them at half-life.
     let m = mesh(Duration::from_secs(16)).await;
-    let keepalive = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .unwrap();
+    let keepalive = keepalive_client();
     let frontend_src = source(&m.stack, FRONTEND_ID).await;
     let mut serials = BTreeSet::new();
     let mut failures = Vec::new();
@@ -675,10 +681,7 @@ async fn garbage_on_the_tls_port_is_refused_without_hurting_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_handles_closing_apps_pipelining_large_responses_and_no_app() {
     let m = mesh(Duration::from_secs(3600)).await;
-    let keepalive = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .unwrap();
+    let keepalive = keepalive_client();
 
     // The app closes after each answer: the next request on the same
     // client connection still gets through (on a new app connection).
