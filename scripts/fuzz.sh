@@ -21,7 +21,7 @@ cd "$root"
 
 tools="${ZT_TOOLS_DIR:-$root/.tools}"
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-proxy_normalise sidecar_config backend_secret_files frontend_next}"
+targets="${FUZZ_TARGETS:-proxy_normalise sidecar_config backend_secret_files frontend_next inbound_head}"
 out="$root/bench/results/fuzz.md"
 say() { printf '[fuzz] %s\n' "$*"; }
 fail() { printf '[fuzz] %s\n[fuzz] %s\n' "$1" "$2" >&2; exit 1; }

@@ -123,3 +123,39 @@ pub fn config(data: &[u8]) {
         .unwrap_or_else(|e| panic!("the rendered configuration is refused: {e}\n{rendered}"));
     assert_eq!(second.to_toml(), rendered, "rendering is not stable");
 }
+
+/// The peer-ID header and peer the inbound target rewrites heads with.
+const INBOUND_HEADER: &str = "x-spiffe-peer-id";
+const INBOUND_PEER: &str = "spiffe://demo.local/ns/demo/sa/frontend";
+
+/// The inbound mTLS listener's request heads and bodies (`mtls/head.rs`) on
+/// raw client bytes, checked against hyper's own HTTP/1 server: through the
+/// sidecar, the app sees a prefix of the requests hyper's server would see
+/// in the same bytes (same methods, targets, bodies), each with exactly one
+/// peer ID, the verified one.
+pub fn inbound_head(data: &[u8]) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(crate::mtls::head::differential::agrees_with_hyper(
+            data,
+            INBOUND_HEADER,
+            INBOUND_PEER,
+        ));
+}
+
+/// Whether the inbound forwards at least one request of `data` to the app.
+pub fn inbound_head_forwards(data: &[u8]) -> bool {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(crate::mtls::head::differential::rewritten(
+            data,
+            INBOUND_HEADER,
+            INBOUND_PEER,
+        ))
+        .windows(INBOUND_PEER.len())
+        .any(|w| w == INBOUND_PEER.as_bytes())
+}

@@ -21,6 +21,27 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest accepted request head (request line + headers).
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// Reads and drops what the peer still sends, for at most a second and
+/// 64 KiB: called after an answer that ends the connection, so that closing
+/// a socket with unread data (which sends a reset) does not destroy the
+/// answer before the peer reads it.
+pub(crate) async fn drain<R: AsyncRead + Unpin>(rd: &mut R) {
+    use tokio::io::AsyncReadExt;
+    const LIMIT: usize = 64 * 1024;
+    const WAIT: Duration = Duration::from_secs(1);
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(WAIT, async {
+        let mut drained = 0;
+        while drained < LIMIT {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
 /// Serves one connection with `handler`.
 pub async fn serve_conn<IO, H, F>(io: IO, handler: H)
 where

@@ -51,6 +51,15 @@ fn config_corpus_replays() {
     });
 }
 
+#[test]
+fn inbound_head_corpus_replays() {
+    replay(
+        "inbound_head",
+        fuzzing::inbound_head,
+        fuzzing::inbound_head_forwards,
+    );
+}
+
 /// Path segments as an attacker would spell them: plain, dot segments in
 /// every encoding, encoded separators, bad escapes, non-ASCII.
 fn segment() -> impl Strategy<Value = String> {

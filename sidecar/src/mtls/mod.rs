@@ -13,8 +13,10 @@
 //! - `material.rs`: [`Material`] (SVID, key, bundle) → server and client configs;
 //! - `verify.rs`: the SPIFFE ID checks rustls calls during handshakes;
 //! - `listeners.rs`: binding, serving, and the config reload on rotation;
-//! - `inbound.rs`, `outbound.rs`: one connection each way.
+//! - `inbound.rs`, `outbound.rs`: one connection each way;
+//! - `head.rs`: the inbound's request heads (parse, check, rewrite) and bodies.
 
+pub(crate) mod head;
 mod inbound;
 mod listeners;
 mod material;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ActiveGuard;
 use crate::config::OutboundConfig;
-use crate::serve::next_tcp;
+use crate::serve::{drain, next_tcp};
 use crate::status::ListenerStats;
 
 pub(super) async fn serve(
@@ -139,7 +139,6 @@ async fn connect_retrying(
 /// reset, which can destroy the 502 before the client reads it).
 async fn bad_gateway(app: &mut TcpStream, msg: &str) {
     const HEAD_LIMIT: usize = 16 * 1024;
-    const DRAIN_LIMIT: usize = 64 * 1024;
     const WAIT: Duration = Duration::from_secs(1);
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -160,16 +159,7 @@ async fn bad_gateway(app: &mut TcpStream, msg: &str) {
     );
     let _ = app.write_all(resp.as_bytes()).await;
     let _ = app.shutdown().await;
-    let _ = tokio::time::timeout(WAIT, async {
-        let mut drained = 0;
-        while drained < DRAIN_LIMIT {
-            match app.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
-    })
-    .await;
+    drain(app).await;
 }
 
 #[cfg(test)]
