@@ -64,6 +64,10 @@ impl BackendError {
     }
 }
 
+/// How long an idle connection to the backend is kept for reuse: below
+/// the backend's keep-alive timeout (actix-web's default, 5 s).
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// HTTP client for the backend API (through the frontend sidecar's outbound
 /// listener) and the frontend sidecar's admin endpoint.
 #[derive(Debug, Clone)]
@@ -88,7 +92,11 @@ impl BackendClient {
             // The backend is reached on loopback through our sidecar; an
             // HTTP_PROXY in the environment must not reroute it.
             .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(30))
+            // The sidecars carry each connection end to end, so the
+            // backend's keep-alive timeout (actix-web's default, 5 s) closes
+            // this client's idle connections: giving them up sooner means a
+            // request never goes out on one the backend is closing.
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .build()
             .map_err(|e| BackendError::Protocol(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
