@@ -644,7 +644,8 @@ async fn garbage_on_the_tls_port_is_refused_without_hurting_others() {
     );
 
     // A 1 MiB header through the frontend sidecar: refused by the backend
-    // sidecar's HTTP layer, not forwarded; the next request works.
+    // sidecar (431 on a new connection; on a reused one the connection is
+    // closed instead), not forwarded; the next request works.
     let huge = "a".repeat(1024 * 1024);
     let r = http
         .get(format!("http://{}/huge", m.outbound))
@@ -683,8 +684,9 @@ async fn inbound_handles_closing_apps_pipelining_large_responses_and_no_app() {
     let m = mesh(Duration::from_secs(3600)).await;
     let keepalive = keepalive_client();
 
-    // The app closes after each answer: the next request on the same
-    // client connection still gets through (on a new app connection).
+    // The app closes after each answer: its `Connection: close` and its
+    // close reach the client through both sidecars (one connection end to
+    // end), and the client's next request gets through on a new one.
     for i in 0..3 {
         let body = get_text(&keepalive, format!("http://{}/close/{i}", m.outbound)).await;
         assert_eq!(peer_ids(&body), vec![FRONTEND_ID.to_string()], "{body}");

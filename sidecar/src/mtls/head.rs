@@ -17,7 +17,13 @@
 //! | `Transfer-Encoding` in HTTP/1.0                      | 400                    |
 //! | `Transfer-Encoding` other than one `chunked`         | 501                    |
 //! | `CONNECT`                                            | 501                    |
+//! | more than 8 empty lines before the request line     | 400                    |
 //! | head over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`]      | 431                    |
+//!
+//! Values are trimmed of spaces and tabs only (a Unicode space is part of
+//! the value), and the framing header is written as it was understood
+//! (`content-length: <n>` or `transfer-encoding: chunked`), never in the
+//! client's spelling.
 //!
 //! Chunked bodies are checked chunk by chunk on the way through; chunk
 //! extensions and trailer fields are dropped (a trailer is a header the app
@@ -26,12 +32,14 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+#[cfg(doc)]
+use crate::serve::HEADER_READ_TIMEOUT;
 use crate::serve::MAX_HEAD_BYTES;
 
 /// Reads from the client go into a buffer with at least this much room.
-pub(super) const READ_BUF: usize = 8 * 1024;
+pub(crate) const READ_BUF: usize = 8 * 1024;
 /// Most header fields in one request head.
-pub(super) const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line (with extensions), and most trailer bytes.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -52,7 +60,7 @@ const HOP_BY_HOP: [&str; 7] = [
 
 /// How the request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(crate) enum Framing {
     /// No body.
     Empty,
     /// `Content-Length` bytes.
@@ -63,7 +71,7 @@ pub(super) enum Framing {
 
 /// A complete head, rewritten for the app.
 #[derive(Debug)]
-pub(super) struct Head {
+pub(crate) struct Head {
     /// Bytes of the input the head took.
     pub consumed: usize,
     /// The head as the app gets it.
@@ -74,17 +82,18 @@ pub(super) struct Head {
     pub close: bool,
 }
 
-/// Why a request is refused; each is answered with its status and the
-/// connection is closed.
+/// Why a request is refused. The inbound answers with the status when
+/// nothing has gone to the app on the connection yet, and closes the
+/// connection either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refusal {
+pub(crate) enum Refusal {
     Malformed(&'static str),
     TooLarge,
     NotImplemented(&'static str),
 }
 
 impl Refusal {
-    pub(super) fn status(self) -> (u16, &'static str) {
+    pub(crate) fn status(self) -> (u16, &'static str) {
         match self {
             Refusal::Malformed(_) => (400, "Bad Request"),
             Refusal::TooLarge => (431, "Request Header Fields Too Large"),
@@ -92,12 +101,17 @@ impl Refusal {
         }
     }
 
-    pub(super) fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Refusal::Malformed(m) | Refusal::NotImplemented(m) => m,
             Refusal::TooLarge => "the request head is too large",
         }
     }
+}
+
+/// `v` without the optional whitespace (spaces, tabs) around it.
+fn trim_ows(v: &str) -> &str {
+    v.trim_matches([' ', '\t'])
 }
 
 /// Whether `name` would reach the app as the peer-ID header `peer_header`
@@ -120,14 +134,14 @@ fn is_peer_header(name: &str, peer_header: &str) -> bool {
 
 /// Room for the next read: a read into a full `BytesMut` would get only a
 /// few bytes.
-pub(super) fn make_room(buf: &mut BytesMut) {
+pub(crate) fn make_room(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_BUF);
     }
 }
 
 /// Parses the head at the start of `buf`. `Ok(None)`: not complete yet.
-pub(super) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<Head>, Refusal> {
+pub(crate) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<Head>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
@@ -153,9 +167,12 @@ pub(super) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<
     let mut chunked = 0usize;
     let mut encodings = 0usize;
     for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value).map(str::trim);
+        // Only the spaces and tabs HTTP allows around a value: `str::trim`
+        // would also take Unicode spaces (`5\u{a0}`) that an app reads as
+        // part of the value.
+        let value = std::str::from_utf8(h.value).map(trim_ows);
         if h.name.eq_ignore_ascii_case("connection") {
-            for token in value.unwrap_or("").split(',').map(str::trim) {
+            for token in value.unwrap_or("").split(',').map(trim_ows) {
                 close |= token.eq_ignore_ascii_case("close");
                 keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
@@ -206,18 +223,20 @@ pub(super) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<
     } else {
         b" HTTP/1.1\r\n"
     });
-    let mut length_written = false;
+    // The framing header is written as it was understood, once, so the
+    // app cannot read a different one from the client's spelling.
+    match framing {
+        Framing::Empty => {}
+        Framing::Length(n) => out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
     for h in req.headers.iter() {
         if is_peer_header(h.name, peer_header)
             || HOP_BY_HOP.iter().any(|x| h.name.eq_ignore_ascii_case(x))
+            || h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
         {
             continue;
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            if length_written {
-                continue;
-            }
-            length_written = true;
         }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
@@ -241,9 +260,68 @@ pub(super) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<
     }))
 }
 
+/// Most empty lines accepted before a request line (RFC 9112 §2.2 asks
+/// servers to ignore at least one).
+const MAX_EMPTY_LINES: usize = 8;
+
+/// The next request head from `rd` (with what is already in `buf`).
+/// `Ok(None)`: the client closed, or sent no complete head within
+/// `timeout` (the inbound's is [`HEADER_READ_TIMEOUT`]) — counted from the
+/// moment the connection is ready for a request, so an idle keep-alive
+/// connection is closed after that long too, as hyper's server did.
+pub(crate) async fn read<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    peer_header: &str,
+    peer: &str,
+    timeout: std::time::Duration,
+) -> Result<Option<Head>, Refusal> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut empty_lines = 0;
+    // A head can only become complete with a new line feed: bytes that
+    // bring none are not parsed again (a head sent a byte at a time costs
+    // one parse per line, not one per byte). The first bytes are, so that
+    // what is not HTTP at all is refused at once.
+    let mut parse_again = !buf.is_empty();
+    loop {
+        // Empty lines before the request line are dropped here, not by
+        // httparse on every parse again.
+        while let Some(n) = [&b"\r\n"[..], b"\n"]
+            .iter()
+            .find(|e| buf.starts_with(e))
+            .map(|e| e.len())
+        {
+            buf.advance(n);
+            empty_lines += 1;
+            if empty_lines > MAX_EMPTY_LINES {
+                return Err(Refusal::Malformed(
+                    "too many empty lines before the request",
+                ));
+            }
+        }
+        if parse_again && !buf.is_empty() {
+            if let Some(h) = parse(buf, peer_header, peer)? {
+                return Ok(Some(h));
+            }
+        } else if buf.len() > MAX_HEAD_BYTES {
+            return Err(Refusal::TooLarge);
+        }
+        let before = buf.len();
+        make_room(buf);
+        match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(_)) => parse_again = before == 0 || buf[before..].contains(&b'\n'),
+            Err(_) => {
+                tracing::debug!("no complete request head in time; closing");
+                return Ok(None);
+            }
+        }
+    }
+}
+
 /// What went wrong while forwarding a body.
 #[derive(Debug)]
-pub(super) enum BodyError {
+pub(crate) enum BodyError {
     /// The client's body is not valid (bad chunk framing): nothing more can
     /// be read from this connection.
     Malformed(&'static str),
@@ -267,11 +345,27 @@ async fn fill<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<()
     Ok(())
 }
 
+/// Reads until the new bytes bring a line feed (a line can only end with
+/// one, so nothing is parsed again before) or `buf` is over `limit`.
+async fn fill_line<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<(), BodyError> {
+    loop {
+        let before = buf.len();
+        fill(rd, buf).await?;
+        if buf[before..].contains(&b'\n') || buf.len() > limit {
+            return Ok(());
+        }
+    }
+}
+
 /// Writes `pending` (the head) and the body that follows it in `buf`/`rd`
 /// to `wr`, leaving in `buf` whatever comes after the body (the next
 /// pipelined request). The head and the body bytes already read go out in
 /// one write.
-pub(super) async fn forward<R, W>(
+pub(crate) async fn forward<R, W>(
     framing: Framing,
     mut pending: Vec<u8>,
     buf: &mut BytesMut,
@@ -312,7 +406,7 @@ where
                     Ok(httparse::Status::Partial) if buf.len() <= MAX_CHUNK_LINE => {
                         wr.write_all(&pending).await?;
                         pending.clear();
-                        fill(rd, buf).await?;
+                        fill_line(rd, buf, MAX_CHUNK_LINE).await?;
                     }
                     _ => return Err(BodyError::Malformed("a chunk size is not valid")),
                 }
@@ -372,7 +466,9 @@ async fn skip_trailers<R: AsyncRead + Unpin>(
             Ok(httparse::Status::Complete(_)) => {
                 return Err(BodyError::Malformed("the trailer section is not valid"))
             }
-            Ok(httparse::Status::Partial) if buf.len() <= MAX_TRAILERS => fill(rd, buf).await?,
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_TRAILERS => {
+                fill_line(rd, buf, MAX_TRAILERS).await?
+            }
             Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
                 return Err(BodyError::Malformed("the trailer section is too large"))
             }
@@ -393,12 +489,13 @@ fn crlf_only(bytes: &[u8]) -> bool {
 /// tests and the `inbound_head` fuzz target (`crate::fuzzing`).
 pub(crate) mod differential {
     use bytes::{Buf, BytesMut};
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncRead, AsyncReadExt};
 
-    use super::{forward, parse};
+    use super::{forward, is_peer_header, read};
 
     /// What an app behind hyper's HTTP/1 server saw: each request's method,
-    /// target, body and values of the peer-ID header.
+    /// target, body and the values of every header that spells the peer-ID
+    /// header (`_` for `-` included).
     pub(crate) type Seen = Vec<(String, String, Vec<u8>, Vec<String>)>;
 
     /// Serves `raw` (then EOF) with hyper's HTTP/1 server and returns the
@@ -419,9 +516,9 @@ pub(crate) mod differential {
                 let target = req.uri().to_string();
                 let peers = req
                     .headers()
-                    .get_all(peer_header.as_str())
                     .iter()
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .filter(|(name, _)| is_peer_header(name.as_str(), &peer_header))
+                    .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned())
                     .collect();
                 // A body hyper cannot read to its end is not a request the app got.
                 if let Ok(body) = req.into_body().collect().await {
@@ -453,37 +550,76 @@ pub(crate) mod differential {
         seen
     }
 
-    /// What the inbound writes to the app for `raw`: heads rewritten, bodies
-    /// forwarded, until the input ends or a request is refused.
-    pub(crate) async fn rewritten(raw: &[u8], peer_header: &str, peer: &str) -> Vec<u8> {
-        let mut buf = BytesMut::from(raw);
-        let mut app = Vec::new();
-        let mut rd = tokio::io::empty();
-        while !buf.is_empty() {
-            let Ok(Some(h)) = parse(&buf, peer_header, peer) else {
-                break;
-            };
+    /// `data` as a reader that hands out at most `step` bytes per read.
+    fn in_pieces(data: &[u8], step: usize) -> impl AsyncRead + Unpin + '_ {
+        let mut reads: std::pin::Pin<Box<dyn AsyncRead + Unpin + '_>> =
+            Box::pin(tokio::io::empty());
+        for piece in data.chunks(step.max(1)).rev() {
+            reads = Box::pin(AsyncReadExt::chain(piece, reads));
+        }
+        reads
+    }
+
+    /// What the inbound writes to the app for `raw`, read `step` bytes at
+    /// a time: heads read and rewritten, bodies forwarded, until the input
+    /// ends or a request is refused. Also how many requests it forwarded
+    /// whole.
+    pub(crate) async fn rewritten(
+        raw: &[u8],
+        step: usize,
+        peer_header: &str,
+        peer: &str,
+    ) -> (Vec<u8>, usize) {
+        let mut rd = in_pieces(raw, step);
+        let mut buf = BytesMut::new();
+        let (mut app, mut forwarded) = (Vec::new(), 0);
+        while let Ok(Some(h)) = read(
+            &mut rd,
+            &mut buf,
+            peer_header,
+            peer,
+            crate::serve::HEADER_READ_TIMEOUT,
+        )
+        .await
+        {
             buf.advance(h.consumed);
             if forward(h.framing, h.out, &mut buf, &mut rd, &mut app)
                 .await
                 .is_err()
-                || h.close
             {
                 break;
             }
+            forwarded += 1;
+            if h.close {
+                break;
+            }
         }
-        app
+        (app, forwarded)
     }
 
-    /// The smuggling property, against hyper's own server: through the
-    /// inbound, an app sees a prefix of the requests hyper's server would have
-    /// seen from the same bytes (same methods, targets and bodies; never a
-    /// request hyper would not have seen, never a boundary moved), each with
-    /// exactly one peer ID, ours.
-    pub(crate) async fn agrees_with_hyper(raw: &[u8], peer_header: &str, peer: &str) {
+    /// The smuggling property, against hyper's own server, with `raw` read
+    /// `step` bytes at a time: every request the inbound forwards is one
+    /// hyper's server, as the app, accepts; they are a prefix of the
+    /// requests hyper's server would have seen in `raw` itself (same
+    /// methods, targets and bodies: never a request hyper would not have
+    /// seen, never a boundary moved); each has exactly one peer ID, ours.
+    /// Returns how many requests were forwarded.
+    pub(crate) async fn agrees_with_hyper(
+        raw: &[u8],
+        step: usize,
+        peer_header: &str,
+        peer: &str,
+    ) -> usize {
         let direct = hyper_sees(raw.to_vec(), peer_header).await;
-        let through = hyper_sees(rewritten(raw, peer_header, peer).await, peer_header).await;
+        let (out, forwarded) = rewritten(raw, step, peer_header, peer).await;
+        let through = hyper_sees(out, peer_header).await;
         let shown = String::from_utf8_lossy(raw);
+        assert_eq!(
+            through.len(),
+            forwarded,
+            "{shown:?}: the sidecar forwarded {forwarded} requests, hyper as the app accepted {}",
+            through.len()
+        );
         assert!(
             through.len() <= direct.len(),
             "{shown:?}: the app saw {} requests through the sidecar, hyper alone {}",
@@ -498,6 +634,7 @@ pub(crate) mod differential {
             );
             assert_eq!(t.3, vec![peer.to_string()], "{shown:?}: request {i}");
         }
+        forwarded
     }
 }
 

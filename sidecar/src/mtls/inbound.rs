@@ -30,21 +30,24 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::{Buf, BytesMut};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::head::{self, BodyError, Refusal};
+use super::head::{self, BodyError, Framing};
 use super::{presented_id, ActiveGuard};
 use crate::config::InboundConfig;
-use crate::serve::{drain, next_tcp, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
+use crate::serve::{drain, next_tcp, HEADER_READ_TIMEOUT};
 use crate::status::ListenerStats;
 
 /// The app's answer to a connection it did not accept.
 const NOT_REACHABLE: &str = "zt-sidecar: the application is not reachable";
+/// Largest request body read (and dropped) to keep the connection open
+/// after a 502; a larger one is answered at once and the connection closed.
+const SKIPPED_BODY_LIMIT: u64 = 64 * 1024;
 
 /// A JSON error response of the sidecar's own.
 fn error_response(status: (u16, &str), msg: &str, close: bool) -> Vec<u8> {
@@ -128,42 +131,70 @@ type ClientWrite = tokio::io::WriteHalf<TlsStream<TcpStream>>;
 /// client to the app ([`requests`]), the app's bytes back ([`responses`]),
 /// polled together in this task.
 async fn relay(tls: TlsStream<TcpStream>, cfg: &InboundConfig, peer: &str, stats: &ListenerStats) {
-    let (client_r, client_w) = tokio::io::split(tls);
+    let (mut client_r, client_w) = tokio::io::split(tls);
     // The write half goes to the response side with the app's read half
     // once the app connection exists; until then the request side answers
     // with its own errors.
     let (to_responses, app_conn) = oneshot::channel();
-    let requests = requests(client_r, client_w, to_responses, cfg, peer, stats);
     let responses = async move {
         if let Ok((mut app_r, mut client_w)) = app_conn.await {
             relay_responses(&mut app_r, &mut client_w).await;
         }
     };
-    tokio::pin!(requests, responses);
-    tokio::select! {
-        // The app closed: everything it answered is relayed, the client's
-        // connection closes with it.
-        () = &mut responses => {}
-        end = &mut requests => match end {
-            // The client asked to close after its last request: the app
-            // answers it and closes. The app's connection is not half-closed
-            // meanwhile (`app_w` lives until then): many servers, hyper's
-            // among them, drop a response in progress when their reading
-            // side sees the end.
-            End::AnswerThenClose(app_w) => {
-                responses.await;
-                drop(app_w);
+    tokio::pin!(responses);
+    let end = {
+        let requests = requests(&mut client_r, client_w, to_responses, cfg, peer, stats);
+        tokio::pin!(requests);
+        tokio::select! {
+            () = &mut responses => None,
+            end = &mut requests => Some(end),
+        }
+    };
+    match end {
+        // The app closed: everything it answered is relayed and the
+        // client's connection closed with it. What the client still sends
+        // is read and dropped for a moment, so that closing with unread
+        // data (a reset) does not destroy the app's last answer on its way
+        // (an app that answers an upload early, say).
+        None => drain(&mut client_r).await,
+        // The client asked to close after its last request: the app
+        // answers it and closes. The app's connection is not half-closed
+        // meanwhile (`app_w` lives until then): many servers, hyper's
+        // among them, drop a response in progress when their reading side
+        // sees the end. An app that does not close is not waited for once
+        // the client has gone.
+        Some(End::AnswerThenClose(app_w)) => {
+            tokio::select! {
+                () = &mut responses => {}
+                () = until_closed(&mut client_r) => {}
             }
-            // The client is gone, or sent what cannot be forwarded: both
-            // connections close now.
-            End::Now => {}
-        },
+            drop(app_w);
+        }
+        // Nothing more is forwarded; the app's answers to what was are
+        // relayed for a while (it may keep its connection open, so not
+        // until it closes).
+        Some(End::StopForwarding) => {
+            let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, &mut responses).await;
+        }
+        // The client is gone, or the sidecar answered it itself: both
+        // connections close now.
+        Some(End::Now) => {}
     }
+}
+
+/// Reads and drops what the client sends until it closes.
+async fn until_closed(client_r: &mut ClientRead) {
+    let mut buf = [0u8; 4096];
+    while matches!(client_r.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 /// How the request side ended.
 enum End {
+    /// The client asked to close after its last request.
     AnswerThenClose(Option<tokio::net::tcp::OwnedWriteHalf>),
+    /// The client sent what cannot be forwarded after earlier requests.
+    StopForwarding,
+    /// The client is gone, or was answered by the sidecar itself.
     Now,
 }
 
@@ -180,7 +211,7 @@ async fn relay_responses(app_r: &mut tokio::net::tcp::OwnedReadHalf, client_w: &
 /// Reads request heads and bodies from the client and forwards them to the
 /// app, connecting to it for the first request.
 async fn requests(
-    mut client_r: ClientRead,
+    client_r: &mut ClientRead,
     client_w: ClientWrite,
     to_responses: oneshot::Sender<(tokio::net::tcp::OwnedReadHalf, ClientWrite)>,
     cfg: &InboundConfig,
@@ -192,17 +223,29 @@ async fn requests(
     let mut own = Some((client_w, to_responses));
     let mut app_w: Option<tokio::net::tcp::OwnedWriteHalf> = None;
     loop {
-        let head = match read_head(&mut client_r, &mut buf, &cfg.peer_id_header, peer).await {
+        let head = match head::read(
+            client_r,
+            &mut buf,
+            &cfg.peer_id_header,
+            peer,
+            HEADER_READ_TIMEOUT,
+        )
+        .await
+        {
             Ok(Some(h)) => h,
             Ok(None) => return End::Now,
             Err(refusal) => {
-                tracing::debug!(reason = refusal.message(), "request refused");
-                if let Some((mut client_w, _)) = own.take() {
-                    let answer = error_response(refusal.status(), refusal.message(), true);
-                    if client_w.write_all(&answer).await.is_ok() {
-                        let _ = client_w.shutdown().await;
-                        drain(&mut client_r).await;
-                    }
+                let status = refusal.status().0;
+                tracing::warn!(%peer, status, reason = refusal.message(), "request refused");
+                let Some((mut client_w, _)) = own.take() else {
+                    // The app's answers to earlier requests may still be on
+                    // their way: they are relayed, nothing more is forwarded.
+                    return End::StopForwarding;
+                };
+                let answer = error_response(refusal.status(), refusal.message(), true);
+                if client_w.write_all(&answer).await.is_ok() {
+                    let _ = client_w.shutdown().await;
+                    drain(client_r).await;
                 }
                 return End::Now;
             }
@@ -224,20 +267,33 @@ async fn requests(
                     let Some((client_w, _)) = own.as_mut() else {
                         return End::Now;
                     };
-                    // The body is read and dropped; the connection stays
-                    // usable unless the client asked to close it.
-                    let skipped = head::forward(
-                        head.framing,
-                        Vec::new(),
-                        &mut buf,
-                        &mut client_r,
-                        &mut tokio::io::sink(),
-                    )
-                    .await;
-                    let close = head.close || skipped.is_err();
+                    // A small body is read and dropped, and the connection
+                    // stays usable unless the client asked to close it; a
+                    // larger one is not read at all: the answer comes at once
+                    // and the connection closes.
+                    let small = match head.framing {
+                        Framing::Empty => true,
+                        Framing::Length(n) => n <= SKIPPED_BODY_LIMIT,
+                        Framing::Chunked => false,
+                    };
+                    let skipped = if small {
+                        head::forward(
+                            head.framing,
+                            Vec::new(),
+                            &mut buf,
+                            client_r,
+                            &mut tokio::io::sink(),
+                        )
+                        .await
+                        .is_ok()
+                    } else {
+                        false
+                    };
+                    let close = head.close || !skipped;
                     let answer = error_response((502, "Bad Gateway"), NOT_REACHABLE, close);
                     if client_w.write_all(&answer).await.is_err() || close {
                         let _ = client_w.shutdown().await;
+                        drain(client_r).await;
                         return End::Now;
                     }
                     continue;
@@ -247,12 +303,12 @@ async fn requests(
         let Some(w) = app_w.as_mut() else {
             return End::Now;
         };
-        match head::forward(head.framing, head.out, &mut buf, &mut client_r, w).await {
+        match head::forward(head.framing, head.out, &mut buf, client_r, w).await {
             Ok(()) if head.close => return End::AnswerThenClose(app_w),
             Ok(()) => {}
             Err(BodyError::Malformed(why)) => {
-                tracing::debug!(reason = why, "request body refused; closing");
-                return End::Now;
+                tracing::warn!(%peer, reason = why, "request body refused; closing");
+                return End::StopForwarding;
             }
             Err(BodyError::Io(e)) => {
                 tracing::debug!(error = %e, "forwarding a request ended with an error");
@@ -262,53 +318,12 @@ async fn requests(
     }
 }
 
-/// The next request head from the client. `Ok(None)`: the client closed
-/// (or went quiet mid-head past the deadline) between requests.
-async fn read_head<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-    peer_header: &str,
-    peer: &str,
-) -> Result<Option<head::Head>, Refusal> {
-    // A head must be complete within HEADER_READ_TIMEOUT of its first byte;
-    // an idle keep-alive connection may wait for its next request.
-    let mut deadline = None;
-    // A head can only become complete with a new line feed: bytes that
-    // bring none are not parsed again (a head sent a byte at a time costs
-    // one parse per line, not one per byte). The first bytes are, so that
-    // what is not HTTP at all is refused at once.
-    let mut parse_again = !buf.is_empty();
-    loop {
-        if parse_again {
-            if let Some(h) = head::parse(buf, peer_header, peer)? {
-                return Ok(Some(h));
-            }
-        } else if buf.len() > MAX_HEAD_BYTES {
-            return Err(Refusal::TooLarge);
-        }
-        let before = buf.len();
-        head::make_room(buf);
-        let read = match deadline {
-            None => rd.read_buf(buf).await,
-            Some(at) => match tokio::time::timeout_at(at, rd.read_buf(buf)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::debug!("request head not complete in time; closing");
-                    return Ok(None);
-                }
-            },
-        };
-        match read {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => parse_again = before == 0 || buf[before..].contains(&b'\n'),
-        }
-        deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEADER_READ_TIMEOUT);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::MAX_HEAD_BYTES;
+    use head::Refusal;
+    use tokio::io::AsyncRead;
 
     const HEADER: &str = "x-spiffe-peer-id";
     const PEER: &str = "spiffe://demo.local/ns/demo/sa/frontend";
@@ -327,10 +342,16 @@ mod tests {
     async fn a_head_sent_a_byte_at_a_time_is_read_whole() {
         let raw = b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /next";
         let mut buf = BytesMut::new();
-        let h = read_head(&mut dribble(raw, 1), &mut buf, HEADER, PEER)
-            .await
-            .unwrap()
-            .expect("a head");
+        let h = head::read(
+            &mut dribble(raw, 1),
+            &mut buf,
+            HEADER,
+            PEER,
+            HEADER_READ_TIMEOUT,
+        )
+        .await
+        .unwrap()
+        .expect("a head");
         assert!(String::from_utf8_lossy(&h.out).starts_with("GET /slow HTTP/1.1\r\n"));
         // Reading stopped at the head's last byte: the next request is
         // still unread.
@@ -341,11 +362,12 @@ mod tests {
     #[tokio::test]
     async fn what_is_not_http_is_refused_at_once_and_a_head_without_end_at_the_limit() {
         let mut buf = BytesMut::new();
-        let r = read_head(
+        let r = head::read(
             &mut dribble(b"\x16\x03\x01\x00\x05", 5),
             &mut buf,
             HEADER,
             PEER,
+            HEADER_READ_TIMEOUT,
         )
         .await;
         assert!(matches!(r, Err(Refusal::Malformed(_))), "{r:?}");
@@ -355,16 +377,58 @@ mod tests {
         ]
         .concat();
         let mut buf = BytesMut::new();
-        let r = read_head(&mut dribble(&endless, 1000), &mut buf, HEADER, PEER).await;
+        let r = head::read(
+            &mut dribble(&endless, 1000),
+            &mut buf,
+            HEADER,
+            PEER,
+            HEADER_READ_TIMEOUT,
+        )
+        .await;
         assert!(matches!(r, Err(Refusal::TooLarge)), "{r:?}");
         let mut buf = BytesMut::new();
-        let r = read_head(
+        let r = head::read(
             &mut dribble(b"GET / HTTP/1.1\r\nHo", 3),
             &mut buf,
             HEADER,
             PEER,
+            HEADER_READ_TIMEOUT,
         )
         .await;
         assert!(matches!(r, Ok(None)), "the client closed mid-head: {r:?}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_and_a_flood_of_empty_lines_are_not_kept() {
+        // Nothing sent at all: closed after the head timeout, as hyper did.
+        let (mut quiet, _keep_open) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let started = tokio::time::Instant::now();
+        let timeout = std::time::Duration::from_millis(200);
+        let r = head::read(&mut quiet, &mut buf, HEADER, PEER, timeout).await;
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        // A few empty lines before a request are fine, a flood is not.
+        let mut buf = BytesMut::new();
+        let r = head::read(
+            &mut dribble(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 2),
+            &mut buf,
+            HEADER,
+            PEER,
+            HEADER_READ_TIMEOUT,
+        )
+        .await;
+        assert!(matches!(r, Ok(Some(_))), "{r:?}");
+        let flood = b"\r\n".repeat(1000);
+        let mut buf = BytesMut::new();
+        let r = head::read(
+            &mut dribble(&flood, 2),
+            &mut buf,
+            HEADER,
+            PEER,
+            HEADER_READ_TIMEOUT,
+        )
+        .await;
+        assert!(matches!(r, Err(Refusal::Malformed(_))), "{r:?}");
     }
 }

@@ -502,7 +502,8 @@ fn mtls_report(routes: &[Route], figures: &[RouteFigures], secs: u64, rounds: us
          | Route | 1 connection: p50 | p99 | 32 connections: req/s | p99 | of direct | CPU per request (µs, 32 connections) |\n\
          |---|---|---|---|---|---|---|\n{rows}\n\
          Added p50 latency on a keep-alive connection: **{:.0} µs** (goal ≤ 150 µs: {}).\n\
-         Throughput through the sidecars: **{:.0} %** of direct (goal ≥ 70 %: {}).\n\n\
+         Throughput through the sidecars: **{:.0} %** of direct (goal ≥ 70 %: {}).\n\
+         {}\n\n\
          {}\n\n\
          Reproduce: `make bench-mtls` (installs Debian's `wrk` and `haproxy` if missing).\n",
         header("SPIFFE mTLS overhead"),
@@ -513,11 +514,30 @@ fn mtls_report(routes: &[Route], figures: &[RouteFigures], secs: u64, rounds: us
         verdict(added_p50 <= 150.0),
         ratio * 100.0,
         verdict(ratio >= 0.7),
+        against_relay(ours, floor),
         floor_paragraph(
             floor.rps() / direct,
             ours.rps() / floor.rps(),
             ours.rps() / haproxy_tls.rps()
         ),
+    )
+}
+
+/// Each sidecar's CPU per request against the plain TCP relay in the same
+/// place of the path (outbound ↔ first relay, inbound ↔ second relay).
+fn against_relay(ours: &RouteFigures, relay: &RouteFigures) -> String {
+    let line = |name: &str, i: usize, which: &str| {
+        let (us, anchor) = (ours.cpu_us(i), relay.cpu_us(i));
+        let x = us / anchor;
+        format!(
+            "{name} sidecar **{us:.1} µs** = **{x:.2}×** the {which} relay's {anchor:.1} µs (goal ≤ 1.25×: {})",
+            if x <= 1.25 { "met" } else { "NOT met" }
+        )
+    };
+    format!(
+        "CPU per request against the plain TCP relay in the same run: {}; {}.",
+        line("outbound", 0, "first"),
+        line("inbound", 1, "second")
     )
 }
 
@@ -770,6 +790,28 @@ mod tests {
         assert_eq!(f.cpu_us(1), 2.5);
         assert_eq!(f.cpu_us(7), 0.0, "a missing process counts as no CPU");
         assert_eq!(RouteFigures::default().rps(), 0.0);
+    }
+
+    #[test]
+    fn each_sidecar_is_compared_with_the_relay_in_its_place() {
+        let figures = |cpu: Vec<f64>| RouteFigures {
+            cpu,
+            requests: 1e6,
+            ..Default::default()
+        };
+        // outbound 12 µs vs 10 µs (1.20×), inbound 15 µs vs 10 µs (1.50×).
+        let line = against_relay(
+            &figures(vec![12.0, 15.0, 5.0]),
+            &figures(vec![10.0, 10.0, 5.0]),
+        );
+        assert!(
+            line.contains("outbound sidecar **12.0 µs** = **1.20×** the first relay's 10.0 µs (goal ≤ 1.25×: met)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("inbound sidecar **15.0 µs** = **1.50×** the second relay's 10.0 µs (goal ≤ 1.25×: NOT met)"),
+            "{line}"
+        );
     }
 
     #[test]
