@@ -142,9 +142,12 @@ pub(crate) fn make_room(buf: &mut BytesMut) {
 
 /// Parses the head at the start of `buf`. `Ok(None)`: not complete yet.
 pub(crate) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<Head>, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let consumed = match req.parse(buf) {
+    // Uninitialised: filling 128 empty headers on every parse costs more
+    // than parsing a small head.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let consumed = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
         Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
             return Err(Refusal::TooLarge)
@@ -264,19 +267,48 @@ pub(crate) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<
 /// servers to ignore at least one).
 const MAX_EMPTY_LINES: usize = 8;
 
+/// The client's time for a request head: [`HEADER_READ_TIMEOUT`] (or
+/// another), counted from the moment the connection is ready for a request,
+/// so an idle keep-alive connection is closed after that long too, as
+/// hyper's server did. One timer per connection, moved forward only when
+/// it is more than [`HeadTimer::SLACK`] behind (so a head gets between the
+/// timeout less the slack and the timeout), so that most requests do not
+/// touch the runtime's timer wheel.
+pub(crate) struct HeadTimer {
+    timeout: std::time::Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl HeadTimer {
+    const SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub(crate) fn new(timeout: std::time::Duration) -> Self {
+        Self {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// A new head starts now.
+    fn start(&mut self) {
+        let due = tokio::time::Instant::now() + self.timeout;
+        if due > self.sleep.deadline() + Self::SLACK.min(self.timeout / 4) {
+            self.sleep.as_mut().reset(due);
+        }
+    }
+}
+
 /// The next request head from `rd` (with what is already in `buf`).
-/// `Ok(None)`: the client closed, or sent no complete head within
-/// `timeout` (the inbound's is [`HEADER_READ_TIMEOUT`]) — counted from the
-/// moment the connection is ready for a request, so an idle keep-alive
-/// connection is closed after that long too, as hyper's server did.
+/// `Ok(None)`: the client closed, or sent no complete head in time
+/// ([`HeadTimer`]).
 pub(crate) async fn read<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     peer_header: &str,
     peer: &str,
-    timeout: std::time::Duration,
+    timer: &mut HeadTimer,
 ) -> Result<Option<Head>, Refusal> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    timer.start();
     let mut empty_lines = 0;
     // A head can only become complete with a new line feed: bytes that
     // bring none are not parsed again (a head sent a byte at a time costs
@@ -308,10 +340,13 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
         }
         let before = buf.len();
         make_room(buf);
-        match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
-            Ok(Ok(_)) => parse_again = before == 0 || buf[before..].contains(&b'\n'),
-            Err(_) => {
+        tokio::select! {
+            biased;
+            read = rd.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => parse_again = before == 0 || buf[before..].contains(&b'\n'),
+            },
+            () = timer.sleep.as_mut() => {
                 tracing::debug!("no complete request head in time; closing");
                 return Ok(None);
             }
@@ -573,15 +608,8 @@ pub(crate) mod differential {
         let mut rd = in_pieces(raw, step);
         let mut buf = BytesMut::new();
         let (mut app, mut forwarded) = (Vec::new(), 0);
-        while let Ok(Some(h)) = read(
-            &mut rd,
-            &mut buf,
-            peer_header,
-            peer,
-            crate::serve::HEADER_READ_TIMEOUT,
-        )
-        .await
-        {
+        let mut timer = super::HeadTimer::new(crate::serve::HEADER_READ_TIMEOUT);
+        while let Ok(Some(h)) = read(&mut rd, &mut buf, peer_header, peer, &mut timer).await {
             buf.advance(h.consumed);
             if forward(h.framing, h.out, &mut buf, &mut rd, &mut app)
                 .await

@@ -222,15 +222,9 @@ async fn requests(
     // `Some` until the app connection exists (then the response side has it).
     let mut own = Some((client_w, to_responses));
     let mut app_w: Option<tokio::net::tcp::OwnedWriteHalf> = None;
+    let mut timer = head::HeadTimer::new(HEADER_READ_TIMEOUT);
     loop {
-        let head = match head::read(
-            client_r,
-            &mut buf,
-            &cfg.peer_id_header,
-            peer,
-            HEADER_READ_TIMEOUT,
-        )
-        .await
+        let head = match head::read(client_r, &mut buf, &cfg.peer_id_header, peer, &mut timer).await
         {
             Ok(Some(h)) => h,
             Ok(None) => return End::Now,
@@ -347,7 +341,7 @@ mod tests {
             &mut buf,
             HEADER,
             PEER,
-            HEADER_READ_TIMEOUT,
+            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
         )
         .await
         .unwrap()
@@ -367,7 +361,7 @@ mod tests {
             &mut buf,
             HEADER,
             PEER,
-            HEADER_READ_TIMEOUT,
+            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
         )
         .await;
         assert!(matches!(r, Err(Refusal::Malformed(_))), "{r:?}");
@@ -382,7 +376,7 @@ mod tests {
             &mut buf,
             HEADER,
             PEER,
-            HEADER_READ_TIMEOUT,
+            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
         )
         .await;
         assert!(matches!(r, Err(Refusal::TooLarge)), "{r:?}");
@@ -392,7 +386,7 @@ mod tests {
             &mut buf,
             HEADER,
             PEER,
-            HEADER_READ_TIMEOUT,
+            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
         )
         .await;
         assert!(matches!(r, Ok(None)), "the client closed mid-head: {r:?}");
@@ -405,7 +399,14 @@ mod tests {
         let mut buf = BytesMut::new();
         let started = tokio::time::Instant::now();
         let timeout = std::time::Duration::from_millis(200);
-        let r = head::read(&mut quiet, &mut buf, HEADER, PEER, timeout).await;
+        let r = head::read(
+            &mut quiet,
+            &mut buf,
+            HEADER,
+            PEER,
+            &mut head::HeadTimer::new(timeout),
+        )
+        .await;
         assert!(matches!(r, Ok(None)), "{r:?}");
         assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
         // A few empty lines before a request are fine, a flood is not.
@@ -415,7 +416,7 @@ mod tests {
             &mut buf,
             HEADER,
             PEER,
-            HEADER_READ_TIMEOUT,
+            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
         )
         .await;
         assert!(matches!(r, Ok(Some(_))), "{r:?}");
@@ -426,7 +427,7 @@ mod tests {
             &mut buf,
             HEADER,
             PEER,
-            HEADER_READ_TIMEOUT,
+            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
         )
         .await;
         assert!(matches!(r, Err(Refusal::Malformed(_))), "{r:?}");
