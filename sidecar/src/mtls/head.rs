@@ -586,7 +586,7 @@ pub(crate) mod differential {
     }
 
     /// `data` as a reader that hands out at most `step` bytes per read.
-    fn in_pieces(data: &[u8], step: usize) -> impl AsyncRead + Unpin + '_ {
+    pub(crate) fn in_pieces(data: &[u8], step: usize) -> impl AsyncRead + Unpin + '_ {
         let mut reads: std::pin::Pin<Box<dyn AsyncRead + Unpin + '_>> =
             Box::pin(tokio::io::empty());
         for piece in data.chunks(step.max(1)).rev() {

@@ -316,36 +316,26 @@ async fn requests(
 mod tests {
     use super::*;
     use crate::serve::MAX_HEAD_BYTES;
-    use head::Refusal;
-    use tokio::io::AsyncRead;
+    use head::differential::in_pieces;
+    use head::{Head, HeadTimer, Refusal};
 
     const HEADER: &str = "x-spiffe-peer-id";
     const PEER: &str = "spiffe://demo.local/ns/demo/sa/frontend";
 
-    /// A reader that hands out `data` `step` bytes per read.
-    fn dribble(data: &[u8], step: usize) -> impl AsyncRead + Unpin + '_ {
-        let mut reads: std::pin::Pin<Box<dyn AsyncRead + Unpin + '_>> =
-            Box::pin(tokio::io::empty());
-        for piece in data.chunks(step).rev() {
-            reads = Box::pin(AsyncReadExt::chain(piece, reads));
-        }
-        reads
+    /// `head::read` on `data` handed out `step` bytes per read, and what it
+    /// left in its buffer.
+    async fn read_in_pieces(data: &[u8], step: usize) -> (Result<Option<Head>, Refusal>, BytesMut) {
+        let mut buf = BytesMut::new();
+        let timer = &mut HeadTimer::new(HEADER_READ_TIMEOUT);
+        let r = head::read(&mut in_pieces(data, step), &mut buf, HEADER, PEER, timer).await;
+        (r, buf)
     }
 
     #[tokio::test]
     async fn a_head_sent_a_byte_at_a_time_is_read_whole() {
         let raw = b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /next";
-        let mut buf = BytesMut::new();
-        let h = head::read(
-            &mut dribble(raw, 1),
-            &mut buf,
-            HEADER,
-            PEER,
-            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
-        )
-        .await
-        .unwrap()
-        .expect("a head");
+        let (r, buf) = read_in_pieces(raw, 1).await;
+        let h = r.unwrap().expect("a head");
         assert!(String::from_utf8_lossy(&h.out).starts_with("GET /slow HTTP/1.1\r\n"));
         // Reading stopped at the head's last byte: the next request is
         // still unread.
@@ -355,40 +345,16 @@ mod tests {
 
     #[tokio::test]
     async fn what_is_not_http_is_refused_at_once_and_a_head_without_end_at_the_limit() {
-        let mut buf = BytesMut::new();
-        let r = head::read(
-            &mut dribble(b"\x16\x03\x01\x00\x05", 5),
-            &mut buf,
-            HEADER,
-            PEER,
-            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
-        )
-        .await;
+        let (r, _) = read_in_pieces(b"\x16\x03\x01\x00\x05", 5).await;
         assert!(matches!(r, Err(Refusal::Malformed(_))), "{r:?}");
         let endless = [
             b"GET / HTTP/1.1\r\nx: ".as_slice(),
             &[b'a'; MAX_HEAD_BYTES + 10],
         ]
         .concat();
-        let mut buf = BytesMut::new();
-        let r = head::read(
-            &mut dribble(&endless, 1000),
-            &mut buf,
-            HEADER,
-            PEER,
-            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
-        )
-        .await;
+        let (r, _) = read_in_pieces(&endless, 1000).await;
         assert!(matches!(r, Err(Refusal::TooLarge)), "{r:?}");
-        let mut buf = BytesMut::new();
-        let r = head::read(
-            &mut dribble(b"GET / HTTP/1.1\r\nHo", 3),
-            &mut buf,
-            HEADER,
-            PEER,
-            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
-        )
-        .await;
+        let (r, _) = read_in_pieces(b"GET / HTTP/1.1\r\nHo", 3).await;
         assert!(matches!(r, Ok(None)), "the client closed mid-head: {r:?}");
     }
 
@@ -404,32 +370,15 @@ mod tests {
             &mut buf,
             HEADER,
             PEER,
-            &mut head::HeadTimer::new(timeout),
+            &mut HeadTimer::new(timeout),
         )
         .await;
         assert!(matches!(r, Ok(None)), "{r:?}");
         assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
         // A few empty lines before a request are fine, a flood is not.
-        let mut buf = BytesMut::new();
-        let r = head::read(
-            &mut dribble(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 2),
-            &mut buf,
-            HEADER,
-            PEER,
-            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
-        )
-        .await;
+        let (r, _) = read_in_pieces(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 2).await;
         assert!(matches!(r, Ok(Some(_))), "{r:?}");
-        let flood = b"\r\n".repeat(1000);
-        let mut buf = BytesMut::new();
-        let r = head::read(
-            &mut dribble(&flood, 2),
-            &mut buf,
-            HEADER,
-            PEER,
-            &mut head::HeadTimer::new(HEADER_READ_TIMEOUT),
-        )
-        .await;
+        let (r, _) = read_in_pieces(&b"\r\n".repeat(1000), 2).await;
         assert!(matches!(r, Err(Refusal::Malformed(_))), "{r:?}");
     }
 }
