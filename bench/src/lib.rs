@@ -3,7 +3,7 @@
 //! Shared pieces of the `make bench-*` programs (the `zt-bench` binary, the
 //! injector's admission bench, the fault suite's table): the machine line
 //! every result file in `bench/results/` starts with, process CPU and memory
-//! accounting, `wrk`, and the fleet harness ([`fleet`]) that `make
+//! accounting, `wrk`, percentiles with bootstrap intervals ([`stats`]), and the fleet harness ([`fleet`]) that `make
 //! bench-fleet` and the fleet invariant test share.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 pub mod fleet;
+pub mod stats;
 
 /// Logical cores of this machine.
 pub fn cores() -> usize {
