@@ -115,6 +115,10 @@ async fn the_chart_with_its_defaults_is_accepted_by_the_api_server_without_warni
         })
     );
     assert_eq!(
+        webhook["matchConditions"],
+        json!([{"name": "has-zt-annotations", "expression": "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith('zt.demo.local/'))"}])
+    );
+    assert_eq!(
         webhook["rules"],
         json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}])
     );

@@ -445,9 +445,14 @@ async fn the_webhook_injects_refuses_and_fails_closed_in_the_real_api_server() {
     assert_no_key_material(&log, &secret);
 
     // --- Injector stopped: failurePolicy Fail. Every pod of an opted-in
-    // --- namespace is refused (annotated or not); other namespaces are not affected.
+    // --- namespace with an annotation under the prefix is refused (a typo
+    // --- too); the webhook's matchConditions never send it the others, so
+    // --- they are admitted, as are pods of other namespaces.
     injector.stop();
-    for (name, pairs) in [("down-annotated", BACKEND), ("down-plain", &[][..])] {
+    for (name, pairs) in [
+        ("down-annotated", BACKEND),
+        ("down-typo", &[("injct", "true")][..]),
+    ] {
         let err = create_pod(&client, &pod_manifest(name, APPS, pairs))
             .await
             .expect_err("admitted while the injector is down");
@@ -458,11 +463,23 @@ async fn the_webhook_injects_refuses_and_fails_closed_in_the_real_api_server() {
         );
         println!("injector down, {name} refused: {msg}");
     }
-    untouched(
-        &create_pod(&client, &pod_manifest("down-other", PLAIN, BACKEND))
-            .await
-            .unwrap(),
-    );
+    let plain = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "down-plain", "namespace": APPS,
+                     "annotations": {"example.com/owner": "team-a"}},
+        "spec": pod_manifest("x", APPS, &[])["spec"].clone(),
+    });
+    for pod in [
+        create_pod(&client, &pod_manifest("down-bare", APPS, &[])).await,
+        create_pod(&client, &plain).await,
+        create_pod(&client, &pod_manifest("down-other", PLAIN, BACKEND)).await,
+    ] {
+        untouched(
+            &pod.unwrap_or_else(|e| {
+                panic!("refused while the injector is down: {}", api_message(&e))
+            }),
+        );
+    }
 
     // --- Back up: the same CA from the Secret, the same caBundle.
     let mut again = InjectorProcess::start(
