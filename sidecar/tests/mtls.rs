@@ -37,6 +37,10 @@ struct Mesh {
     outbound_wrong_id: SocketAddr,
     /// An inbound listener that forwards to a port nobody listens on.
     inbound_no_app: SocketAddr,
+    /// An inbound listener in front of [`start_raw_app`].
+    inbound_raw: SocketAddr,
+    /// Connections [`start_raw_app`] accepted.
+    raw_connections: Arc<std::sync::atomic::AtomicUsize>,
     _dir: tempfile::TempDir,
 }
 
@@ -131,13 +135,15 @@ async fn mesh(x509_ttl: Duration) -> Mesh {
     opts.x509_svid_ttl = x509_ttl;
     let stack = tokio::task::block_in_place(|| Devstack::start(opts)).unwrap();
     let app = start_app().await;
+    let (raw_app, raw_connections) = start_raw_app().await;
     let (inbound, outbound, outbound_wrong_id) = (addr(), addr(), addr());
-    let (inbound_no_app, no_app) = (addr(), addr());
+    let (inbound_no_app, no_app, inbound_raw) = (addr(), addr(), addr());
     let workload = stack.workload_endpoint();
     let backend_cfg = format!(
         "[identity]\nworkload_api = \"{workload}\"\nsvid_dir = \"{}\"\n[admin]\nlisten = \"{}\"\n\
          [[mtls.inbound]]\nlisten = \"{inbound}\"\nforward_to = \"{app}\"\nallow = [\"{FRONTEND_ID}\"]\nhandshake_timeout = \"2s\"\n\
-         [[mtls.inbound]]\nlisten = \"{inbound_no_app}\"\nforward_to = \"{no_app}\"\nallow = [\"{FRONTEND_ID}\"]\n",
+         [[mtls.inbound]]\nlisten = \"{inbound_no_app}\"\nforward_to = \"{no_app}\"\nallow = [\"{FRONTEND_ID}\"]\n\
+         [[mtls.inbound]]\nlisten = \"{inbound_raw}\"\nforward_to = \"{raw_app}\"\nallow = [\"{FRONTEND_ID}\"]\n",
         dir.path().join("svid").display(),
         addr()
     );
@@ -185,8 +191,69 @@ async fn mesh(x509_ttl: Duration) -> Mesh {
         outbound,
         outbound_wrong_id,
         inbound_no_app,
+        inbound_raw,
+        raw_connections,
         _dir: dir,
     }
+}
+
+/// An app written on raw TCP, to close its connections the ways real apps
+/// do. It reads request heads (no bodies) and answers by path:
+/// `/quiet…` answers, then closes the connection without having said so
+/// (an idle timeout firing, a restart); `/drop` closes without answering
+/// (a crash); `/half` sends the head and 10 of 100 body bytes, then closes;
+/// anything else is answered and the connection kept.
+async fn start_raw_app() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let answer = |body: &str| {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    match path.as_str() {
+                        "/drop" => return,
+                        "/half" => {
+                            let _ = tcp
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                                .await;
+                            return;
+                        }
+                        p if p.starts_with("/quiet") => {
+                            let _ = tcp.write_all(answer(p).as_bytes()).await;
+                            return;
+                        }
+                        p => {
+                            if tcp.write_all(answer(p).as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
 }
 
 /// Picks the test binary's SVID for one SPIFFE ID.
@@ -753,6 +820,104 @@ async fn inbound_handles_closing_apps_pipelining_large_responses_and_no_app() {
     )
     .await;
     assert_eq!(peer_ids(&r.unwrap()), vec![FRONTEND_ID.to_string()]);
+}
+
+/// One mTLS connection to `to` as the frontend.
+async fn mtls_conn(
+    m: &Mesh,
+    to: SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let src = source(&m.stack, FRONTEND_ID).await;
+    let cfg = Material::from_source(&src)
+        .unwrap()
+        .client_config(BACKEND_ID, stats(), "t")
+        .unwrap();
+    let tcp = TcpStream::connect(to).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Sends `GET path` and reads one answer (head and `content-length` body):
+/// the head and the body, or what came before the connection closed.
+async fn exchange(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    path: &str,
+) -> Result<(String, String), String> {
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                    return Ok((head, body));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match tls.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return Err(format!("closed after {:?}", String::from_utf8_lossy(&buf))),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+}
+
+/// The app closing its connections is not the client's problem when it
+/// need not be: an idle close is absorbed (the next request opens another
+/// app connection, on the same client connection), a request the app drops
+/// unanswered gets a 502, and an answer cut short closes the client's
+/// connection with what came (no 502 glued onto half a body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_closing_its_connections_costs_the_client_only_what_it_must() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let m = mesh(Duration::from_secs(3600)).await;
+    let mut tls = mtls_conn(&m, m.inbound_raw).await;
+    for i in 0..3 {
+        let path = format!("/quiet/{i}");
+        let (head, body) = exchange(&mut tls, &path).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, path);
+        // The app's close reaches the sidecar before the next request (a
+        // request crossing the close on the wire is the one case that gets
+        // a 502: nothing can tell it was not being answered).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, body) = exchange(&mut tls, "/kept").await.unwrap();
+    assert_eq!(body, "/kept");
+    let (_, body) = exchange(&mut tls, "/kept-again").await.unwrap();
+    assert_eq!(body, "/kept-again");
+    assert_eq!(
+        m.raw_connections.load(SeqCst),
+        4,
+        "one app connection per quiet close, plus the kept one"
+    );
+
+    // The app drops a request: 502, then the client's connection closes.
+    let dropped = exchange(&mut tls, "/drop").await.unwrap();
+    assert!(dropped.0.starts_with("HTTP/1.1 502"), "{dropped:?}");
+    assert!(dropped.0.to_ascii_lowercase().contains("connection: close"), "{dropped:?}");
+    assert!(dropped.1.contains("without answering"), "{dropped:?}");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+
+    // An answer cut short: what came, then the close.
+    let mut tls = mtls_conn(&m, m.inbound_raw).await;
+    let half = exchange(&mut tls, "/half").await.unwrap_err();
+    assert!(half.contains("content-length: 100") && half.ends_with("0123456789\""), "{half}");
+    assert!(!half.contains("502"), "{half}");
 }
 
 /// Regression (issue 16, fault suite): with the backend's sidecar killed and

@@ -80,6 +80,8 @@ pub(crate) struct Head {
     /// The client will send nothing after this request (`Connection:
     /// close`, or HTTP/1.0 without keep-alive).
     pub close: bool,
+    /// A HEAD request (its answer has no body).
+    pub is_head: bool,
 }
 
 /// Why a request is refused. The inbound answers with the status when
@@ -260,6 +262,7 @@ pub(crate) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<
         out,
         framing,
         close,
+        is_head: method == "HEAD",
     }))
 }
 

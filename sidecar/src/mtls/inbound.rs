@@ -1,28 +1,39 @@
 //! Inbound: TLS 1.3 with a required, authorised client SVID; HTTP/1.1 to the
 //! app on loopback with the verified peer ID in a header.
 //!
-//! Each mTLS connection is carried to one connection to the app, the way
-//! the outbound carries each app connection over one mTLS connection. On
-//! the way in, every request head is parsed and written again with the
-//! verified peer ID ([`head`](super::head)), its body passed through as its
-//! framing says; on the way back, the app's bytes are relayed as they come.
-//! The app's responses need no parsing: the client and the app share one
-//! connection's worth of state, so `Connection: close` from either side
-//! holds for both, and when the app closes its connection the client's
-//! closes too (it sees the app's `Connection: close`, or the close).
+//! Each mTLS connection is carried to one connection to the app at a
+//! time, the way the outbound carries each app connection over one mTLS
+//! connection. On the way in, every request head is parsed and written
+//! again with the verified peer ID ([`head`](super::head)), its body passed
+//! through as its framing says; on the way back, the app's bytes are
+//! relayed as they come, watched by [`Responses`] to know where each answer
+//! ends:
+//!
+//! - the app closing an idle connection (between answers, nothing asked
+//!   and unanswered) is not passed on: the client's connection stays, and
+//!   the next request opens a new app connection;
+//! - the app closing with a request unanswered and nothing of its answer
+//!   sent (it crashed, or was restarted) gets the client a 502 JSON error,
+//!   then a close;
+//! - the app closing mid-answer, or after a body delimited by the close,
+//!   closes the client's connection.
+//!
+//! `Connection: close` from the client holds for the app's connection too
+//! (the app answers and closes, then the client's connection closes).
 //!
 //! ```text
 //!   client ──TLS──▶ heads rewritten, bodies checked ──TCP──▶ app
-//!   client ◀─TLS── bytes relayed                    ◀─TCP── app
+//!   client ◀─TLS── bytes relayed, answers followed  ◀─TCP── app
 //! ```
 //!
 //! A request the sidecar refuses ([`head::Refusal`]) is answered with its
-//! status and a JSON error when it is the first on the connection, and
-//! closes the connection when it is not (the app's answers to earlier
-//! requests may still be in flight, and a second writer would interleave
-//! with them). The app not accepting the connection is a 502 JSON error,
-//! and the next request on the connection tries again. The client closing
-//! its side ends both connections, as it did when hyper served them.
+//! status and a JSON error when no app connection is open, and stops the
+//! forwarding when one is (the app's answers to earlier requests may still
+//! be in flight, and a second writer would interleave with them): those are
+//! relayed, then the connection closes. The app not accepting the
+//! connection is a 502 JSON error, and the next request on the connection
+//! tries again. The client closing its side ends both connections, as it
+//! did when hyper served them.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,12 +43,13 @@ use bytes::{Buf, BytesMut};
 use rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::head::{self, BodyError, Framing};
+use super::response::{AtClose, Responses};
 use super::{presented_id, ActiveGuard};
 use crate::config::InboundConfig;
 use crate::serve::{drain, next_tcp, HEADER_READ_TIMEOUT};
@@ -45,6 +57,10 @@ use crate::status::ListenerStats;
 
 /// The app's answer to a connection it did not accept.
 const NOT_REACHABLE: &str = "zt-sidecar: the application is not reachable";
+/// The answer to a request the app closed its connection on unanswered.
+const DROPPED: &str = "zt-sidecar: the application closed the connection without answering";
+/// The app's bytes are relayed through a buffer this large.
+const RELAY_BUF: usize = 16 * 1024;
 /// Largest request body read (and dropped) to keep the connection open
 /// after a 502; a larger one is answered at once and the connection closed.
 const SKIPPED_BODY_LIMIT: u64 = 64 * 1024;
@@ -126,24 +142,35 @@ fn classify_failure(e: &std::io::Error, stats: &ListenerStats, remote: &str) {
 
 type ClientRead = tokio::io::ReadHalf<TlsStream<TcpStream>>;
 type ClientWrite = tokio::io::WriteHalf<TlsStream<TcpStream>>;
+type AppRead = tokio::net::tcp::OwnedReadHalf;
+type AppWrite = tokio::net::tcp::OwnedWriteHalf;
+
+/// What the two halves of one connection know about the app's side.
+struct AppSide {
+    /// Requests forwarded and how far the app has answered them.
+    responses: Responses,
+    /// No app connection (none yet, or the app closed one between
+    /// responses): the next request opens one.
+    gone: bool,
+}
 
 /// One authorised connection, until either side is done: requests from the
-/// client to the app ([`requests`]), the app's bytes back ([`responses`]),
-/// polled together in this task.
+/// client to the app ([`requests`]), the app's bytes back
+/// ([`relay_responses`]), polled together in this task. The client's write
+/// half is the response side's while an app connection is open, and the
+/// request side's (for its own answers) while none is.
 async fn relay(tls: TlsStream<TcpStream>, cfg: &InboundConfig, peer: &str, stats: &ListenerStats) {
     let (mut client_r, client_w) = tokio::io::split(tls);
-    // The write half goes to the response side with the app's read half
-    // once the app connection exists; until then the request side answers
-    // with its own errors.
-    let (to_responses, app_conn) = oneshot::channel();
-    let responses = async move {
-        if let Ok((mut app_r, mut client_w)) = app_conn.await {
-            relay_responses(&mut app_r, &mut client_w).await;
-        }
-    };
+    let client_w = tokio::sync::Mutex::new(client_w);
+    let app = std::sync::Mutex::new(AppSide {
+        responses: Responses::default(),
+        gone: true,
+    });
+    let (to_responses, app_conns) = mpsc::channel(1);
+    let responses = relay_responses(app_conns, &client_w, &app);
     tokio::pin!(responses);
     let end = {
-        let requests = requests(&mut client_r, client_w, to_responses, cfg, peer, stats);
+        let requests = requests(&mut client_r, &client_w, to_responses, &app, cfg, peer, stats);
         tokio::pin!(requests);
         tokio::select! {
             () = &mut responses => None,
@@ -151,11 +178,11 @@ async fn relay(tls: TlsStream<TcpStream>, cfg: &InboundConfig, peer: &str, stats
         }
     };
     match end {
-        // The app closed: everything it answered is relayed and the
-        // client's connection closed with it. What the client still sends
-        // is read and dropped for a moment, so that closing with unread
-        // data (a reset) does not destroy the app's last answer on its way
-        // (an app that answers an upload early, say).
+        // The app closed mid-answer, or with a request unanswered (told
+        // with a 502 when nothing of the answer had gone out): the client's
+        // connection is closed. What the client still sends is read and
+        // dropped for a moment, so that closing with unread data (a reset)
+        // does not destroy the last answer on its way.
         None => drain(&mut client_r).await,
         // The client asked to close after its last request: the app
         // answers it and closes. The app's connection is not half-closed
@@ -191,37 +218,80 @@ async fn until_closed(client_r: &mut ClientRead) {
 /// How the request side ended.
 enum End {
     /// The client asked to close after its last request.
-    AnswerThenClose(Option<tokio::net::tcp::OwnedWriteHalf>),
+    AnswerThenClose(Option<AppWrite>),
     /// The client sent what cannot be forwarded after earlier requests.
     StopForwarding,
     /// The client is gone, or was answered by the sidecar itself.
     Now,
 }
 
-/// The app's bytes to the client until the app closes, then a TLS close.
-async fn relay_responses(app_r: &mut tokio::net::tcp::OwnedReadHalf, client_w: &mut ClientWrite) {
-    match tokio::io::copy(app_r, client_w).await {
-        Ok(_) => {
-            let _ = client_w.shutdown().await;
+/// The app's bytes to the client, one app connection after another: an
+/// app that closes between responses is connected to again for the next
+/// request; one that closes with a request unanswered gets the client a
+/// 502 if nothing of the answer went out, and the client's connection
+/// closes. Ends when the request side is done and the app idle.
+async fn relay_responses(
+    mut app_conns: mpsc::Receiver<AppRead>,
+    client_w: &tokio::sync::Mutex<ClientWrite>,
+    app: &std::sync::Mutex<AppSide>,
+) {
+    let mut buf = vec![0u8; RELAY_BUF];
+    while let Some(mut app_r) = app_conns.recv().await {
+        let mut client_w = client_w.lock().await;
+        let at_close = loop {
+            let n = match app_r.read(&mut buf).await {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    let mut app = lock(app);
+                    let at_close = app.responses.at_close();
+                    app.gone = at_close == AtClose::Idle;
+                    break at_close;
+                }
+            };
+            lock(app).responses.saw(&buf[..n]);
+            if client_w.write_all(&buf[..n]).await.is_err() || client_w.flush().await.is_err() {
+                return;
+            }
+        };
+        match at_close {
+            AtClose::Idle => {
+                tracing::debug!("the app closed an idle connection; the next request opens another");
+            }
+            AtClose::Dropped => {
+                tracing::warn!("the app closed its connection without answering a request");
+                let answer = error_response((502, "Bad Gateway"), DROPPED, true);
+                let _ = client_w.write_all(&answer).await;
+                let _ = client_w.shutdown().await;
+                return;
+            }
+            AtClose::Close => {
+                let _ = client_w.shutdown().await;
+                return;
+            }
         }
-        Err(e) => tracing::debug!(error = %e, "relaying the app's response ended with an error"),
     }
+    let _ = client_w.lock().await.shutdown().await;
+}
+
+fn lock(app: &std::sync::Mutex<AppSide>) -> std::sync::MutexGuard<'_, AppSide> {
+    // Nothing panics while holding it; a poisoned lock still has valid data.
+    app.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads request heads and bodies from the client and forwards them to the
-/// app, connecting to it for the first request.
+/// app, connecting to it for the first request and again after the app
+/// closed an idle connection.
 async fn requests(
     client_r: &mut ClientRead,
-    client_w: ClientWrite,
-    to_responses: oneshot::Sender<(tokio::net::tcp::OwnedReadHalf, ClientWrite)>,
+    client_w: &tokio::sync::Mutex<ClientWrite>,
+    to_responses: mpsc::Sender<AppRead>,
+    app: &std::sync::Mutex<AppSide>,
     cfg: &InboundConfig,
     peer: &str,
     stats: &ListenerStats,
 ) -> End {
     let mut buf = BytesMut::with_capacity(head::READ_BUF);
-    // `Some` until the app connection exists (then the response side has it).
-    let mut own = Some((client_w, to_responses));
-    let mut app_w: Option<tokio::net::tcp::OwnedWriteHalf> = None;
+    let mut app_w: Option<AppWrite> = None;
     let mut timer = head::HeadTimer::new(HEADER_READ_TIMEOUT);
     loop {
         let head = match head::read(client_r, &mut buf, &cfg.peer_id_header, peer, &mut timer).await
@@ -231,14 +301,16 @@ async fn requests(
             Err(refusal) => {
                 let status = refusal.status().0;
                 tracing::warn!(%peer, status, reason = refusal.message(), "request refused");
-                let Some((mut client_w, _)) = own.take() else {
+                if !lock(app).gone {
                     // The app's answers to earlier requests may still be on
                     // their way: they are relayed, nothing more is forwarded.
                     return End::StopForwarding;
-                };
+                }
                 let answer = error_response(refusal.status(), refusal.message(), true);
+                let mut client_w = client_w.lock().await;
                 if client_w.write_all(&answer).await.is_ok() {
                     let _ = client_w.shutdown().await;
+                    drop(client_w);
                     drain(client_r).await;
                 }
                 return End::Now;
@@ -246,21 +318,34 @@ async fn requests(
         };
         buf.advance(head.consumed);
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        if app_w.is_none() {
+        // Counted as asked, unless there is no app connection: then one is
+        // opened first. Deciding both under one lock means the response
+        // side either sees this request pending when the app closes (and
+        // answers it with a 502) or has marked the app gone before it.
+        let connected = {
+            let mut app = lock(app);
+            if !app.gone {
+                app.responses.asked(head.is_head);
+            }
+            !app.gone
+        };
+        if !connected {
             match TcpStream::connect(cfg.forward_to).await {
-                Ok(app) => {
-                    let _ = app.set_nodelay(true);
-                    let (app_r, w) = app.into_split();
-                    if let Some((client_w, to_responses)) = own.take() {
-                        let _ = to_responses.send((app_r, client_w));
+                Ok(conn) => {
+                    let _ = conn.set_nodelay(true);
+                    let (app_r, w) = conn.into_split();
+                    {
+                        let mut app = lock(app);
+                        app.gone = false;
+                        app.responses.asked(head.is_head);
+                    }
+                    if to_responses.send(app_r).await.is_err() {
+                        return End::Now;
                     }
                     app_w = Some(w);
                 }
                 Err(e) => {
                     tracing::warn!(app = %cfg.forward_to, error = %e, "app unreachable");
-                    let Some((client_w, _)) = own.as_mut() else {
-                        return End::Now;
-                    };
                     // A small body is read and dropped, and the connection
                     // stays usable unless the client asked to close it; a
                     // larger one is not read at all: the answer comes at once
@@ -270,8 +355,8 @@ async fn requests(
                         Framing::Length(n) => n <= SKIPPED_BODY_LIMIT,
                         Framing::Chunked => false,
                     };
-                    let skipped = if small {
-                        head::forward(
+                    let skipped = small
+                        && head::forward(
                             head.framing,
                             Vec::new(),
                             &mut buf,
@@ -279,14 +364,13 @@ async fn requests(
                             &mut tokio::io::sink(),
                         )
                         .await
-                        .is_ok()
-                    } else {
-                        false
-                    };
+                        .is_ok();
                     let close = head.close || !skipped;
                     let answer = error_response((502, "Bad Gateway"), NOT_REACHABLE, close);
+                    let mut client_w = client_w.lock().await;
                     if client_w.write_all(&answer).await.is_err() || close {
                         let _ = client_w.shutdown().await;
+                        drop(client_w);
                         drain(client_r).await;
                         return End::Now;
                     }

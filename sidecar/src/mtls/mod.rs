@@ -14,13 +14,15 @@
 //! - `verify.rs`: the SPIFFE ID checks rustls calls during handshakes;
 //! - `listeners.rs`: binding, serving, and the config reload on rotation;
 //! - `inbound.rs`, `outbound.rs`: one connection each way;
-//! - `head.rs`: the inbound's request heads (parse, check, rewrite) and bodies.
+//! - `head.rs`: the inbound's request heads (parse, check, rewrite) and bodies;
+//! - `response.rs`: where the app's responses end (to reconnect, or answer 502).
 
 pub(crate) mod head;
 mod inbound;
 mod listeners;
 mod material;
 mod outbound;
+mod response;
 mod verify;
 
 pub(crate) use listeners::{bind_all, spawn_all};
