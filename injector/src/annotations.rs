@@ -278,6 +278,27 @@ pub fn parse(
     annotations: &BTreeMap<String, String>,
     trust_domain: &str,
 ) -> Result<Intent, Refusal> {
+    // Kubernetes accepts annotation keys in any case; ours are lower case.
+    // A key that differs only in case is a typo, refused rather than left
+    // to yield a pod without its sidecar.
+    let cased: Vec<AnnotationError> = annotations
+        .keys()
+        .filter(|k| {
+            !k.starts_with(PREFIX)
+                && k.get(..PREFIX.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+        })
+        .map(|k| AnnotationError {
+            annotation: shown(k),
+            problem: format!(
+                "annotation keys under {PREFIX} are lower case: write `{}`",
+                shown(&key(&k[PREFIX.len()..]))
+            ),
+        })
+        .collect();
+    if !cased.is_empty() {
+        return Err(Refusal(cased));
+    }
     let ours: BTreeMap<&str, &str> = annotations
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|n| (n, v.as_str())))

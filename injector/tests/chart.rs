@@ -116,7 +116,7 @@ async fn the_chart_with_its_defaults_is_accepted_by_the_api_server_without_warni
     );
     assert_eq!(
         webhook["matchConditions"],
-        json!([{"name": "has-zt-annotations", "expression": "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith('zt.demo.local/'))"}])
+        json!([{"name": "has-zt-annotations", "expression": "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.lowerAscii().startsWith('zt.demo.local/'))"}])
     );
     assert_eq!(
         webhook["rules"],

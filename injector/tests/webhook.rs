@@ -448,6 +448,19 @@ async fn the_webhook_injects_refuses_and_fails_closed_in_the_real_api_server() {
     // --- namespace with an annotation under the prefix is refused (a typo
     // --- too); the webhook's matchConditions never send it the others, so
     // --- they are admitted, as are pods of other namespaces.
+    // The prefix in capitals is sent too (matchConditions compares in lower
+    // case) and refused with the right spelling.
+    let mut shouted = pod_manifest("shouted", APPS, &[]);
+    shouted["metadata"]["annotations"] = serde_json::json!({"Zt.Demo.Local/inject": "true"});
+    let err = create_pod(&client, &shouted)
+        .await
+        .expect_err("the prefix in capitals was admitted");
+    assert!(
+        api_message(&err).contains("write `zt.demo.local/inject`"),
+        "{}",
+        api_message(&err)
+    );
+
     injector.stop();
     for (name, pairs) in [
         ("down-annotated", BACKEND),

@@ -200,9 +200,11 @@ async fn mesh(x509_ttl: Duration) -> Mesh {
 /// An app written on raw TCP, to close its connections the ways real apps
 /// do. It reads request heads (no bodies) and answers by path:
 /// `/quiet…` answers, then closes the connection without having said so
-/// (an idle timeout firing, a restart); `/drop` closes without answering
-/// (a crash); `/half` sends the head and 10 of 100 body bytes, then closes;
-/// anything else is answered and the connection kept.
+/// (an idle timeout firing, a restart); `/said-close` answers with
+/// `Connection: close` and closes; `/drop` closes without answering (a
+/// crash); `/half` sends the head and 10 of 100 body bytes, then closes;
+/// `/slow` answers after 11 s; anything else is answered and the connection
+/// kept.
 async fn start_raw_app() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -235,9 +237,24 @@ async fn start_raw_app() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
                         "/drop" => return,
                         "/half" => {
                             let _ = tcp
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                                .write_all(
+                                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789",
+                                )
                                 .await;
                             return;
+                        }
+                        "/said-close" => {
+                            let _ = tcp
+                                .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\nbye!")
+                                .await;
+                            return;
+                        }
+                        "/slow" => {
+                            // Longer than the sidecar's 10 s for a request head.
+                            tokio::time::sleep(Duration::from_secs(11)).await;
+                            if tcp.write_all(answer("/slow").as_bytes()).await.is_err() {
+                                return;
+                            }
                         }
                         p if p.starts_with("/quiet") => {
                             let _ = tcp.write_all(answer(p).as_bytes()).await;
@@ -808,7 +825,7 @@ async fn inbound_handles_closing_apps_pipelining_large_responses_and_no_app() {
     .await;
     let answer = r.expect_err("no app, no 200");
     assert!(answer.contains("HTTP/1.1 502"), "{answer}");
-    assert!(answer.contains("zt_sidecar"), "{answer}");
+    assert!(answer.contains("upstream_unavailable"), "{answer}");
     assert!(
         answer.contains("the application is not reachable"),
         "{answer}"
@@ -823,10 +840,7 @@ async fn inbound_handles_closing_apps_pipelining_large_responses_and_no_app() {
 }
 
 /// One mTLS connection to `to` as the frontend.
-async fn mtls_conn(
-    m: &Mesh,
-    to: SocketAddr,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
+async fn mtls_conn(m: &Mesh, to: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
     let src = source(&m.stack, FRONTEND_ID).await;
     let cfg = Material::from_source(&src)
         .unwrap()
@@ -855,7 +869,11 @@ async fn exchange(
                 let head = String::from_utf8_lossy(&buf[..end]).to_string();
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap_or(0);
                 if buf.len() >= end + 4 + len {
                     let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
@@ -907,8 +925,12 @@ async fn an_app_closing_its_connections_costs_the_client_only_what_it_must() {
     // The app drops a request: 502, then the client's connection closes.
     let dropped = exchange(&mut tls, "/drop").await.unwrap();
     assert!(dropped.0.starts_with("HTTP/1.1 502"), "{dropped:?}");
-    assert!(dropped.0.to_ascii_lowercase().contains("connection: close"), "{dropped:?}");
+    assert!(
+        dropped.0.to_ascii_lowercase().contains("connection: close"),
+        "{dropped:?}"
+    );
     assert!(dropped.1.contains("without answering"), "{dropped:?}");
+    assert!(dropped.1.contains("upstream_unavailable"), "{dropped:?}");
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
@@ -916,8 +938,59 @@ async fn an_app_closing_its_connections_costs_the_client_only_what_it_must() {
     // An answer cut short: what came, then the close.
     let mut tls = mtls_conn(&m, m.inbound_raw).await;
     let half = exchange(&mut tls, "/half").await.unwrap_err();
-    assert!(half.contains("content-length: 100") && half.ends_with("0123456789\""), "{half}");
+    assert!(
+        half.contains("content-length: 100") && half.ends_with("0123456789\""),
+        "{half}"
+    );
     assert!(!half.contains("502"), "{half}");
+
+    // An answer that says the app closes: the client's connection ends with
+    // it, as the client was told (no new app connection behind its back).
+    let mut tls = mtls_conn(&m, m.inbound_raw).await;
+    let before = m.raw_connections.load(SeqCst);
+    let (head, body) = exchange(&mut tls, "/said-close").await.unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, "bye!");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(m.raw_connections.load(SeqCst), before + 1);
+
+    // An app slower than the 10 s a client has for its next request head:
+    // waiting for an answer is not idling, the answer arrives.
+    let mut tls = mtls_conn(&m, m.inbound_raw).await;
+    let (head, body) = tokio::time::timeout(Duration::from_secs(20), exchange_slow(&mut tls))
+        .await
+        .expect("the slow answer within 20 s")
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "/slow");
+}
+
+/// `exchange` of `/slow`, without the 10 s read limit of `exchange`.
+async fn exchange_slow(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+) -> Result<(String, String), String> {
+    tls.write_all(b"GET /slow HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        match tls.read(&mut chunk).await {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return Err(format!("closed after {:?}", String::from_utf8_lossy(&buf))),
+        }
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if body.len() >= "/slow".len() {
+                return Ok((head.to_string(), body.to_string()));
+            }
+        }
+    }
 }
 
 /// Regression (issue 16, fault suite): with the backend's sidecar killed and

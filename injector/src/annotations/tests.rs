@@ -27,6 +27,23 @@ fn refused(pairs: &[(&str, &str)]) -> String {
 }
 
 #[test]
+fn our_prefix_in_another_case_is_a_typo_refused_with_the_right_spelling() {
+    let pod = BTreeMap::from([
+        ("Zt.Demo.Local/inject".to_string(), "true".to_string()),
+        (
+            "ZT.DEMO.LOCAL/openbao-role".to_string(),
+            "backend".to_string(),
+        ),
+    ]);
+    let message = parse(&pod, "demo.local").unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "ZT.DEMO.LOCAL/openbao-role: annotation keys under zt.demo.local/ are lower case: write `zt.demo.local/openbao-role`; \
+         Zt.Demo.Local/inject: annotation keys under zt.demo.local/ are lower case: write `zt.demo.local/inject`"
+    );
+}
+
+#[test]
 fn pods_without_our_annotations_opted_out_or_injected_are_left_alone() {
     let other = BTreeMap::from([
         (

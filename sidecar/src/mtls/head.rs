@@ -292,6 +292,12 @@ impl HeadTimer {
         }
     }
 
+    /// The time starts again now, whatever it was.
+    fn restart(&mut self) {
+        let due = tokio::time::Instant::now() + self.timeout;
+        self.sleep.as_mut().reset(due);
+    }
+
     /// A new head starts now.
     fn start(&mut self) {
         let due = tokio::time::Instant::now() + self.timeout;
@@ -303,13 +309,15 @@ impl HeadTimer {
 
 /// The next request head from `rd` (with what is already in `buf`).
 /// `Ok(None)`: the client closed, or sent no complete head in time
-/// ([`HeadTimer`]).
+/// ([`HeadTimer`]) — time while `busy()` (the app still answering earlier
+/// requests) does not count.
 pub(crate) async fn read<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     peer_header: &str,
     peer: &str,
     timer: &mut HeadTimer,
+    busy: &(dyn Fn() -> bool + Sync),
 ) -> Result<Option<Head>, Refusal> {
     timer.start();
     let mut empty_lines = 0;
@@ -350,6 +358,12 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
                 Ok(_) => parse_again = before == 0 || buf[before..].contains(&b'\n'),
             },
             () = timer.sleep.as_mut() => {
+                // The client waiting for an answer is not idle: its time
+                // starts again once the app has answered.
+                if busy() {
+                    timer.restart();
+                    continue;
+                }
                 tracing::debug!("no complete request head in time; closing");
                 return Ok(None);
             }
@@ -612,7 +626,9 @@ pub(crate) mod differential {
         let mut buf = BytesMut::new();
         let (mut app, mut forwarded) = (Vec::new(), 0);
         let mut timer = super::HeadTimer::new(crate::serve::HEADER_READ_TIMEOUT);
-        while let Ok(Some(h)) = read(&mut rd, &mut buf, peer_header, peer, &mut timer).await {
+        while let Ok(Some(h)) =
+            read(&mut rd, &mut buf, peer_header, peer, &mut timer, &|| false).await
+        {
             buf.advance(h.consumed);
             if forward(h.framing, h.out, &mut buf, &mut rd, &mut app)
                 .await

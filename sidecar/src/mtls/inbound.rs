@@ -65,15 +65,24 @@ const RELAY_BUF: usize = 16 * 1024;
 /// after a 502; a larger one is answered at once and the connection closed.
 const SKIPPED_BODY_LIMIT: u64 = 64 * 1024;
 
-/// A JSON error response of the sidecar's own.
-fn error_response(status: (u16, &str), msg: &str, close: bool) -> Vec<u8> {
-    let body = serde_json::json!({ "error": { "code": "zt_sidecar", "message": msg } }).to_string();
+/// A JSON error response of the sidecar's own: code `upstream_unavailable`
+/// for a 502 (the code the outbound uses when the upstream cannot be
+/// reached, so a caller handles both alike), `zt_sidecar` for a refusal.
+/// The answer to a HEAD request (`head`) has no body: only its length.
+fn error_response(status: (u16, &str), msg: &str, close: bool, head: bool) -> Vec<u8> {
+    let code = if status.0 == 502 {
+        "upstream_unavailable"
+    } else {
+        "zt_sidecar"
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": msg } }).to_string();
     format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{}",
         status.0,
         status.1,
         body.len(),
         if close { "connection: close\r\n" } else { "" },
+        if head { "" } else { &body },
     )
     .into_bytes()
 }
@@ -170,7 +179,15 @@ async fn relay(tls: TlsStream<TcpStream>, cfg: &InboundConfig, peer: &str, stats
     let responses = relay_responses(app_conns, &client_w, &app);
     tokio::pin!(responses);
     let end = {
-        let requests = requests(&mut client_r, &client_w, to_responses, &app, cfg, peer, stats);
+        let requests = requests(
+            &mut client_r,
+            &client_w,
+            to_responses,
+            &app,
+            cfg,
+            peer,
+            stats,
+        );
         tokio::pin!(requests);
         tokio::select! {
             () = &mut responses => None,
@@ -199,9 +216,10 @@ async fn relay(tls: TlsStream<TcpStream>, cfg: &InboundConfig, peer: &str, stats
         }
         // Nothing more is forwarded; the app's answers to what was are
         // relayed for a while (it may keep its connection open, so not
-        // until it closes).
+        // until it closes), then the client's unread bytes dropped as above.
         Some(End::StopForwarding) => {
             let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, &mut responses).await;
+            drain(&mut client_r).await;
         }
         // The client is gone, or the sidecar answered it itself: both
         // connections close now.
@@ -255,11 +273,13 @@ async fn relay_responses(
         };
         match at_close {
             AtClose::Idle => {
-                tracing::debug!("the app closed an idle connection; the next request opens another");
+                tracing::debug!(
+                    "the app closed an idle connection; the next request opens another"
+                );
             }
-            AtClose::Dropped => {
+            AtClose::Dropped { head } => {
                 tracing::warn!("the app closed its connection without answering a request");
-                let answer = error_response((502, "Bad Gateway"), DROPPED, true);
+                let answer = error_response((502, "Bad Gateway"), DROPPED, true, head);
                 let _ = client_w.write_all(&answer).await;
                 let _ = client_w.shutdown().await;
                 return;
@@ -275,7 +295,8 @@ async fn relay_responses(
 
 fn lock(app: &std::sync::Mutex<AppSide>) -> std::sync::MutexGuard<'_, AppSide> {
     // Nothing panics while holding it; a poisoned lock still has valid data.
-    app.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    app.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads request heads and bodies from the client and forwards them to the
@@ -294,7 +315,16 @@ async fn requests(
     let mut app_w: Option<AppWrite> = None;
     let mut timer = head::HeadTimer::new(HEADER_READ_TIMEOUT);
     loop {
-        let head = match head::read(client_r, &mut buf, &cfg.peer_id_header, peer, &mut timer).await
+        let busy = || lock(app).responses.busy();
+        let head = match head::read(
+            client_r,
+            &mut buf,
+            &cfg.peer_id_header,
+            peer,
+            &mut timer,
+            &busy,
+        )
+        .await
         {
             Ok(Some(h)) => h,
             Ok(None) => return End::Now,
@@ -306,7 +336,7 @@ async fn requests(
                     // their way: they are relayed, nothing more is forwarded.
                     return End::StopForwarding;
                 }
-                let answer = error_response(refusal.status(), refusal.message(), true);
+                let answer = error_response(refusal.status(), refusal.message(), true, false);
                 let mut client_w = client_w.lock().await;
                 if client_w.write_all(&answer).await.is_ok() {
                     let _ = client_w.shutdown().await;
@@ -366,7 +396,8 @@ async fn requests(
                         .await
                         .is_ok();
                     let close = head.close || !skipped;
-                    let answer = error_response((502, "Bad Gateway"), NOT_REACHABLE, close);
+                    let answer =
+                        error_response((502, "Bad Gateway"), NOT_REACHABLE, close, head.is_head);
                     let mut client_w = client_w.lock().await;
                     if client_w.write_all(&answer).await.is_err() || close {
                         let _ = client_w.shutdown().await;
@@ -389,8 +420,11 @@ async fn requests(
                 return End::StopForwarding;
             }
             Err(BodyError::Io(e)) => {
+                // Either side: the client closed mid-body, or the app closed
+                // (it may have answered early, a 413 say): what the app
+                // sent is relayed before the client's connection closes.
                 tracing::debug!(error = %e, "forwarding a request ended with an error");
-                return End::Now;
+                return End::StopForwarding;
             }
         }
     }
@@ -411,7 +445,15 @@ mod tests {
     async fn read_in_pieces(data: &[u8], step: usize) -> (Result<Option<Head>, Refusal>, BytesMut) {
         let mut buf = BytesMut::new();
         let timer = &mut HeadTimer::new(HEADER_READ_TIMEOUT);
-        let r = head::read(&mut in_pieces(data, step), &mut buf, HEADER, PEER, timer).await;
+        let r = head::read(
+            &mut in_pieces(data, step),
+            &mut buf,
+            HEADER,
+            PEER,
+            timer,
+            &|| false,
+        )
+        .await;
         (r, buf)
     }
 
@@ -455,6 +497,7 @@ mod tests {
             HEADER,
             PEER,
             &mut HeadTimer::new(timeout),
+            &|| false,
         )
         .await;
         assert!(matches!(r, Ok(None)), "{r:?}");

@@ -67,6 +67,10 @@ pub(crate) struct Responses {
     line: Vec<u8>,
     /// Bytes of the current response already seen (relayed).
     started: bool,
+    /// An answer said the app closes after it (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive): its close ends the client's connection
+    /// too, as the client was told.
+    closing: bool,
 }
 
 /// What the app's close means.
@@ -76,8 +80,9 @@ pub(crate) enum AtClose {
     /// be replaced by a new one for the next request.
     Idle,
     /// A request is unanswered and nothing of its answer was sent: the
-    /// client can be told so (502) before its connection closes.
-    Dropped,
+    /// client can be told so (502) before its connection closes (`head`:
+    /// the request was a HEAD, so the answer has no body).
+    Dropped { head: bool },
     /// Mid-response, a close-delimited body, or a stream the scanner lost:
     /// the client's connection closes.
     Close,
@@ -117,14 +122,18 @@ impl Responses {
         self.pending.len()
     }
 
+    /// Requests are waiting for (the rest of) their answers.
+    pub(crate) fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// What the app closing its connection now means.
     pub(crate) fn at_close(&self) -> AtClose {
         match self.state {
-            State::Head if !self.started && self.line.is_empty() => {
-                if self.pending.is_empty() {
-                    AtClose::Idle
-                } else {
-                    AtClose::Dropped
+            State::Head if !self.started && self.line.is_empty() && !self.closing => {
+                match self.pending.front() {
+                    None => AtClose::Idle,
+                    Some(&head) => AtClose::Dropped { head },
                 }
             }
             _ => AtClose::Close,
@@ -156,7 +165,9 @@ impl Responses {
             (parse_head(data, is_head), 0)
         } else {
             let before = self.line.len();
-            let take = data.len().min(MAX_HEAD_BYTES + 1 - before.min(MAX_HEAD_BYTES));
+            let take = data
+                .len()
+                .min(MAX_HEAD_BYTES + 1 - before.min(MAX_HEAD_BYTES));
             self.line.extend_from_slice(&data[..take]);
             (parse_head(&self.line, is_head), before)
         };
@@ -173,8 +184,9 @@ impl Responses {
                 data.len()
             }
             Parsed::Invalid(why) => self.lose(why),
-            Parsed::Complete { len, body } => {
+            Parsed::Complete { len, body, close } => {
                 self.line.clear();
+                self.closing |= close;
                 match body {
                     Body::Interim => {
                         // 1xx: the final response is still to come.
@@ -275,7 +287,12 @@ enum Body {
 enum Parsed {
     Partial,
     Invalid(&'static str),
-    Complete { len: usize, body: Body },
+    /// `close`: a final answer after which the app closes.
+    Complete {
+        len: usize,
+        body: Body,
+        close: bool,
+    },
 }
 
 /// Parses the response head at the start of `buf` (the answer to a HEAD
@@ -288,8 +305,21 @@ fn parse_head(buf: &[u8], to_head: bool) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Invalid("a response head that is not valid HTTP/1.1"),
     };
-    let Some(code) = resp.code else {
+    let (Some(code), Some(version)) = (resp.code, resp.version) else {
         return Parsed::Invalid("a response without a status");
+    };
+    // Only a final answer speaks for the connection.
+    let close = code >= 200 && {
+        let (mut close, mut keep_alive) = (false, false);
+        for h in resp.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',').map(trim) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+        }
+        close || (version == 0 && !keep_alive)
     };
     let body = match code {
         101 => Body::Switch,
@@ -307,7 +337,9 @@ fn parse_head(buf: &[u8], to_head: bool) -> Parsed {
                         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                         .and_then(|v| v.parse::<u64>().ok());
                     match (n, length) {
-                        (None, _) => return Parsed::Invalid("a content-length that is not a number"),
+                        (None, _) => {
+                            return Parsed::Invalid("a content-length that is not a number")
+                        }
                         (Some(n), Some(l)) if n != l => {
                             return Parsed::Invalid("two different content-length values")
                         }
@@ -332,12 +364,18 @@ fn parse_head(buf: &[u8], to_head: bool) -> Parsed {
             }
         }
     };
-    Parsed::Complete { len, body }
+    Parsed::Complete { len, body, close }
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &v[start..end.max(start)]
 }
 

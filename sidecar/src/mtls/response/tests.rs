@@ -20,13 +20,18 @@ fn closes(requests: &[bool], stream: &[u8], step: usize) -> Vec<AtClose> {
 /// exactly at the ends listed in `ends` (byte counts) and `last` at the end.
 fn check(requests: &[bool], stream: &[u8], ends: &[usize], last: AtClose) {
     let whole = closes(requests, stream, stream.len());
-    assert_eq!(*whole.last().unwrap(), last, "{}", String::from_utf8_lossy(stream));
+    assert_eq!(
+        *whole.last().unwrap(),
+        last,
+        "{}",
+        String::from_utf8_lossy(stream)
+    );
     for step in [1, 2, 3, 7, 64] {
         let seen = closes(requests, stream, step);
         let at_ends = seen
             .iter()
             .enumerate()
-            .filter(|(i, c)| **c == AtClose::Idle && (i + 1) % step == 0 || (**c == AtClose::Idle && i + 1 == stream.len()))
+            .filter(|(i, c)| **c == AtClose::Idle && ((i + 1) % step == 0 || i + 1 == stream.len()))
             .map(|(i, _)| i + 1)
             .collect::<Vec<_>>();
         let expected: Vec<usize> = ends
@@ -34,7 +39,12 @@ fn check(requests: &[bool], stream: &[u8], ends: &[usize], last: AtClose) {
             .copied()
             .filter(|e| e % step == 0 || *e == stream.len())
             .collect();
-        assert_eq!(at_ends, expected, "step {step}: {}", String::from_utf8_lossy(stream));
+        assert_eq!(
+            at_ends,
+            expected,
+            "step {step}: {}",
+            String::from_utf8_lossy(stream)
+        );
         assert_eq!(*seen.last().unwrap(), last, "step {step}");
     }
 }
@@ -60,7 +70,7 @@ fn nothing_sent_for_an_unanswered_request_is_a_dropped_request() {
     let mut r = Responses::default();
     assert_eq!(r.at_close(), AtClose::Idle);
     r.asked(false);
-    assert_eq!(r.at_close(), AtClose::Dropped);
+    assert_eq!(r.at_close(), AtClose::Dropped { head: false });
     r.saw(b"HTTP/1.1 2");
     assert_eq!(r.at_close(), AtClose::Close, "part of the answer went out");
     r.saw(b"00 OK\r\ncontent-length: 0\r\n\r\n");
@@ -70,7 +80,37 @@ fn nothing_sent_for_an_unanswered_request_is_a_dropped_request() {
     r.asked(false);
     r.asked(false);
     r.saw(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-    assert_eq!(r.at_close(), AtClose::Dropped);
+    assert_eq!(r.at_close(), AtClose::Dropped { head: false });
+}
+
+#[test]
+fn an_answer_that_says_the_app_closes_closes_the_client_too() {
+    // The client was told the connection ends: it does, even if the client
+    // sends more (no new app connection behind its back).
+    for r in [
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n".as_slice(),
+        b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok".as_slice(),
+    ] {
+        check(&[false], r, &[], AtClose::Close);
+    }
+    // HTTP/1.0 that keeps the connection, and a 100 Continue saying close
+    // (only a final answer speaks for the connection).
+    let kept = b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok";
+    check(&[false], kept, &[kept.len()], AtClose::Idle);
+    let interim = b"HTTP/1.1 100 Continue\r\nconnection: close\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    check(&[false], interim, &[interim.len()], AtClose::Idle);
+}
+
+#[test]
+fn busy_while_an_answer_is_owed_and_a_dropped_head_is_told_apart() {
+    let mut r = Responses::default();
+    assert!(!r.busy());
+    r.asked(true);
+    assert!(r.busy());
+    assert_eq!(r.at_close(), AtClose::Dropped { head: true });
+    r.saw(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+    assert!(!r.busy());
+    assert_eq!(r.at_close(), AtClose::Idle);
 }
 
 #[test]
@@ -99,7 +139,8 @@ fn a_body_until_close_closes_the_client_too() {
         b"HTTP/1.1 200 OK\r\n\r\nstreaming...".as_slice(),
         b"HTTP/1.0 200 OK\r\nserver: old\r\n\r\n".as_slice(),
         // chunked is not the last coding: the body ends with the connection.
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n".as_slice(),
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            .as_slice(),
     ] {
         check(&[false], r, &[], AtClose::Close);
     }
@@ -109,15 +150,34 @@ fn a_body_until_close_closes_the_client_too() {
 fn what_cannot_be_followed_is_given_up_on_and_closes_with_the_app() {
     for (requests, r) in [
         // Bytes no request asked for.
-        (&[][..], b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n".as_slice()),
+        (
+            &[][..],
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n".as_slice(),
+        ),
         // Not HTTP, or framing that cannot be trusted.
         (&[false][..], b"SSH-2.0-OpenSSH\r\n\r\n".as_slice()),
-        (&[false][..], b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab".as_slice()),
-        (&[false][..], b"HTTP/1.1 200 OK\r\ncontent-length: 0x10\r\n\r\n".as_slice()),
-        (&[false][..], b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".as_slice()),
-        (&[false][..], b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n".as_slice()),
+        (
+            &[false][..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab".as_slice(),
+        ),
+        (
+            &[false][..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0x10\r\n\r\n".as_slice(),
+        ),
+        (
+            &[false][..],
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".as_slice(),
+        ),
+        (
+            &[false][..],
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n".as_slice(),
+        ),
         // Another protocol from here on.
-        (&[false][..], b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n\x81\x05hello".as_slice()),
+        (
+            &[false][..],
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n\x81\x05hello"
+                .as_slice(),
+        ),
     ] {
         check(requests, r, &[], AtClose::Close);
     }
@@ -131,8 +191,14 @@ fn what_cannot_be_followed_is_given_up_on_and_closes_with_the_app() {
         &vec![b'a'; MAX_HEAD_BYTES + 10],
     ]
     .concat();
-    assert_eq!(*closes(&[false], &big, 4096).last().unwrap(), AtClose::Close);
-    assert_eq!(*closes(&[false], &big, big.len()).last().unwrap(), AtClose::Close);
+    assert_eq!(
+        *closes(&[false], &big, 4096).last().unwrap(),
+        AtClose::Close
+    );
+    assert_eq!(
+        *closes(&[false], &big, big.len()).last().unwrap(),
+        AtClose::Close
+    );
 }
 
 #[test]
@@ -152,7 +218,8 @@ fn response() -> impl proptest::strategy::Strategy<Value = (bool, Vec<u8>)> {
     let chunks = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..80), 0..5);
     prop_oneof![
         body.clone().prop_map(|b| {
-            let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", b.len()).into_bytes();
+            let mut r =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", b.len()).into_bytes();
             r.extend_from_slice(&b);
             (false, r)
         }),
@@ -166,8 +233,14 @@ fn response() -> impl proptest::strategy::Strategy<Value = (bool, Vec<u8>)> {
             r.extend_from_slice(b"0\r\ntrailer: x\r\n\r\n");
             (false, r)
         }),
-        Just((true, b"HTTP/1.1 200 OK\r\ncontent-length: 77\r\n\r\n".to_vec())),
-        Just((false, b"HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n".to_vec())),
+        Just((
+            true,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 77\r\n\r\n".to_vec()
+        )),
+        Just((
+            false,
+            b"HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n".to_vec()
+        )),
         body.prop_map(|b| {
             let mut r = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n".to_vec();
             r.extend_from_slice(format!("Content-Length: {}\r\n\r\n", b.len()).as_bytes());
@@ -197,7 +270,7 @@ proptest::proptest! {
                 r.saw(piece);
             }
             proptest::prop_assert_eq!(r.unanswered(), answers.len() - k - 1);
-            let expected = if k + 1 == answers.len() { AtClose::Idle } else { AtClose::Dropped };
+            let expected = match answers.get(k + 1) { None => AtClose::Idle, Some((head, _)) => AtClose::Dropped { head: *head } };
             proptest::prop_assert_eq!(r.at_close(), expected);
         }
     }
