@@ -395,7 +395,7 @@ async fn main() {
         ),
         spec("zt-injector", "bench-zt", opted_in(), AsWritten),
         spec(
-            "zt-injector's namespace, the pod without zt.demo.local/ annotations (not sent: matchConditions)",
+            "zt-injector's webhook, opted-in namespace, the pod with no annotations (matchConditions: not sent)",
             "bench-zt-plain",
             opted_in(),
             Plain,
@@ -543,7 +543,7 @@ async fn main() {
         ));
     }
     md.push_str(&format!(
-        "| zt-injector's own time per review (its log, under the load above; {} reviews over {} TLS connections) | {:.3} ms | {:.3} ms |\n",
+        "| zt-injector's own time per review (its log, under the load above; {} reviews, warm-up included, over {} TLS connections) | {:.3} ms | {:.3} ms |\n",
         own.len(),
         connections,
         percentile(&own, 0.5),
@@ -627,9 +627,11 @@ async fn main() {
          webhook itself costs for the pod a user of the sidecar ends up with. What zt-injector adds over the \
          webhook returning its patch is its own work per review (parsing the annotations, rendering the TOML, \
          zt-sidecar's own validator, the patch: its own time above) and its process's share of the two cores.\n\n\
-         The p99 differences are judged on their interval, not on the point: the tail of a pod create on this \
-         machine moves by several milliseconds from run to run (the API server, etcd, the webhooks and the client \
-         share two cores), and the interval says how far one run can be trusted.\n\n\
+         The p99 differences are judged on their interval, not on the point. The interval only covers the \
+         sampling within this run: the tail of a pod create on this machine also moves by several milliseconds \
+         from run to run (the API server, etcd, the webhooks and the client share two cores), so one run is not \
+         the last word either way. The pods are not deleted during the run (etcd and the API server's cache grow \
+         by every pod created, the same for every series).\n\n\
          Reproduce: `make bench-injector`.\n",
     );
     zt_bench::write_result(&args.out, &md).unwrap();

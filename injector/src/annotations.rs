@@ -288,6 +288,8 @@ pub fn parse(
                 && k.get(..PREFIX.len())
                     .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
         })
+        // A few are enough to see the mistake; the message stays short.
+        .take(5)
         .map(|k| AnnotationError {
             annotation: shown(k),
             problem: format!(

@@ -203,8 +203,11 @@ async fn mesh(x509_ttl: Duration) -> Mesh {
 /// (an idle timeout firing, a restart); `/said-close` answers with
 /// `Connection: close` and closes; `/drop` closes without answering (a
 /// crash); `/half` sends the head and 10 of 100 body bytes, then closes;
-/// `/slow` answers after 11 s; anything else is answered and the connection
-/// kept.
+/// `/slow` answers after 11 s; `/huge` answers with [`HUGE`] bytes; anything
+/// else is answered and the connection kept.
+/// Size of the raw app's `/huge` answer: more than any socket buffers hold.
+const HUGE: usize = 64 << 20;
+
 async fn start_raw_app() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -248,6 +251,18 @@ async fn start_raw_app() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
                                 .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 4\r\n\r\nbye!")
                                 .await;
                             return;
+                        }
+                        "/huge" => {
+                            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {HUGE}\r\n\r\n");
+                            if tcp.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = vec![b'h'; 1 << 20];
+                            for _ in 0..HUGE >> 20 {
+                                if tcp.write_all(&chunk).await.is_err() {
+                                    return;
+                                }
+                            }
                         }
                         "/slow" => {
                             // Longer than the sidecar's 10 s for a request head.
@@ -968,6 +983,31 @@ async fn an_app_closing_its_connections_costs_the_client_only_what_it_must() {
         .unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, "/slow");
+
+    // A client that takes none of a large answer is not waiting for it: after
+    // the head timeout without progress its connection is closed (what it
+    // reads afterwards is what the buffers held, not the whole answer).
+    let mut tls = mtls_conn(&m, m.inbound_raw).await;
+    tls.write_all(b"GET /huge HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(n) = tls.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the stalled connection was not closed");
+    assert!(
+        got < HUGE,
+        "the whole answer came through a stalled connection"
+    );
 }
 
 /// `exchange` of `/slow`, without the 10 s read limit of `exchange`.

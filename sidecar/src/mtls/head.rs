@@ -45,9 +45,9 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 
 /// Hop-by-hop headers that are not forwarded (RFC 9110 §7.6.1). The
-/// `Connection` header is written again (only `close`/`keep-alive`):
-/// the client's connection and the app's are one, so what it says about
-/// closing holds on both.
+/// `Connection` header is written again (only `close`/`keep-alive`): the
+/// client's connection is carried to one app connection at a time, so what
+/// it says about closing holds on both.
 const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
@@ -307,17 +307,31 @@ impl HeadTimer {
     }
 }
 
+/// What the connection is doing when the client's time for its next head
+/// is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activity {
+    /// The app is still answering, and the client taking the answer: the
+    /// client is not idle.
+    Busy,
+    /// Idle since this moment (the last answer's end): the time counts from
+    /// there.
+    IdleSince(tokio::time::Instant),
+    /// Idle, as far as is known: the time is up.
+    Idle,
+}
+
 /// The next request head from `rd` (with what is already in `buf`).
 /// `Ok(None)`: the client closed, or sent no complete head in time
-/// ([`HeadTimer`]) — time while `busy()` (the app still answering earlier
-/// requests) does not count.
+/// ([`HeadTimer`]) — counted from the end of the last answer, as
+/// `activity()` tells.
 pub(crate) async fn read<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     peer_header: &str,
     peer: &str,
     timer: &mut HeadTimer,
-    busy: &(dyn Fn() -> bool + Sync),
+    activity: &(dyn Fn() -> Activity + Sync),
 ) -> Result<Option<Head>, Refusal> {
     timer.start();
     let mut empty_lines = 0;
@@ -358,11 +372,18 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
                 Ok(_) => parse_again = before == 0 || buf[before..].contains(&b'\n'),
             },
             () = timer.sleep.as_mut() => {
-                // The client waiting for an answer is not idle: its time
-                // starts again once the app has answered.
-                if busy() {
-                    timer.restart();
-                    continue;
+                // The client waiting for (and taking) an answer is not
+                // idle: its time counts from the end of the last answer.
+                match activity() {
+                    Activity::Busy => {
+                        timer.restart();
+                        continue;
+                    }
+                    Activity::IdleSince(t) if t + timer.timeout > tokio::time::Instant::now() => {
+                        timer.sleep.as_mut().reset(t + timer.timeout);
+                        continue;
+                    }
+                    _ => {}
                 }
                 tracing::debug!("no complete request head in time; closing");
                 return Ok(None);
@@ -377,8 +398,10 @@ pub(crate) enum BodyError {
     /// The client's body is not valid (bad chunk framing): nothing more can
     /// be read from this connection.
     Malformed(&'static str),
-    /// Either connection failed or the client closed mid-body.
+    /// Writing to the app failed.
     Io(std::io::Error),
+    /// The client closed mid-body, or reading from it failed.
+    Client(std::io::Error),
 }
 
 impl From<std::io::Error> for BodyError {
@@ -391,10 +414,11 @@ impl From<std::io::Error> for BodyError {
 /// mid-body is an error.
 async fn fill<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<(), BodyError> {
     make_room(buf);
-    if rd.read_buf(buf).await? == 0 {
-        return Err(BodyError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    match rd.read_buf(buf).await {
+        Ok(0) => Err(BodyError::Client(std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(BodyError::Client(e)),
     }
-    Ok(())
 }
 
 /// Reads until the new bytes bring a line feed (a line can only end with
@@ -543,7 +567,7 @@ pub(crate) mod differential {
     use bytes::{Buf, BytesMut};
     use tokio::io::{AsyncRead, AsyncReadExt};
 
-    use super::{forward, is_peer_header, read};
+    use super::{forward, is_peer_header, read, Activity};
 
     /// What an app behind hyper's HTTP/1 server saw: each request's method,
     /// target, body and the values of every header that spells the peer-ID
@@ -626,8 +650,10 @@ pub(crate) mod differential {
         let mut buf = BytesMut::new();
         let (mut app, mut forwarded) = (Vec::new(), 0);
         let mut timer = super::HeadTimer::new(crate::serve::HEADER_READ_TIMEOUT);
-        while let Ok(Some(h)) =
-            read(&mut rd, &mut buf, peer_header, peer, &mut timer, &|| false).await
+        while let Ok(Some(h)) = read(&mut rd, &mut buf, peer_header, peer, &mut timer, &|| {
+            Activity::Idle
+        })
+        .await
         {
             buf.advance(h.consumed);
             if forward(h.framing, h.out, &mut buf, &mut rd, &mut app)

@@ -163,6 +163,48 @@ struct AppSide {
     gone: bool,
 }
 
+/// What the two halves of one connection share.
+struct Shared {
+    app: std::sync::Mutex<AppSide>,
+    writing: Writing,
+}
+
+/// Since when the response side has been writing to the client (ms after
+/// `base`, 0 while it is not): a client that takes no bytes of an answer
+/// for the head timeout is not waiting for it, it is gone or stalling.
+struct Writing {
+    base: tokio::time::Instant,
+    since_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Writing {
+    fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            since_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // At least 1: 0 means "not writing".
+        (self.base.elapsed().as_millis() as u64).max(1)
+    }
+
+    fn start(&self) {
+        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn stop(&self) {
+        self.since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Writing without progress for `limit` or longer.
+    fn stalled(&self, limit: std::time::Duration) -> bool {
+        let since = self.since_ms.load(Ordering::Relaxed);
+        since != 0 && self.now_ms().saturating_sub(since) >= limit.as_millis() as u64
+    }
+}
+
 /// One authorised connection, until either side is done: requests from the
 /// client to the app ([`requests`]), the app's bytes back
 /// ([`relay_responses`]), polled together in this task. The client's write
@@ -171,19 +213,22 @@ struct AppSide {
 async fn relay(tls: TlsStream<TcpStream>, cfg: &InboundConfig, peer: &str, stats: &ListenerStats) {
     let (mut client_r, client_w) = tokio::io::split(tls);
     let client_w = tokio::sync::Mutex::new(client_w);
-    let app = std::sync::Mutex::new(AppSide {
-        responses: Responses::default(),
-        gone: true,
-    });
+    let shared = Shared {
+        app: std::sync::Mutex::new(AppSide {
+            responses: Responses::default(),
+            gone: true,
+        }),
+        writing: Writing::new(),
+    };
     let (to_responses, app_conns) = mpsc::channel(1);
-    let responses = relay_responses(app_conns, &client_w, &app);
+    let responses = relay_responses(app_conns, &client_w, &shared);
     tokio::pin!(responses);
     let end = {
         let requests = requests(
             &mut client_r,
             &client_w,
             to_responses,
-            &app,
+            &shared,
             cfg,
             peer,
             stats,
@@ -251,8 +296,9 @@ enum End {
 async fn relay_responses(
     mut app_conns: mpsc::Receiver<AppRead>,
     client_w: &tokio::sync::Mutex<ClientWrite>,
-    app: &std::sync::Mutex<AppSide>,
+    shared: &Shared,
 ) {
+    let (app, writing) = (&shared.app, &shared.writing);
     let mut buf = vec![0u8; RELAY_BUF];
     while let Some(mut app_r) = app_conns.recv().await {
         let mut client_w = client_w.lock().await;
@@ -267,7 +313,11 @@ async fn relay_responses(
                 }
             };
             lock(app).responses.saw(&buf[..n]);
-            if client_w.write_all(&buf[..n]).await.is_err() || client_w.flush().await.is_err() {
+            writing.start();
+            let written =
+                client_w.write_all(&buf[..n]).await.is_ok() && client_w.flush().await.is_ok();
+            writing.stop();
+            if !written {
                 return;
             }
         };
@@ -306,23 +356,40 @@ async fn requests(
     client_r: &mut ClientRead,
     client_w: &tokio::sync::Mutex<ClientWrite>,
     to_responses: mpsc::Sender<AppRead>,
-    app: &std::sync::Mutex<AppSide>,
+    shared: &Shared,
     cfg: &InboundConfig,
     peer: &str,
     stats: &ListenerStats,
 ) -> End {
+    let (app, writing) = (&shared.app, &shared.writing);
     let mut buf = BytesMut::with_capacity(head::READ_BUF);
     let mut app_w: Option<AppWrite> = None;
     let mut timer = head::HeadTimer::new(HEADER_READ_TIMEOUT);
     loop {
-        let busy = || lock(app).responses.busy();
+        // The client's time for its next head counts from the end of the
+        // last answer; while one is owed it is not idle, unless it takes
+        // none of the answer for as long.
+        let activity = || {
+            let app = lock(app);
+            if app.responses.busy() {
+                if writing.stalled(HEADER_READ_TIMEOUT) {
+                    head::Activity::Idle
+                } else {
+                    head::Activity::Busy
+                }
+            } else {
+                app.responses
+                    .idle_since()
+                    .map_or(head::Activity::Idle, head::Activity::IdleSince)
+            }
+        };
         let head = match head::read(
             client_r,
             &mut buf,
             &cfg.peer_id_header,
             peer,
             &mut timer,
-            &busy,
+            &activity,
         )
         .await
         {
@@ -420,11 +487,15 @@ async fn requests(
                 return End::StopForwarding;
             }
             Err(BodyError::Io(e)) => {
-                // Either side: the client closed mid-body, or the app closed
-                // (it may have answered early, a 413 say): what the app
-                // sent is relayed before the client's connection closes.
-                tracing::debug!(error = %e, "forwarding a request ended with an error");
+                // The app closed mid-body (it may have answered early, a 413
+                // say): what it sent is relayed, then the client's
+                // connection closes.
+                tracing::debug!(error = %e, "forwarding a request to the app failed");
                 return End::StopForwarding;
+            }
+            Err(BodyError::Client(e)) => {
+                tracing::debug!(error = %e, "the client went away mid-body");
+                return End::Now;
             }
         }
     }
@@ -451,7 +522,7 @@ mod tests {
             HEADER,
             PEER,
             timer,
-            &|| false,
+            &|| head::Activity::Idle,
         )
         .await;
         (r, buf)
@@ -484,6 +555,19 @@ mod tests {
         assert!(matches!(r, Ok(None)), "the client closed mid-head: {r:?}");
     }
 
+    #[test]
+    fn a_write_without_progress_for_the_limit_is_a_stall() {
+        let w = Writing::new();
+        let limit = std::time::Duration::from_millis(50);
+        assert!(!w.stalled(limit), "not writing");
+        w.start();
+        assert!(!w.stalled(limit));
+        std::thread::sleep(limit + std::time::Duration::from_millis(20));
+        assert!(w.stalled(limit));
+        w.stop();
+        assert!(!w.stalled(limit));
+    }
+
     #[tokio::test]
     async fn an_idle_connection_and_a_flood_of_empty_lines_are_not_kept() {
         // Nothing sent at all: closed after the head timeout, as hyper did.
@@ -497,11 +581,33 @@ mod tests {
             HEADER,
             PEER,
             &mut HeadTimer::new(timeout),
-            &|| false,
+            &|| head::Activity::Idle,
         )
         .await;
         assert!(matches!(r, Ok(None)), "{r:?}");
         assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        // Time the app spends answering does not count; the client's time
+        // runs from the end of the last answer.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let started = tokio::time::Instant::now();
+        let last_answer = started + 2 * timeout;
+        let activity = || match calls.fetch_add(1, Ordering::SeqCst) {
+            0 | 1 => head::Activity::Busy,
+            _ => head::Activity::IdleSince(last_answer),
+        };
+        let r = head::read(
+            &mut quiet,
+            &mut buf,
+            HEADER,
+            PEER,
+            &mut HeadTimer::new(timeout),
+            &activity,
+        )
+        .await;
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        // Busy at 1×, 2× the timeout; idle since 2×, so up at 3×.
+        let took = started.elapsed();
+        assert!(took >= 3 * timeout && took < 5 * timeout, "{took:?}");
         // A few empty lines before a request are fine, a flood is not.
         let (r, _) = read_in_pieces(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 2).await;
         assert!(matches!(r, Ok(Some(_))), "{r:?}");

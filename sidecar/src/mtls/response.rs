@@ -67,6 +67,8 @@ pub(crate) struct Responses {
     line: Vec<u8>,
     /// Bytes of the current response already seen (relayed).
     started: bool,
+    /// When the last answer owed was completed (nothing owed since).
+    idle_since: Option<tokio::time::Instant>,
     /// An answer said the app closes after it (`Connection: close`, or
     /// HTTP/1.0 without keep-alive): its close ends the client's connection
     /// too, as the client was told.
@@ -122,9 +124,16 @@ impl Responses {
         self.pending.len()
     }
 
-    /// Requests are waiting for (the rest of) their answers.
+    /// Requests are waiting for (the rest of) their answers, as far as the
+    /// scanner can tell (once it gave up, it cannot).
     pub(crate) fn busy(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() && self.state != State::Lost
+    }
+
+    /// When the app finished answering everything asked so far (`None`:
+    /// nothing answered yet, or it still owes answers).
+    pub(crate) fn idle_since(&self) -> Option<tokio::time::Instant> {
+        self.idle_since.filter(|_| self.pending.is_empty())
     }
 
     /// What the app closing its connection now means.
@@ -143,6 +152,9 @@ impl Responses {
     /// The current response is complete.
     fn done(&mut self) {
         self.pending.pop_front();
+        if self.pending.is_empty() {
+            self.idle_since = Some(tokio::time::Instant::now());
+        }
         self.state = State::Head;
         self.started = false;
     }

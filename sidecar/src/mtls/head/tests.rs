@@ -238,7 +238,7 @@ async fn a_length_body_is_passed_through_exactly_and_what_follows_stays() {
     assert_eq!((app.as_str(), left.as_str()), ("HEAD|", "GET /next"));
     let (app, err, _) = body(Framing::Length(10), &["0123", "45"]).await;
     assert!(
-        matches!(err, Some(BodyError::Io(_))),
+        matches!(err, Some(BodyError::Client(_))),
         "client closed mid-body: {err:?}"
     );
     assert_eq!(app, "HEAD|012345");
@@ -286,7 +286,7 @@ async fn a_chunked_body_is_checked_and_written_again_without_extensions_or_trail
         "{err:?}"
     );
     let (_, err, _) = body(Framing::Chunked, &["5\r\nhel"]).await;
-    assert!(matches!(err, Some(BodyError::Io(_))), "{err:?}");
+    assert!(matches!(err, Some(BodyError::Client(_))), "{err:?}");
 }
 
 use super::differential::agrees_with_hyper;

@@ -108,9 +108,17 @@ fn busy_while_an_answer_is_owed_and_a_dropped_head_is_told_apart() {
     r.asked(true);
     assert!(r.busy());
     assert_eq!(r.at_close(), AtClose::Dropped { head: true });
+    assert_eq!(r.idle_since(), None);
     r.saw(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
     assert!(!r.busy());
+    assert!(r.idle_since().is_some());
     assert_eq!(r.at_close(), AtClose::Idle);
+    // Once the scanner has given up, it cannot say the app still owes.
+    r.asked(false);
+    assert!(r.busy());
+    assert_eq!(r.idle_since(), None);
+    r.saw(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    assert!(!r.busy());
 }
 
 #[test]
