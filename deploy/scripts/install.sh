@@ -94,8 +94,9 @@ fi
 
 # --- 2. zt-injector (before any annotated pod is created) ---------------------
 # Its webhook fails closed for the opted-in namespaces (99-apps, zt-examples):
-# until it answers with a trusted certificate, their pods are refused and
-# their controllers retry. So wait for it before the apps when waiting.
+# until it answers with a trusted certificate, their annotated pods (all of
+# the apps') are refused and their controllers retry. So wait for it before
+# the apps when waiting.
 injector_values=()
 lab && injector_values+=(-f deploy/lab/zt-injector-values.yaml)
 read -r -a extra_values <<<"${ZT_INJECTOR_VALUES:-}"

@@ -64,8 +64,10 @@ impl BackendError {
     }
 }
 
-/// How long an idle connection to the backend is kept for reuse: below
-/// the backend's keep-alive timeout (actix-web's default, 5 s).
+/// How long an idle connection to the backend is kept for reuse: well
+/// below the 9–10 s after which the backend's sidecar closes an idle
+/// connection (and under actix-web's 5 s keep-alive, should the sidecars
+/// ever carry connections end to end again).
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// HTTP client for the backend API (through the frontend sidecar's outbound
@@ -92,10 +94,10 @@ impl BackendClient {
             // The backend is reached on loopback through our sidecar; an
             // HTTP_PROXY in the environment must not reroute it.
             .no_proxy()
-            // The sidecars carry each connection end to end, so the
-            // backend's keep-alive timeout (actix-web's default, 5 s) closes
-            // this client's idle connections: giving them up sooner means a
-            // request never goes out on one the backend is closing.
+            // The backend's sidecar closes an idle connection after 9–10 s
+            // (the backend's own 5 s keep-alive close is absorbed by it):
+            // giving connections up sooner means a request never goes out
+            // on one that is being closed.
             .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .build()
             .map_err(|e| BackendError::Protocol(format!("cannot build the HTTP client: {e}")))?;
