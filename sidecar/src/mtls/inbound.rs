@@ -568,6 +568,18 @@ mod tests {
         assert!(!w.stalled(limit));
     }
 
+    /// `head::read` from a client that sends nothing, with `timeout` and
+    /// `activity`.
+    async fn quiet_read(
+        quiet: &mut tokio::io::DuplexStream,
+        buf: &mut BytesMut,
+        timeout: std::time::Duration,
+        activity: &(dyn Fn() -> head::Activity + Sync),
+    ) -> Result<Option<Head>, Refusal> {
+        let timer = &mut HeadTimer::new(timeout);
+        head::read(quiet, buf, HEADER, PEER, timer, activity).await
+    }
+
     #[tokio::test]
     async fn an_idle_connection_and_a_flood_of_empty_lines_are_not_kept() {
         // Nothing sent at all: closed after the head timeout, as hyper did.
@@ -575,15 +587,7 @@ mod tests {
         let mut buf = BytesMut::new();
         let started = tokio::time::Instant::now();
         let timeout = std::time::Duration::from_millis(200);
-        let r = head::read(
-            &mut quiet,
-            &mut buf,
-            HEADER,
-            PEER,
-            &mut HeadTimer::new(timeout),
-            &|| head::Activity::Idle,
-        )
-        .await;
+        let r = quiet_read(&mut quiet, &mut buf, timeout, &|| head::Activity::Idle).await;
         assert!(matches!(r, Ok(None)), "{r:?}");
         assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
         // Time the app spends answering does not count; the client's time
@@ -595,15 +599,7 @@ mod tests {
             0 | 1 => head::Activity::Busy,
             _ => head::Activity::IdleSince(last_answer),
         };
-        let r = head::read(
-            &mut quiet,
-            &mut buf,
-            HEADER,
-            PEER,
-            &mut HeadTimer::new(timeout),
-            &activity,
-        )
-        .await;
+        let r = quiet_read(&mut quiet, &mut buf, timeout, &activity).await;
         assert!(matches!(r, Ok(None)), "{r:?}");
         // Busy at 1×, 2× the timeout; idle since 2×, so up at 3×.
         let took = started.elapsed();
