@@ -111,9 +111,40 @@ impl Refusal {
     }
 }
 
-/// `v` without the optional whitespace (spaces, tabs) around it.
-fn trim_ows(v: &str) -> &str {
-    v.trim_matches([' ', '\t'])
+/// `v` without the optional whitespace around it: only the spaces and tabs
+/// HTTP allows, not Unicode spaces (`5\u{a0}`) an app may read as part of
+/// the value.
+pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
+    let ows = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = v.iter().position(|b| !ows(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !ows(b)).map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// Whether a `Connection` value has the `close` and the `keep-alive` token
+/// (a value that is not UTF-8 has neither).
+pub(crate) fn connection_tokens(v: &[u8]) -> (bool, bool) {
+    if std::str::from_utf8(v).is_err() {
+        return (false, false);
+    }
+    v.split(|&b| b == b',')
+        .map(trim_ows)
+        .fold((false, false), |(close, keep_alive), t| {
+            (
+                close || t.eq_ignore_ascii_case(b"close"),
+                keep_alive || t.eq_ignore_ascii_case(b"keep-alive"),
+            )
+        })
+}
+
+/// A `Content-Length` value: plain digits (around them only spaces and
+/// tabs) that fit in a u64.
+pub(crate) fn content_length(v: &[u8]) -> Option<u64> {
+    let v = trim_ows(v);
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Whether `name` would reach the app as the peer-ID header `peer_header`
@@ -172,20 +203,12 @@ pub(crate) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<
     let mut chunked = 0usize;
     let mut encodings = 0usize;
     for h in req.headers.iter() {
-        // Only the spaces and tabs HTTP allows around a value: `str::trim`
-        // would also take Unicode spaces (`5\u{a0}`) that an app reads as
-        // part of the value.
-        let value = std::str::from_utf8(h.value).map(trim_ows);
         if h.name.eq_ignore_ascii_case("connection") {
-            for token in value.unwrap_or("").split(',').map(trim_ows) {
-                close |= token.eq_ignore_ascii_case("close");
-                keep_alive |= token.eq_ignore_ascii_case("keep-alive");
-            }
+            let (c, k) = connection_tokens(h.value);
+            close |= c;
+            keep_alive |= k;
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = value
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
+            let n = content_length(h.value)
                 .ok_or(Refusal::Malformed("content-length is not a number"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Refusal::Malformed("two different content-length values"));
@@ -193,7 +216,7 @@ pub(crate) fn parse(buf: &[u8], peer_header: &str, peer: &str) -> Result<Option<
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             encodings += 1;
-            if value.is_ok_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            if trim_ows(h.value).eq_ignore_ascii_case(b"chunked") {
                 chunked += 1;
             }
         }

@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 
+use super::head::{connection_tokens, content_length, trim_ows};
 use crate::serve::MAX_HEAD_BYTES;
 
 /// Most header fields in one response head followed (more: not followed,
@@ -325,10 +326,9 @@ fn parse_head(buf: &[u8], to_head: bool) -> Parsed {
         let (mut close, mut keep_alive) = (false, false);
         for h in resp.headers.iter() {
             if h.name.eq_ignore_ascii_case("connection") {
-                for token in h.value.split(|&b| b == b',').map(trim) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
+                let (c, k) = connection_tokens(h.value);
+                close |= c;
+                keep_alive |= k;
             }
         }
         close || (version == 0 && !keep_alive)
@@ -343,12 +343,7 @@ fn parse_head(buf: &[u8], to_head: bool) -> Parsed {
             let mut encoding: Option<&[u8]> = None;
             for h in resp.headers.iter() {
                 if h.name.eq_ignore_ascii_case("content-length") {
-                    let v = trim(h.value);
-                    let n = std::str::from_utf8(v)
-                        .ok()
-                        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                        .and_then(|v| v.parse::<u64>().ok());
-                    match (n, length) {
+                    match (content_length(h.value), length) {
                         (None, _) => {
                             return Parsed::Invalid("a content-length that is not a number")
                         }
@@ -364,7 +359,11 @@ fn parse_head(buf: &[u8], to_head: bool) -> Parsed {
             }
             match (encoding, length) {
                 (Some(te), _) => {
-                    let last = te.rsplit(|&b| b == b',').next().map(trim).unwrap_or(&[]);
+                    let last = te
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .map(trim_ows)
+                        .unwrap_or(&[]);
                     if last.eq_ignore_ascii_case(b"chunked") {
                         Body::Chunked
                     } else {
@@ -377,18 +376,6 @@ fn parse_head(buf: &[u8], to_head: bool) -> Parsed {
         }
     };
     Parsed::Complete { len, body, close }
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |e| e + 1);
-    &v[start..end.max(start)]
 }
 
 #[cfg(test)]
