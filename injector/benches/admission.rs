@@ -42,6 +42,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
 use zt_bench::stats::{percentile, sorted, Difference};
+use zt_injector::admission::{Decision, Injector};
 
 /// Set (to a JSON file `{"<path>": "<base64 patch>" | null}`) in the child
 /// process that serves the floor webhooks.
@@ -176,16 +177,7 @@ impl zt_injector::admission::ConfigMaps for NoConfigMaps {
 
 /// The injector's work alone: `review()` on the bench pod's AdmissionReview,
 /// in this process, one call at a time (ms per call, sorted).
-async fn in_process(settings: &str, calls: usize) -> Vec<f64> {
-    let s = zt_injector::settings::Settings::parse(
-        settings,
-        &BTreeMap::from([
-            ("POD_NAME".to_string(), "bench".to_string()),
-            ("POD_NAMESPACE".to_string(), "zt-injector".to_string()),
-        ]),
-    )
-    .unwrap();
-    let injector = zt_injector::admission::Injector::new(Arc::new(s), NoConfigMaps);
+async fn in_process(injector: &Injector<NoConfigMaps>, calls: usize) -> Vec<f64> {
     let body = serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
@@ -276,35 +268,28 @@ async fn main() {
 
     // zt-injector's patch for the bench pod, and the pod it gives, computed
     // once by the library.
-    let s = zt_injector::settings::Settings::parse(
-        &settings,
-        &BTreeMap::from([
-            ("POD_NAME".to_string(), "bench".to_string()),
-            ("POD_NAMESPACE".to_string(), "zt-injector".to_string()),
-        ]),
-    )
-    .unwrap();
+    let s = Arc::new(
+        zt_injector::settings::Settings::parse(
+            &settings,
+            &BTreeMap::from([
+                ("POD_NAME".to_string(), "bench".to_string()),
+                ("POD_NAMESPACE".to_string(), "zt-injector".to_string()),
+            ]),
+        )
+        .unwrap(),
+    );
+    // The library's injector, for the patch the floor returns and for its
+    // own time per review.
+    let library = Injector::new(s.clone(), NoConfigMaps);
     let pod_in = |name: &str, ns: &str| -> Pod {
         serde_json::from_value(pod_manifest(name, ns, BACKEND)).unwrap()
     };
-    let the_patch = {
-        use zt_injector::annotations::{parse, Intent, Source};
-        let pod = pod_in("p", "bench-patch");
-        let Intent::Inject(i) =
-            parse(pod.metadata.annotations.as_ref().unwrap(), &s.trust_domain).unwrap()
-        else {
-            panic!("the bench pod is not injected")
-        };
-        let Source::Annotations(a) = &i.source else {
-            panic!("the bench pod names a ConfigMap")
-        };
-        let rendered = zt_injector::render::from_annotations(a, &s).unwrap();
-        let plan = zt_injector::patch::Plan {
-            rendered: &rendered,
-            image: s.sidecar.image.clone(),
-            resources: zt_injector::patch::resources(&i.resources, &s.sidecar.resources).unwrap(),
-        };
-        serde_json::to_value(zt_injector::patch::mutation(&pod, &plan, &s).unwrap()).unwrap()
+    let the_patch = match library
+        .plan(&pod_in("p", "bench-patch"), "bench-patch")
+        .await
+    {
+        Ok(Decision::Inject(patch)) => serde_json::to_value(patch).unwrap(),
+        other => panic!("the bench pod is not injected: {other:?}"),
     };
     let one_annotation = json!([{
         "op": "add", "path": "/metadata/annotations/bench.local~1patched", "value": "yes"
@@ -482,7 +467,7 @@ async fn main() {
         &log[log.len().saturating_sub(2000)..]
     );
     injector.stop();
-    let alone = in_process(&settings, 2000).await;
+    let alone = in_process(&library, 2000).await;
 
     let diff = |a: usize, b: usize| {
         (
