@@ -318,6 +318,7 @@ async fn relay_responses(
                 client_w.write_all(&buf[..n]).await.is_ok() && client_w.flush().await.is_ok();
             writing.stop();
             if !written {
+                tracing::debug!("writing the app's answer to the client failed; closing");
                 return;
             }
         };
@@ -335,6 +336,9 @@ async fn relay_responses(
                 return;
             }
             AtClose::Close => {
+                tracing::debug!(
+                    "the app closed mid-answer, after a body delimited by the close, or after saying close; closing the client's connection"
+                );
                 let _ = client_w.shutdown().await;
                 return;
             }
@@ -394,7 +398,10 @@ async fn requests(
         .await
         {
             Ok(Some(h)) => h,
-            Ok(None) => return End::Now,
+            Ok(None) => {
+                tracing::debug!("no further request from the client; closing");
+                return End::Now;
+            }
             Err(refusal) => {
                 let status = refusal.status().0;
                 tracing::warn!(%peer, status, reason = refusal.message(), "request refused");
@@ -437,6 +444,7 @@ async fn requests(
                         app.responses.asked(head.is_head);
                     }
                     if to_responses.send(app_r).await.is_err() {
+                        tracing::debug!("the response side is gone; closing");
                         return End::Now;
                     }
                     app_w = Some(w);
