@@ -61,8 +61,8 @@ enum Bench {
         rounds: usize,
         /// Back-to-back pairs of runs (sidecars, TCP relay) for the CPU
         /// per request against the relay.
-        #[arg(long, default_value_t = 12)]
-        pairs: usize,
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u16).range(1..))]
+        pairs: u16,
         /// Only set the routes up, print their entry points and process IDs,
         /// and keep them up this many seconds (for `perf record -p` with your
         /// own load); nothing is measured or written.
@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             pairs,
             hold,
-        } => bench_mtls(&out, secs, rounds, pairs, hold),
+        } => bench_mtls(&out, secs, rounds, usize::from(pairs), hold),
         Bench::Backend { out, secs } => backend::bench_backend(&out, secs),
         Bench::Fleet {
             out,
@@ -510,15 +510,19 @@ fn bench_mtls(
             let b = loaded(relay, PAIR_SECS)?;
             (loaded(ours, PAIR_SECS)?, b)
         };
-        let per_request = |(w, spent): &(Wrk, Vec<f64>), i: usize| {
-            spent.get(i).copied().unwrap_or(0.0) / (w.requests as f64).max(1.0)
-        };
-        paired
-            .outbound
-            .push(per_request(&a, 0) / per_request(&b, 0));
-        paired.inbound.push(per_request(&a, 1) / per_request(&b, 1));
+        paired.outbound.push(pair_ratio(&a, &b, 0));
+        paired.inbound.push(pair_ratio(&a, &b, 1));
     }
     write_result(out, &mtls_report(&routes, &figures, &paired, secs, rounds))
+}
+
+/// Process `i`'s CPU per request in run `ours` over the same in run
+/// `anchor` (each run: wrk's figures and the CPU seconds of each process).
+fn pair_ratio(ours: &(Wrk, Vec<f64>), anchor: &(Wrk, Vec<f64>), i: usize) -> f64 {
+    let per_request = |(w, spent): &(Wrk, Vec<f64>)| {
+        spent.get(i).copied().unwrap_or(f64::NAN) / (w.requests as f64).max(1.0)
+    };
+    per_request(ours) / per_request(anchor)
 }
 
 /// Seconds per run in the pairs: shorter than the rounds' runs, so that
@@ -622,8 +626,8 @@ fn against_relay(ours: &RouteFigures, relay: &RouteFigures, paired: &PairedRatio
     format!(
         "CPU per request against the plain TCP relay: in the rounds above, {}; {}. \
          The goal is judged on {} back-to-back pairs of {PAIR_SECS} s runs at 32 connections (sidecars, \
-         relay, then relay, sidecars, alternately), each giving one ratio per sidecar, whose median and its \
-         bootstrap interval are: {}; {}.",
+         relay, then relay, sidecars, alternately), each giving one ratio per sidecar, whose median (by nearest \
+         rank: of an even count, the upper middle one) and its bootstrap interval are: {}; {}.",
         pooled("outbound", 0, "first"),
         pooled("inbound", 1, "second"),
         paired.outbound.len(),
@@ -932,6 +936,27 @@ mod tests {
             line.contains("goal ≤ 1.25×: not settled by this run: the interval holds 1.25×)"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_pair_compares_cpu_per_request_of_the_same_place() {
+        let run = |requests: u64, spent: Vec<f64>| {
+            (
+                Wrk {
+                    requests,
+                    ..Wrk::default()
+                },
+                spent,
+            )
+        };
+        // Sidecars: 100k requests, outbound 2.0 s, inbound 3.0 s; relays:
+        // 200k requests, 2.0 s and 2.0 s (10 µs each).
+        let ours = run(100_000, vec![2.0, 3.0, 1.0]);
+        let relay = run(200_000, vec![2.0, 2.0, 1.0]);
+        assert_eq!(pair_ratio(&ours, &relay, 0), 2.0);
+        assert_eq!(pair_ratio(&ours, &relay, 1), 3.0);
+        // A process missing from a run gives no figure, not a ratio of 0.
+        assert!(pair_ratio(&run(1, vec![]), &relay, 0).is_nan());
     }
 
     #[test]

@@ -210,6 +210,72 @@ fn what_cannot_be_followed_is_given_up_on_and_closes_with_the_app() {
 }
 
 #[test]
+fn framing_fields_matter_only_where_a_body_can_follow() {
+    // A bad or conflicting length on an answer without a body is ignored,
+    // as it was: no body follows whatever it says.
+    for (head, r) in [
+        (
+            true,
+            b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n".as_slice(),
+        ),
+        (
+            false,
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"
+                .as_slice(),
+        ),
+        (
+            false,
+            b"HTTP/1.1 204 No Content\r\ncontent-length: -1\r\n\r\n".as_slice(),
+        ),
+    ] {
+        check(&[head], r, &[r.len()], AtClose::Idle);
+    }
+    let cont = b"HTTP/1.1 100 Continue\r\ncontent-length: x\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    check(&[false], cont, &[cont.len()], AtClose::Idle);
+    // Where a body follows, a bad length is not followed even next to a
+    // transfer-encoding that would frame the body.
+    let te = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: x\r\n\r\n0\r\n\r\n";
+    check(&[false], te, &[], AtClose::Close);
+    // The first problem in header order is the one reported.
+    let parse = |r: &[u8]| parse_head(r, false);
+    assert_eq!(
+        parse(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"),
+        Parsed::Invalid("a content-length that is not a number")
+    );
+    assert_eq!(
+        parse(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\ncontent-length: x\r\n\r\n"),
+        Parsed::Invalid("two different content-length values")
+    );
+    // Equal repeated lengths are one length; connection tokens from any
+    // field count.
+    let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: keep-alive\r\ncontent-length: 2\r\nconnection: Close\r\n\r\nok";
+    assert_eq!(
+        parse(r),
+        Parsed::Complete {
+            len: r.len() - 2,
+            body: Body::Length(2),
+            close: true
+        }
+    );
+}
+
+#[test]
+fn up_to_64_header_fields_are_followed() {
+    let head = |fields: usize| {
+        let mut r = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+        for i in 1..fields {
+            r.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        r.extend_from_slice(b"\r\n");
+        r
+    };
+    let at_limit = head(MAX_HEADERS);
+    check(&[false], &at_limit, &[at_limit.len()], AtClose::Idle);
+    let over = head(MAX_HEADERS + 1);
+    check(&[false], &over, &[], AtClose::Close);
+}
+
+#[test]
 fn chunk_sizes() {
     assert_eq!(chunk_size(b"0\r\n"), Some(0));
     assert_eq!(chunk_size(b"1aF;name=value\r\n"), Some(0x1af));
