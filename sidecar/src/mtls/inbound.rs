@@ -35,8 +35,10 @@
 //! tries again. The client closing its side ends both connections, as it
 //! did when hyper served them.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, BytesMut};
@@ -313,11 +315,7 @@ async fn relay_responses(
                 }
             };
             lock(app).responses.saw(&buf[..n]);
-            writing.start();
-            let written =
-                client_w.write_all(&buf[..n]).await.is_ok() && client_w.flush().await.is_ok();
-            writing.stop();
-            if !written {
+            if !write_to_client(&mut client_w, &buf[..n], writing).await {
                 tracing::debug!("writing the app's answer to the client failed; closing");
                 return;
             }
@@ -345,6 +343,28 @@ async fn relay_responses(
         }
     }
     let _ = client_w.lock().await.shutdown().await;
+}
+
+/// Writes `data` to the client. A write that does not complete at once is
+/// marked in `writing` while it waits (a client that takes none of it for
+/// the head timeout is stalled); one that does, the usual case, costs no
+/// clock read.
+async fn write_to_client(client_w: &mut ClientWrite, data: &[u8], writing: &Writing) -> bool {
+    let mut write = std::pin::pin!(async {
+        client_w.write_all(data).await?;
+        client_w.flush().await
+    });
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let written = match first {
+        Poll::Ready(written) => written,
+        Poll::Pending => {
+            writing.start();
+            let written = write.await;
+            writing.stop();
+            written
+        }
+    };
+    written.is_ok()
 }
 
 fn lock(app: &std::sync::Mutex<AppSide>) -> std::sync::MutexGuard<'_, AppSide> {
