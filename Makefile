@@ -19,7 +19,7 @@ DEVSTACK := target/$(PROFILE)/devstack
 # down/status work with any build of devstack (the platform may have been started with another PROFILE).
 ANY_DEVSTACK = $(firstword $(wildcard $(DEVSTACK) target/debug/devstack target/release/devstack))
 
-.PHONY: help tools tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-backend bench-injector bench-fleet build build-up install deploy teardown lab
+.PHONY: help tools tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-mtls-instructions bench-backend bench-injector bench-fleet build build-up install deploy teardown lab
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -85,13 +85,16 @@ lab: tools tools-kube disk ## A real one-node Kubernetes here (root) with the pl
 teardown: ## Delete the kind cluster made by make deploy
 	@bash deploy/scripts/teardown.sh
 
-bench: bench-sidecar bench-mtls bench-backend bench-injector bench-fleet ## All benchmarks (results in bench/results/)
+bench: bench-sidecar bench-mtls bench-mtls-instructions bench-backend bench-injector bench-fleet ## All benchmarks (results in bench/results/)
 
 bench-sidecar: ## zt-sidecar vs OpenBao Agent: RSS, time to first file, idle CPU
 	@bash scripts/bench.sh sidecar
 
 bench-mtls: ## Latency/throughput: direct vs through the two mTLS sidecars (wrk)
 	@bash scripts/bench.sh mtls
+
+bench-mtls-instructions: ## The inbound's user-space instructions per request under callgrind (BASE=<zt-sidecar binary> to compare with; ~3 min per build)
+	@bash scripts/bench.sh mtls-instructions
 
 bench-backend: ## Backend: login p50/p99 (argon2id) and GET /api/auth/me req/s (wrk) on the real stack
 	@bash scripts/bench-backend.sh

@@ -5,6 +5,7 @@
 //! zt-bench mtls    --out bench/results/mtls.md      # direct vs the sidecars vs HAProxy pairs, with wrk
 //! zt-bench backend --out bench/results/backend.md   # login p50/p99 and GET /api/auth/me req/s, with wrk
 //! zt-bench fleet   --out bench/results/fleet.md     # N zt-sidecars vs N bao agents on one stack
+//! zt-bench mtls-instructions --build old=PATH --build new=PATH  # the inbound's instructions per request (callgrind)
 //! ```
 //! `make bench-sidecar` / `make bench-mtls` / `make bench-backend` / `make bench-fleet` build release binaries and run these.
 
@@ -23,6 +24,7 @@ use zt_bench::{cores, cpu_secs, machine_line, rss_kib, which, write_result, Wrk}
 
 mod backend;
 mod fleet;
+mod instructions;
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +71,25 @@ enum Bench {
         #[arg(long)]
         hold: Option<u64>,
     },
+    /// The inbound sidecar's user-space instructions per request under
+    /// valgrind's callgrind, for one or more builds (compares builds to a
+    /// few tenths of a percent; `mtls` measures the goal).
+    MtlsInstructions {
+        /// Markdown file to write.
+        #[arg(long, default_value = "bench/results/mtls-instructions.md")]
+        out: PathBuf,
+        /// A build to measure, NAME=PATH to a zt-sidecar binary; repeat to
+        /// compare (the first is what the others are compared with). The
+        /// workspace's release build when none is given.
+        #[arg(long = "build", value_parser = instructions::parse_build)]
+        builds: Vec<instructions::Build>,
+        /// Seconds of the short run (the long run is twice as long).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        secs: u64,
+        /// Pairs of runs per build.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+        runs: u16,
+    },
     /// N zt-sidecars vs N `bao agent`s on one SPIRE, OpenBao and PostgreSQL.
     Fleet {
         /// Markdown file to write.
@@ -113,6 +134,12 @@ fn main() -> anyhow::Result<()> {
             pairs,
             hold,
         } => bench_mtls(&out, secs, rounds, usize::from(pairs), hold),
+        Bench::MtlsInstructions {
+            out,
+            builds,
+            secs,
+            runs,
+        } => instructions::bench_instructions(&out, builds, secs, usize::from(runs)),
         Bench::Backend { out, secs } => backend::bench_backend(&out, secs),
         Bench::Fleet {
             out,
