@@ -38,7 +38,6 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, BytesMut};
@@ -171,9 +170,10 @@ struct Shared {
     writing: Writing,
 }
 
-/// Since when the response side has been writing to the client (ms after
-/// `base`, 0 while it is not): a client that takes no bytes of an answer
-/// for the head timeout is not waiting for it, it is gone or stalling.
+/// Since when the response side has been writing one relayed read (up to
+/// [`RELAY_BUF`] bytes) to the client (ms after `base`, 0 while it is not):
+/// a client that takes longer than the head timeout to take one is not
+/// waiting for the answer, it is gone or stalling.
 struct Writing {
     base: tokio::time::Instant,
     since_ms: std::sync::atomic::AtomicU64,
@@ -200,7 +200,7 @@ impl Writing {
         self.since_ms.store(0, Ordering::Relaxed);
     }
 
-    /// Writing without progress for `limit` or longer.
+    /// Writing the same relayed read for `limit` or longer.
     fn stalled(&self, limit: std::time::Duration) -> bool {
         let since = self.since_ms.load(Ordering::Relaxed);
         since != 0 && self.now_ms().saturating_sub(since) >= limit.as_millis() as u64
@@ -354,16 +354,19 @@ async fn write_to_client(client_w: &mut ClientWrite, data: &[u8], writing: &Writ
         client_w.write_all(data).await?;
         client_w.flush().await
     });
-    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-    let written = match first {
-        Poll::Ready(written) => written,
-        Poll::Pending => {
+    let mut waiting = false;
+    let written = std::future::poll_fn(|cx| {
+        let poll = write.as_mut().poll(cx);
+        if poll.is_pending() && !waiting {
+            waiting = true;
             writing.start();
-            let written = write.await;
-            writing.stop();
-            written
         }
-    };
+        poll
+    })
+    .await;
+    if waiting {
+        writing.stop();
+    }
     written.is_ok()
 }
 
