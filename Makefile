@@ -22,7 +22,7 @@ ANY_DEVSTACK = $(firstword $(wildcard $(DEVSTACK) target/debug/devstack target/r
 .PHONY: help tools tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-mtls-instructions bench-backend bench-injector bench-fleet build build-up install deploy teardown lab
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
 
 tools: ## Install SPIRE, OpenBao, PostgreSQL, Chromium, helm and the CRDs the deploy tests use (pinned; idempotent) into .tools/
 	@bash scripts/tools.sh
@@ -85,7 +85,7 @@ lab: tools tools-kube disk ## A real one-node Kubernetes here (root) with the pl
 teardown: ## Delete the kind cluster made by make deploy
 	@bash deploy/scripts/teardown.sh
 
-bench: bench-sidecar bench-mtls bench-mtls-instructions bench-backend bench-injector bench-fleet ## All benchmarks (results in bench/results/)
+bench: bench-sidecar bench-mtls bench-backend bench-injector bench-fleet ## All benchmarks (results in bench/results/)
 
 bench-sidecar: ## zt-sidecar vs OpenBao Agent: RSS, time to first file, idle CPU
 	@bash scripts/bench.sh sidecar
@@ -93,7 +93,7 @@ bench-sidecar: ## zt-sidecar vs OpenBao Agent: RSS, time to first file, idle CPU
 bench-mtls: ## Latency/throughput: direct vs through the two mTLS sidecars (wrk)
 	@bash scripts/bench.sh mtls
 
-bench-mtls-instructions: ## The inbound's user-space instructions per request under callgrind (BASE=<zt-sidecar binary> to compare with; ~3 min per build)
+bench-mtls-instructions: ## The inbound's user-space instructions per request (callgrind), this build vs BASE_REV=<commit> or BASE=<binary>
 	@bash scripts/bench.sh mtls-instructions
 
 bench-backend: ## Backend: login p50/p99 (argon2id) and GET /api/auth/me req/s (wrk) on the real stack

@@ -10,10 +10,15 @@ case "$name" in
 esac
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 bash scripts/tools.sh >/dev/null
-if [ "$name" = mtls ] || [ "$name" = mtls-instructions ]; then
-  # wrk is the load generator; HAProxy is the anchor the sidecars are
-  # compared with; valgrind's callgrind counts the inbound's instructions.
-  for tool in wrk haproxy valgrind; do
+tools=
+# wrk is the load generator; HAProxy is the anchor the sidecars are compared
+# with; valgrind's callgrind counts the inbound's instructions.
+case "$name" in
+  mtls) tools="wrk haproxy" ;;
+  mtls-instructions) tools="wrk valgrind" ;;
+esac
+if [ -n "$tools" ]; then
+  for tool in $tools; do
     command -v "$tool" >/dev/null && continue
     echo "[bench] installing Debian's $tool"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null ||
@@ -29,10 +34,37 @@ if [ "$name" = fleet ]; then
   fi
   set -- "$@" ${SIZES:+--sizes "$SIZES"}
 fi
-cargo build --release --locked -p zt-sidecar -p zt-bench
-if [ "$name" = mtls-instructions ] && [ -n "${BASE:-}" ]; then
-  # BASE=<a zt-sidecar binary>: the anchor this build is compared with.
-  [ -f "$BASE" ] || { echo "[bench] BASE=$BASE is not a file (give a zt-sidecar binary, e.g. one built from another commit)" >&2; exit 64; }
-  set -- "$@" --build "base=$BASE" --build "this-build=${CARGO_TARGET_DIR:-target}/release/zt-sidecar"
+target=${CARGO_TARGET_DIR:-target}
+if [ "$name" = mtls-instructions ]; then
+  # The anchor this build is compared with: BASE_REV=<commit> (built here,
+  # ~5 min) or BASE=<a zt-sidecar binary>. Either is copied aside first, so
+  # that the build below cannot replace it.
+  base_dir=$target/bench-base
+  mkdir -p "$base_dir"
+  if [ -n "${BASE_REV:-}" ]; then
+    rev=$(git rev-parse --verify --quiet "${BASE_REV}^{commit}") ||
+      { echo "[bench] BASE_REV=$BASE_REV is not a commit of this repository" >&2; exit 64; }
+    base_name=base-${rev:0:7}
+    if [ ! -f "$base_dir/$base_name" ]; then
+      src=$base_dir/src-${rev:0:7}
+      rm -rf "$src"; git worktree prune
+      git worktree add --detach --quiet "$src" "$rev"
+      echo "[bench] building zt-sidecar at ${rev:0:7} (the anchor)"
+      (cd "$src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked -p zt-sidecar)
+      cp "$base_dir/target/release/zt-sidecar" "$base_dir/$base_name"
+      git worktree remove --force "$src"
+    fi
+  elif [ -n "${BASE:-}" ]; then
+    [ -f "$BASE" ] || { echo "[bench] BASE=$BASE is not a file (give a zt-sidecar binary, or BASE_REV=<commit> to build one)" >&2; exit 64; }
+    base_name=base
+    cp "$BASE" "$base_dir/$base_name"
+  else
+    echo "[bench] bench-mtls-instructions compares this build with an anchor: give BASE_REV=<commit> (built here, ~5 min), e.g. BASE_REV=8c142a7 (the inbound before it followed responses), or BASE=<a zt-sidecar binary>" >&2
+    exit 64
+  fi
+  this=this-$(git rev-parse --short=7 HEAD)
+  git diff --quiet HEAD -- sidecar Cargo.lock 2>/dev/null || this=$this-modified
+  set -- "$@" --build "$base_name=$base_dir/$base_name" --build "$this=$target/release/zt-sidecar"
 fi
-exec "${CARGO_TARGET_DIR:-target}/release/zt-bench" "$name" --out "bench/results/$name.md" "${@:2}"
+cargo build --release --locked -p zt-sidecar -p zt-bench
+exec "$target/release/zt-bench" "$name" --out "bench/results/$name.md" "${@:2}"

@@ -79,27 +79,31 @@ pub(crate) fn bench_instructions(
     secs: u64,
     runs: usize,
 ) -> anyhow::Result<()> {
-    let wrk =
-        which("wrk").context("wrk is not installed: make bench-mtls installs Debian's wrk")?;
+    let wrk = which("wrk")
+        .context("wrk is not installed: make bench-mtls-instructions installs Debian's wrk")?;
     let valgrind = which("valgrind")
         .context("valgrind is not installed: `apt-get install valgrind` (Debian's package)")?;
     let control = which("callgrind_control")
         .context("callgrind_control is not installed: it comes with Debian's valgrind package")?;
     let tool = callgrind_tool(&valgrind)?;
+    let workspace = workspace_binary("zt-sidecar", devstack::sidecar::SIDECAR_BIN_ENV)?;
     let builds = if builds.is_empty() {
+        // Named for where it came from: this workspace's build, or the
+        // binary the environment variable names.
+        let name = if std::env::var_os(devstack::sidecar::SIDECAR_BIN_ENV).is_some() {
+            devstack::sidecar::SIDECAR_BIN_ENV
+        } else {
+            "this-build"
+        };
         vec![Build {
-            name: "this-build".into(),
-            binary: workspace_binary("zt-sidecar", devstack::sidecar::SIDECAR_BIN_ENV)?,
+            name: name.into(),
+            binary: workspace.clone(),
         }]
     } else {
         builds
     };
     let work = tempfile::Builder::new().prefix("zt-bench-").tempdir()?;
-    let frontend_bin = install_copy(
-        &workspace_binary("zt-sidecar", devstack::sidecar::SIDECAR_BIN_ENV)?,
-        work.path(),
-        "frontend",
-    )?;
+    let frontend_bin = install_copy(&workspace, work.path(), "frontend")?;
     let opts = Options::default()
         .register_binary(BACKEND_ID, &tool)?
         .register_binary(FRONTEND_ID, &frontend_bin)?;
@@ -118,7 +122,13 @@ pub(crate) fn bench_instructions(
         a,
     )?;
     frontend.wait_ready(Duration::from_secs(30))?;
-    let url = format!("http://{outbound}/");
+    let load = Load {
+        wrk,
+        control,
+        url: format!("http://{outbound}/"),
+        secs,
+        runs,
+    };
     let mut measured = Vec::new();
     for b in &builds {
         println!("[mtls-instructions] {}: {}", b.name, b.binary.display());
@@ -127,10 +137,10 @@ pub(crate) fn bench_instructions(
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\nexec '{}' --tool=callgrind --callgrind-out-file='{}.%p' '{}' \"$@\"\n",
-                valgrind.display(),
-                dumps.display(),
-                b.binary.display()
+                "#!/bin/sh\nexec {} --tool=callgrind --callgrind-out-file={} {} \"$@\"\n",
+                sh_quote(&valgrind),
+                sh_quote(&PathBuf::from(format!("{}.%p", dumps.display()))),
+                sh_quote(&b.binary)
             ),
         )?;
         std::fs::set_permissions(
@@ -146,43 +156,78 @@ pub(crate) fn bench_instructions(
             admin,
         )?;
         // Everything runs some 50 times slower under callgrind.
-        backend.wait_ready(Duration::from_secs(300))?;
+        let counted = backend
+            .wait_ready(Duration::from_secs(300))
+            .and_then(|()| load.measure(&backend, &b.name, &dumps));
+        backend.terminate(Duration::from_secs(60));
+        let m = counted.with_context(|| {
+            let log = backend.log();
+            let mut tail: Vec<&str> = log.lines().rev().take(20).collect();
+            tail.reverse();
+            format!(
+                "measuring {} failed; the inbound's last log lines:\n{}",
+                b.name,
+                tail.join("\n")
+            )
+        })?;
+        measured.push(m);
+    }
+    let md = render(&measured, secs, &workspace);
+    write_result(out, &format!("{}{md}", header()))
+}
+
+/// The load and the counting, the same for every build.
+struct Load {
+    wrk: PathBuf,
+    control: PathBuf,
+    url: String,
+    secs: u64,
+    runs: usize,
+}
+
+impl Load {
+    /// The pairs of runs of one build, running under callgrind as
+    /// `backend` and dumping to `<dumps>.<pid>.<n>`.
+    fn measure(&self, backend: &Sidecar, name: &str, dumps: &Path) -> anyhow::Result<Measured> {
         let pid = backend.process().pid();
         let mut dump_no = 0;
         let mut run = |secs: u64| -> anyhow::Result<(Counts, u64)> {
-            let before = inbound_requests(&backend)?;
-            callgrind(&control, "-z", pid)?;
-            let w = Wrk::run(&wrk, &url, 1, CONNS, secs, &[])?;
+            let before = inbound_requests(backend)?;
+            callgrind(&self.control, "-z", pid)?;
+            let w = Wrk::run(&self.wrk, &self.url, 1, CONNS, secs, &[])?;
             anyhow::ensure!(
                 w.non_2xx == 0 && w.errors == 0,
-                "{} did not answer cleanly: {} non-2xx, {} socket errors",
-                b.name,
+                "{name} did not answer cleanly: {} non-2xx, {} socket errors",
                 w.non_2xx,
                 w.errors
             );
-            callgrind(&control, "-d", pid)?;
+            callgrind(&self.control, "-d", pid)?;
             dump_no += 1;
             let counts = read_dump(&PathBuf::from(format!(
                 "{}.{pid}.{dump_no}",
                 dumps.display()
             )))?;
-            Ok((counts, inbound_requests(&backend)? - before))
+            Ok((counts, inbound_requests(backend)? - before))
         };
         run(2)?;
-        let mut per_request = Vec::new();
-        let (mut requests, mut functions) = (0, HashMap::new());
-        for _ in 0..runs {
-            let (short, short_req) = run(secs)?;
-            let (long, long_req) = run(2 * secs)?;
+        let mut m = Measured {
+            name: name.to_string(),
+            per_request: Vec::new(),
+            requests: 0,
+            functions: HashMap::new(),
+        };
+        for _ in 0..self.runs {
+            let (short, short_req) = run(self.secs)?;
+            let (long, long_req) = run(2 * self.secs)?;
             anyhow::ensure!(
                 long_req > short_req,
-                "{}: the long run counted {long_req} requests, the short one {short_req}",
-                b.name
+                "{name}: the long run counted {long_req} requests, the short one {short_req}"
             );
             let extra = (long_req - short_req) as f64;
-            per_request.push((long.total - short.total) as f64 / extra);
-            requests = long_req;
-            functions = long
+            m.per_request
+                .push((long.total as f64 - short.total as f64) / extra);
+            m.requests = long_req;
+            m.functions = long
                 .functions
                 .iter()
                 .map(|(f, c)| {
@@ -191,16 +236,13 @@ pub(crate) fn bench_instructions(
                 })
                 .collect();
         }
-        backend.terminate(Duration::from_secs(60));
-        measured.push(Measured {
-            name: b.name.clone(),
-            per_request,
-            requests,
-            functions,
-        });
+        Ok(m)
     }
-    let md = render(&measured, secs);
-    write_result(out, &format!("{}{md}", header()))
+}
+
+/// `path` quoted for sh: in single quotes, each `'` written as `'\''`.
+fn sh_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
 fn header() -> String {
@@ -267,12 +309,12 @@ struct Counts {
     functions: HashMap<String, u64>,
 }
 
-/// Waits for the dump `path` to be written whole (it ends with its
-/// `totals:` line), then reads it.
+/// Waits for the dump `path` to be written whole (its `totals:` line
+/// written to the end of the line), then reads it.
 fn read_dump(path: &Path) -> anyhow::Result<Counts> {
     for _ in 0..600 {
         if let Ok(text) = std::fs::read_to_string(path) {
-            if text.lines().any(|l| l.starts_with("totals:")) {
+            if text.ends_with('\n') && text.lines().any(|l| l.starts_with("totals:")) {
                 return parse_dump(&text);
             }
         }
@@ -336,9 +378,10 @@ fn parse_dump(text: &str) -> anyhow::Result<Counts> {
     Ok(counts)
 }
 
-fn render(measured: &[Measured], secs: u64) -> String {
+fn render(measured: &[Measured], secs: u64, outbound: &Path) -> String {
     let mut md = format!(
-        "The inbound sidecar runs under valgrind's callgrind behind a native outbound sidecar, with wrk (1 thread, {CONNS} connections) on the outbound and the `bench-mtls` handler behind the inbound. Each figure is the difference of two runs ({secs} s and {} s of load) divided by the difference of their requests, which leaves out what each run costs once (the TLS handshakes of wrk's connections). User space only: the kernel's share, most of a proxy's CPU per request, is not counted, nor are cache misses; `make bench-mtls` is the measure of the CPU-per-request goal, this one compares builds.\n\n| Build | instructions per request | of the first build | requests in the long run |\n|---|---|---|---|\n",
+        "The inbound sidecar runs under valgrind's callgrind behind a native outbound sidecar (`{}`), with wrk (1 thread, {CONNS} connections) on the outbound and the `bench-mtls` handler behind the inbound. Each figure is the difference of two runs ({secs} s and {} s of load) divided by the difference of their requests, which leaves out what each run costs once (the TLS handshakes of wrk's connections). User space only: the kernel's share, most of a proxy's CPU per request, is not counted, nor are cache misses; `make bench-mtls` is the measure of the CPU-per-request goal, this one compares builds.\n\n| Build | instructions per request | vs the first build | requests in the long run |\n|---|---|---|---|\n",
+        outbound.file_name().map_or(outbound.display().to_string(), |f| f.to_string_lossy().into_owned()),
         2 * secs
     );
     let first = measured.first().map(|m| mean(&m.per_request));
@@ -383,7 +426,7 @@ fn render(measured: &[Measured], secs: u64) -> String {
             }
         }
     }
-    md += "\nReproduce: `make bench-mtls-instructions BASE=<another zt-sidecar binary>` (this build against BASE; without BASE, this build alone), or `zt-bench mtls-instructions --build NAME=PATH …` for any list of binaries.\n";
+    md += "\nReproduce: `make bench-mtls-instructions BASE_REV=<commit>` (this build against a build of that commit) or `BASE=<a zt-sidecar binary>`; `zt-bench mtls-instructions --build NAME=PATH …` measures any list of binaries.\n";
     md
 }
 
@@ -447,7 +490,11 @@ mod tests {
             requests: 1000,
             functions: [("parse".to_string(), f)].into_iter().collect(),
         };
-        let md = render(&[m("old", 1000.0, 100.0), m("new", 1100.0, 150.0)], 10);
+        let md = render(
+            &[m("old", 1000.0, 100.0), m("new", 1100.0, 150.0)],
+            10,
+            Path::new("/x/zt-sidecar"),
+        );
         assert!(md.contains("| old | 1000, 1010 | +0.0 % | 1000 |"), "{md}");
         assert!(md.contains("| new | 1100, 1110 | +10.0 % | 1000 |"), "{md}");
         assert!(md.contains("| +50 | 100 | 150 | `parse` |"), "{md}");

@@ -7,7 +7,7 @@
 //! zt-bench fleet   --out bench/results/fleet.md     # N zt-sidecars vs N bao agents on one stack
 //! zt-bench mtls-instructions --build old=PATH --build new=PATH  # the inbound's instructions per request (callgrind)
 //! ```
-//! `make bench-sidecar` / `make bench-mtls` / `make bench-backend` / `make bench-fleet` build release binaries and run these.
+//! `make bench-sidecar` / `make bench-mtls` / `make bench-mtls-instructions` / `make bench-backend` / `make bench-fleet` build release binaries and run these.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
