@@ -346,9 +346,9 @@ async fn relay_responses(
 }
 
 /// Writes `data` to the client. A write that does not complete at once is
-/// marked in `writing` while it waits (a client that takes none of it for
-/// the head timeout is stalled); one that does, the usual case, costs no
-/// clock read.
+/// marked in `writing` from its first wait (a client that takes longer than
+/// the head timeout to take it is stalled); one that does, the usual case,
+/// costs no clock read.
 async fn write_to_client(client_w: &mut ClientWrite, data: &[u8], writing: &Writing) -> bool {
     let mut write = std::pin::pin!(async {
         client_w.write_all(data).await?;
