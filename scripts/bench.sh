@@ -37,8 +37,9 @@ fi
 target=${CARGO_TARGET_DIR:-target}
 if [ "$name" = mtls-instructions ]; then
   # The anchor this build is compared with: BASE_REV=<commit> (built here,
-  # ~5 min) or BASE=<a zt-sidecar binary>. Either is copied aside first, so
-  # that the build below cannot replace it.
+  # in a target dir of its own: about 7 min on 2 cores) or BASE=<a zt-sidecar
+  # binary>. Either is copied aside first, so that the build below cannot
+  # replace it.
   base_dir=$target/bench-base
   mkdir -p "$base_dir"
   if [ -n "${BASE_REV:-}" ]; then
@@ -59,7 +60,7 @@ if [ "$name" = mtls-instructions ]; then
     base_name=base
     cp "$BASE" "$base_dir/$base_name"
   else
-    echo "[bench] bench-mtls-instructions compares this build with an anchor: give BASE_REV=<commit> (built here, ~5 min), e.g. BASE_REV=8c142a7 (the inbound before it followed responses), or BASE=<a zt-sidecar binary>" >&2
+    echo "[bench] bench-mtls-instructions compares this build with an anchor: give BASE_REV=<commit> (built here, about 7 min on 2 cores), e.g. BASE_REV=8c142a7 (the inbound before it followed responses), or BASE=<a zt-sidecar binary>" >&2
     exit 64
   fi
   this=this-$(git rev-parse --short=7 HEAD)

@@ -569,7 +569,6 @@ level = "info"
         crate::rss_kib(self.stack.openbao.process().pid()).unwrap_or(0)
     }
 
-    /// Resident memory of all workloads' programs together, KiB.
     /// Whether the N programs' CPU comes from a cpuacct cgroup (exact)
     /// rather than their /proc ticks (10 ms each; needs root and cgroup v1).
     pub fn exact_member_cpu(&self) -> bool {
@@ -580,6 +579,13 @@ level = "info"
     /// process: an upper bound of what they use together).
     pub fn members_rss_kib(&self) -> u64 {
         self.pids().filter_map(|p| crate::rss_kib(p).ok()).sum()
+    }
+
+    /// Sum of the N programs' PSS (each shared page divided among the
+    /// processes mapping it: what they hold together, the binary's pages
+    /// included once).
+    pub fn members_pss_kib(&self) -> u64 {
+        self.pids().filter_map(|p| crate::pss_kib(p).ok()).sum()
     }
 
     /// OpenBao's storage (raft) and audit log, bytes.

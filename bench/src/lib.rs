@@ -84,6 +84,20 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
+/// Proportional set size of a process in KiB (`Pss` of
+/// /proc/<pid>/smaps_rollup): each shared page divided among the processes
+/// that map it, so the PSS of several processes adds up to what they hold
+/// together, where their RSS counts a shared page once per process.
+pub fn pss_kib(pid: u32) -> anyhow::Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no Pss in smaps_rollup")
+}
+
 /// An executable on `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
@@ -212,5 +226,14 @@ mod tests {
         assert_eq!(w.p99_us().round(), 1200.0);
         assert_eq!((w.requests, w.non_2xx, w.errors), (431070, 5, 3));
         assert!(Wrk::parse("garbage").is_err());
+    }
+
+    #[test]
+    fn reads_pss_and_rss_of_a_process() {
+        let me = std::process::id();
+        let (pss, rss) = (pss_kib(me).unwrap(), rss_kib(me).unwrap());
+        assert!(pss > 0 && pss <= rss, "PSS {pss} KiB, RSS {rss} KiB");
+        // Past the kernel's largest PID: no such process.
+        assert!(pss_kib(u32::MAX).is_err());
     }
 }

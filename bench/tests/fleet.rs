@@ -78,6 +78,13 @@ fn a_small_fleet_holds_one_lease_and_one_user_per_sidecar_after_three_rotations(
         "up to {max_leases} leases and {max_users} users for {N} sidecars"
     );
     assert_eq!(fleet.failures().unwrap(), 0, "no failed operation");
+    // The sidecars share their binary's pages: together they hold less
+    // than the sum of their RSS, which counts those once per process.
+    let (pss, rss) = (fleet.members_pss_kib(), fleet.members_rss_kib());
+    assert!(
+        pss > 0 && pss < rss,
+        "PSS {pss} KiB, RSS {rss} KiB of {N} sidecars"
+    );
 
     // Stopping revokes: nothing is left behind.
     fleet.stop_members();

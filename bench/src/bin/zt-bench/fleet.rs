@@ -24,6 +24,8 @@ pub(crate) struct Row {
     pub(crate) leases: Range,
     pub(crate) users: Range,
     pub(crate) members_rss_mib: f64,
+    /// Their PSS summed: shared pages (the binary's) counted once in all.
+    pub(crate) members_pss_mib: f64,
     pub(crate) failures: u64,
     pub(crate) storm: Option<Storm>,
     /// The workloads' OpenBao requests during the steady state.
@@ -154,6 +156,7 @@ fn measure(
         leases: Range::of(&leases),
         users: Range::of(&users),
         members_rss_mib: fleet.members_rss_kib() as f64 / 1024.0,
+        members_pss_mib: fleet.members_pss_kib() as f64 / 1024.0,
         failures: fleet.failures()?,
         storm: None,
         requests,
@@ -241,20 +244,22 @@ pub(crate) fn report(rows: &[Row], t: Timing, steady_secs: u64, chart: &Path) ->
     md.push_str(
         "| Program | N | All ready (s) | CPU s/min: OpenBao | SPIRE server | SPIRE agent | PostgreSQL | the N programs | \
          OpenBao RSS (MiB) | raft / audit log (MiB) | live leases min–max (last) | `v-` users min–max (last) | \
-         RSS of the N programs (MiB) | failures |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         memory of the N programs: PSS / RSS (MiB) | failures |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} / {:.1} | {}–{} ({}) | {}–{} ({}) | {:.0} | {} |\n",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} / {:.1} | {}–{} ({}) | {}–{} ({}) | {:.0} / {:.0} | {} |\n",
             r.label, r.n, secs(r.ready), r.cpu.openbao, r.cpu.spire_server, r.cpu.spire_agent, r.cpu.postgres,
             r.cpu.members, r.openbao_rss_mib, r.raft_mib, r.audit_mib, r.leases.min, r.leases.max, r.leases.last,
-            r.users.min, r.users.max, r.users.last, r.members_rss_mib, r.failures,
+            r.users.min, r.users.max, r.users.last, r.members_pss_mib, r.members_rss_mib, r.failures,
         ));
     }
     md.push_str(&format!(
         "\nCPU is seconds of CPU per minute of steady state (60 = one core busy; this machine has {} cores); \
-         the N programs' CPU {}. RSS of the N programs is the sum of their VmRSS (shared pages counted once per \
-         process: an upper bound).\n\n",
+         the N programs' CPU {}. Memory of the N programs: the sum of their PSS (from /proc/<pid>/smaps_rollup: \
+         each shared page, such as the binary's code, divided among the processes that map it, so the sum is what \
+         they hold together), and the sum of their VmRSS (each shared page counted once per process: an upper \
+         bound), both at the end of the steady state.\n\n",
         cores(),
         if rows.iter().all(|r| r.exact_cpu) {
             "comes from a cpuacct cgroup holding them (exact)"
@@ -399,7 +404,7 @@ fn compare_line(rows: &[Row]) -> String {
         "- **At N = {}**: live leases peak at {} with zt-sidecar and {} with bao agent (which does not revoke the \
          lease it replaces nor, on logging in again, the ones it re-mints); OpenBao spends {:.2} CPU s/min with \
          zt-sidecar and {:.2} with bao agent; PostgreSQL {:.2} and {:.2}; the N programs together hold {:.0} MiB \
-         and {:.0} MiB.\n",
+         and {:.0} MiB (PSS; summed RSS {:.0} and {:.0} MiB).\n",
         o.n,
         o.leases.max,
         a.leases.max,
@@ -407,19 +412,22 @@ fn compare_line(rows: &[Row]) -> String {
         a.cpu.openbao,
         o.cpu.postgres,
         a.cpu.postgres,
+        o.members_pss_mib,
+        a.members_pss_mib,
         o.members_rss_mib,
         a.members_rss_mib
     );
     if let Some(big) = largest(Contender::ZtSidecar.label()).filter(|r| r.n > a.n) {
-        let each = a.members_rss_mib / a.n as f64;
+        let each = a.members_pss_mib / a.n as f64;
         out.push_str(&format!(
-            "- bao agent was not run above N = {}: at the {each:.1} MiB per agent it held there, N = {} would need \
-             {:.1} GiB of the machine's {:.1} GiB (zt-sidecar: {:.1} MiB each).\n",
+            "- bao agent was not run above N = {}: at the {each:.1} MiB (PSS) per agent it held there, N = {} would \
+             hold up to {:.1} GiB of the machine's {:.1} GiB (less by what more agents would share; zt-sidecar: \
+             {:.1} MiB each).\n",
             a.n,
             big.n,
             each * big.n as f64 / 1024.0,
             mem_total_gib(),
-            big.members_rss_mib / big.n as f64,
+            big.members_pss_mib / big.n as f64,
         ));
     }
     out
@@ -456,7 +464,7 @@ fn draw_chart(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
         ("time until all N are ready (s)", |r| r.ready.as_secs_f64()),
         ("OpenBao CPU (s per minute)", |r| r.cpu.openbao),
         ("peak live leases", |r| r.leases.max as f64),
-        ("RSS of the N programs (MiB)", |r| r.members_rss_mib),
+        ("memory of the N programs, PSS (MiB)", |r| r.members_pss_mib),
     ];
     let max_n = rows.iter().map(|r| r.n).max().unwrap_or(1) as f64;
     for (area, (title, pick)) in panels.iter().zip(plots) {
