@@ -194,6 +194,12 @@ struct Sample {
     what: String,
 }
 
+impl Sample {
+    fn overlaps(&self, from: Instant, to: Instant) -> bool {
+        self.start < to && self.start + self.took >= from
+    }
+}
+
 /// Steady load through the frontend: logged-in users loading the dashboard.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -311,13 +317,12 @@ impl Load {
         }
     }
 
-    /// Requests that started in `[from, to)`: (total, failures, slowest).
+    /// Requests under way at some time in `[from, to)` (started before
+    /// `to`, ended at or after `from`: one in flight when the fault began
+    /// counts): (total, failures, slowest).
     fn between(&self, from: Instant, to: Instant) -> (usize, Vec<Sample>, Duration) {
         let s = self.samples.lock().unwrap();
-        let window: Vec<&Sample> = s
-            .iter()
-            .filter(|x| x.start >= from && x.start < to)
-            .collect();
+        let window: Vec<&Sample> = s.iter().filter(|x| x.overlaps(from, to)).collect();
         let failed = window.iter().filter(|x| !x.ok).map(|x| (*x).clone());
         let slowest = window.iter().map(|x| x.took).max().unwrap_or_default();
         (window.len(), failed.collect(), slowest)
@@ -335,6 +340,24 @@ impl Load {
                 (0..LOAD_WORKERS).all(|w| s.iter().rev().any(|x| x.worker == w && x.start >= t))
             },
         );
+    }
+
+    /// Requests from `from` to `to` that overlap none of `windows`: (total,
+    /// failures).
+    fn outside(
+        &self,
+        windows: &[(Instant, Instant)],
+        from: Instant,
+        to: Instant,
+    ) -> (usize, Vec<Sample>) {
+        let s = self.samples.lock().unwrap();
+        let quiet: Vec<&Sample> = s
+            .iter()
+            .filter(|x| x.start >= from && x.start < to)
+            .filter(|x| !windows.iter().any(|&(a, b)| x.overlaps(a, b)))
+            .collect();
+        let failed = quiet.iter().filter(|x| !x.ok).map(|x| (*x).clone());
+        (quiet.len(), failed.collect())
     }
 
     /// Whether a request that started after `t` succeeded.
@@ -409,6 +432,9 @@ impl Drop for Tmpfs {
 #[derive(Debug)]
 struct Row {
     fault: Fault,
+    /// From the start of the fault's run (some first wait for a renewal or
+    /// a rotation) until everything settled.
+    window: (Instant, Instant),
     requests: usize,
     failed: Vec<Sample>,
     slowest: Duration,
@@ -761,6 +787,7 @@ impl Suite {
         let _ = end;
         let row = Row {
             fault,
+            window: (begin, until),
             requests,
             failed,
             slowest,
@@ -929,6 +956,20 @@ fn the_platform_survives_its_faults_under_load() {
     for f in &faults {
         rows.push(suite.run(*f));
     }
+    // Between the faults (waiting for a steady state) nothing may fail
+    // either: a late effect of one fault would show there. Each run drained
+    // the requests that started before its window's end.
+    let between = match (rows.first(), rows.last()) {
+        (Some(first), Some(last)) => {
+            let windows: Vec<_> = rows.iter().map(|r| r.window).collect();
+            let (n, failed) = suite
+                .load()
+                .outside(&windows, first.window.0, last.window.1);
+            eprintln!("between the faults: {n} requests, {} failed", failed.len());
+            Some((n, failed))
+        }
+        _ => None,
+    };
     if let Some(load) = suite.load.take() {
         load.finish();
     }
@@ -944,6 +985,18 @@ fn the_platform_survives_its_faults_under_load() {
                 .into_iter()
                 .map(move |p| format!("{}: {p}", r.fault.name()))
         })
+        .chain(
+            between
+                .into_iter()
+                .filter(|(_, failed)| !failed.is_empty())
+                .map(|(n, failed)| {
+                    let first: Vec<&str> = failed.iter().take(3).map(|s| s.what.as_str()).collect();
+                    format!(
+                        "between the faults: {} of {n} requests failed; first: {first:?}",
+                        failed.len()
+                    )
+                }),
+        )
         .collect();
     assert!(problems.is_empty(), "{problems:#?}\n{t}");
 }
