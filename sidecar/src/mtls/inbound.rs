@@ -122,11 +122,13 @@ pub(super) async fn serve(
             // The verifier accepted a certificate with exactly one SPIFFE
             // ID, which is a valid header value (a URI).
             let Some(peer) = peer.filter(|p| http::HeaderValue::from_str(p).is_ok()) else {
+                tracing::debug!(%remote, "no usable peer ID after the handshake; closing");
                 return;
             };
             let _active = ActiveGuard::new(&stats);
             tracing::debug!(%remote, peer = %peer, "mTLS peer accepted");
             relay(tls, &cfg, &peer, &stats).await;
+            tracing::debug!(%remote, "mTLS connection closed");
         });
     }
 }

@@ -47,11 +47,12 @@ pub(super) async fn serve(
             return;
         }
     };
-    while let Some((mut app, _)) = next_tcp(&listener, &cancel).await {
+    while let Some((mut app, app_addr)) = next_tcp(&listener, &cancel).await {
         let connector = TlsConnector::from(config.load_full());
         let (cfg, stats, server_name) = (cfg.clone(), stats.clone(), server_name.clone());
         tokio::spawn(async move {
-            let connect = connect_retrying(&cfg.upstream, &connector, &server_name);
+            tracing::debug!(app = %app_addr, "app connection accepted");
+            let connect = connect_retrying(&cfg.upstream, &connector, &server_name, app_addr);
             let mut tls = match tokio::time::timeout(cfg.handshake_timeout, connect).await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
@@ -81,8 +82,18 @@ pub(super) async fn serve(
                 }
             };
             let _active = ActiveGuard::new(&stats);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut app, &mut tls).await {
-                tracing::debug!(error = %e, "outbound connection ended with an error");
+            // Our end of the mTLS connection: the `remote` of the peer's log.
+            let local = tracing::enabled!(tracing::Level::DEBUG)
+                .then(|| tls.get_ref().0.local_addr().ok())
+                .flatten();
+            tracing::debug!(app = %app_addr, ?local, "connected to the upstream over mTLS");
+            match tokio::io::copy_bidirectional(&mut app, &mut tls).await {
+                Ok((sent, received)) => {
+                    tracing::debug!(app = %app_addr, ?local, sent, received, "outbound connection ended");
+                }
+                Err(e) => {
+                    tracing::debug!(app = %app_addr, ?local, error = %e, "outbound connection ended with an error");
+                }
             }
         });
     }
@@ -108,6 +119,7 @@ async fn connect_retrying(
     upstream: &str,
     connector: &TlsConnector,
     server_name: &ServerName<'static>,
+    app: std::net::SocketAddr,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let mut pause = RETRY_BACKOFF.0;
     let mut failures = 0u32;
@@ -121,7 +133,7 @@ async fn connect_retrying(
             Err(e) if peer_gone(&e) => {
                 failures += 1;
                 if failures == 1 {
-                    tracing::debug!(upstream, error = %e, "upstream not there; trying again until the handshake timeout");
+                    tracing::debug!(upstream, %app, error = %e, "upstream not there; trying again until the handshake timeout");
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_BACKOFF.1);
