@@ -99,7 +99,7 @@ bench-mtls-instructions: ## The inbound's user-space instructions per request (c
 bench-backend: ## Backend: login p50/p99 (argon2id) and GET /api/auth/me req/s (wrk) on the real stack
 	@bash scripts/bench-backend.sh
 
-bench-fleet: ## N = 1..400 zt-sidecars vs bao agents (to 200) on one SPIRE/OpenBao/PostgreSQL, rotation storm, chart (SIZES=1,10 for a quick run; ~20 min; ~16 GiB RAM; root + cgroup v1 for exact workload CPU)
+bench-fleet: ## N = 1..400 zt-sidecars vs bao agents (to 200) on one SPIRE/OpenBao/PostgreSQL, rotation storm, chart (SIZES=1,10 for a quick run; ~20 min; ~4 GiB RAM; root + cgroup v1 for exact workload CPU)
 	@bash scripts/bench.sh fleet
 
 bench-injector: tools tools-kube ## zt-injector: pod-create p50/p99 through the real kube-apiserver with and without the webhook, its RSS

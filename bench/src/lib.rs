@@ -42,6 +42,27 @@ pub fn machine_line() -> String {
     format!("Machine: {} cores ({cpu}), {date}.", cores())
 }
 
+/// Milliseconds a fixed single-threaded integer loop (100 M xorshift
+/// rounds) takes, best of 3: a yardstick of the machine's speed at the time
+/// of a run, so that runs made in different states of a shared machine can
+/// be compared. Meaningful in release builds only.
+pub fn cpu_yardstick_ms() -> f64 {
+    let rounds = std::hint::black_box(100_000_000u64);
+    (0..3)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let mut x = std::hint::black_box(0x9E37_79B9_7F4A_7C15u64);
+            for _ in 0..rounds {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+            }
+            std::hint::black_box(x);
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// utime + stime of a process in seconds (0 if it is gone).
 pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -75,13 +96,7 @@ pub fn tree_cpu_secs(parent: u32) -> f64 {
 
 /// Resident set size of a process in KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// Proportional set size of a process in KiB (`Pss` of
@@ -89,13 +104,17 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 /// that map it, so the PSS of several processes adds up to what they hold
 /// together, where their RSS counts a shared page once per process.
 pub fn pss_kib(pid: u32) -> anyhow::Result<u64> {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    rollup
+    proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The number after `key` (kB) in a /proc file of `key: value kB` lines.
+fn proc_kib(path: &str, key: &str) -> anyhow::Result<u64> {
+    std::fs::read_to_string(path)?
         .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("no Pss in smaps_rollup")
+        .with_context(|| format!("no {key} in {path}"))
 }
 
 /// An executable on `PATH`.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use plotters::prelude::*;
 use zt_bench::fleet::{Contender, CpuSample, Fleet, Requests, Timing};
-use zt_bench::{cores, machine_line, write_result};
+use zt_bench::{cores, cpu_yardstick_ms, machine_line, write_result};
 
 /// What one (contender, N) run measured.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +90,7 @@ pub(crate) fn bench_fleet(
     chart: &Path,
 ) -> anyhow::Result<()> {
     let timing = Timing::bench();
+    let before = cpu_yardstick_ms();
     let mut rows = Vec::new();
     for contender in [Contender::ZtSidecar, Contender::BaoAgent] {
         for &n in sizes {
@@ -108,7 +109,8 @@ pub(crate) fn bench_fleet(
         }
     }
     draw_chart(chart, &rows)?;
-    let md = report(&rows, timing, steady_secs, chart);
+    let yardstick = (before, cpu_yardstick_ms());
+    let md = report(&rows, timing, steady_secs, chart, yardstick);
     write_result(out, &md)
 }
 
@@ -221,7 +223,13 @@ pub(crate) fn knee(rows: &[Row], label: &str) -> Option<usize> {
         .map(|w| w[1].n)
 }
 
-pub(crate) fn report(rows: &[Row], t: Timing, steady_secs: u64, chart: &Path) -> String {
+pub(crate) fn report(
+    rows: &[Row],
+    t: Timing,
+    steady_secs: u64,
+    chart: &Path,
+    yardstick: (f64, f64),
+) -> String {
     let mut md = format!(
         "# Fleet: N workloads on one SPIRE, OpenBao and PostgreSQL\n\n{} Release builds; \
          everything (the N programs, SPIRE server and agent, OpenBao, PostgreSQL, the harness) on this machine.\n\n\
@@ -259,13 +267,17 @@ pub(crate) fn report(rows: &[Row], t: Timing, steady_secs: u64, chart: &Path) ->
          the N programs' CPU {}. Memory of the N programs: the sum of their PSS (from /proc/<pid>/smaps_rollup: \
          each shared page, such as the binary's code, divided among the processes that map it, so the sum is what \
          they hold together), and the sum of their VmRSS (each shared page counted once per process: an upper \
-         bound), both at the end of the steady state.\n\n",
+         bound), both at the end of the steady state. The machine's speed during this run: a fixed single-threaded \
+         loop (100 M xorshift rounds, best of 3) took {:.0} ms before it and {:.0} ms after it. CPU figures of runs \
+         are comparable only when this yardstick is (on a shared machine it is not always).\n\n",
         cores(),
         if rows.iter().all(|r| r.exact_cpu) {
             "comes from a cpuacct cgroup holding them (exact)"
         } else {
             "comes from their /proc ticks (10 ms resolution) in at least one row: no cpuacct cgroup (root, cgroup v1)"
-        }
+        },
+        yardstick.0,
+        yardstick.1,
     ));
     md.push_str(
         "## OpenBao requests of the N programs (per minute of steady state, from OpenBao's audit log)\n\n\
@@ -566,6 +578,7 @@ mod tests {
             Timing::bench(),
             60,
             Path::new("bench/results/fleet.png"),
+            (150.0, 160.0),
         );
         assert!(
             md.contains("one lease and one PostgreSQL user per workload at every N"),
@@ -576,8 +589,18 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("![fleet chart](fleet.png)"), "{md}");
+        assert!(
+            md.contains("took 150 ms before it and 160 ms after it"),
+            "{md}"
+        );
         let bad = [row(z, 10, 1.0, (11, 14))];
-        let md = report(&bad, Timing::bench(), 60, Path::new("fleet.png"));
+        let md = report(
+            &bad,
+            Timing::bench(),
+            60,
+            Path::new("fleet.png"),
+            (150.0, 150.0),
+        );
         assert!(md.contains("did NOT hold"), "{md}");
     }
 
