@@ -57,7 +57,7 @@ helm repo add cilium https://helm.cilium.io --force-update >/dev/null
 helm upgrade --install cilium cilium/cilium --kube-context "$CTX" --version "$CILIUM_VERSION" \
   --namespace kube-system -f deploy/cilium/values.yaml --wait --timeout 10m
 kubectl --context "$CTX" -n kube-system rollout status ds/cilium --timeout 5m
-kubectl --context "$CTX" wait --for condition=established --timeout 2m crd/ciliumnetworkpolicies.cilium.io
+wait_crd ciliumnetworkpolicies.cilium.io kubectl --context "$CTX"
 
 # --- 3. images ----------------------------------------------------------------
 # name=Dockerfile: ours, and the example's (Debian's psql, nothing of ours).

@@ -172,13 +172,7 @@ else
   crd_args=()
   for crd in $ZT_SPIRE_CRDS; do crd_args+=(-f "$crd"); done
   k apply --server-side "${crd_args[@]}"
-  # kubectl wait fails at once (".status.conditions accessor error") while a
-  # fresh CRD has no status yet: retry until it has one.
-  for _ in $(seq 60); do
-    k wait --for condition=established --timeout 2m crd/clusterspiffeids.spire.spiffe.io 2>/dev/null && break
-    sleep 1
-  done
-  k wait --for condition=established --timeout 2m crd/clusterspiffeids.spire.spiffe.io
+  wait_crd clusterspiffeids.spire.spiffe.io k
   k apply -f deploy/k8s/spire/
   k apply -f policies/spire/k8s/clusterspiffeids.yaml
   if waiting; then

@@ -63,3 +63,18 @@ require_tools() {
   } >&2
   exit 69
 }
+
+# wait_crd CRD KUBECTL...: waits (2 min) until CRD is Established, so
+# resources of its kind can be created. Not `kubectl wait` alone: it fails at
+# once while the CRD does not exist yet, and while a CRD just applied has no
+# status yet (".status.conditions accessor error").
+wait_crd() {
+  local crd=$1 status='' i
+  shift
+  for i in $(seq 120); do
+    status=$("$@" get "crd/$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null) || status=''
+    [ "$status" = True ] && return 0
+    [ "$i" = 120 ] || sleep 1
+  done
+  die "CRD $crd is not Established after 2 min (Established=${status:-unset}): $("$@" get "crd/$crd" 2>&1 | tail -n 3)"
+}

@@ -230,16 +230,7 @@ async fn the_cilium_policy_lets_only_the_api_server_and_the_kubelet_in() {
         ],
     );
     assert_eq!(crds.code, 0, "{}", crds.stderr);
-    kubectl(
-        cp,
-        &[
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd/ciliumnetworkpolicies.cilium.io",
-        ],
-    )
-    .assert_clean("Cilium's CRDs");
+    cp.wait_crd_established("ciliumnetworkpolicies.cilium.io");
     namespace(&client, "zt-injector", &[]).await;
     let file = repo()
         .join("policies/cilium/zt-injector.yaml")

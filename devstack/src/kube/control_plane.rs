@@ -295,6 +295,43 @@ impl ControlPlane {
         cmd
     }
 
+    /// Waits until the CustomResourceDefinition `crd` (e.g.
+    /// `ciliumnetworkpolicies.cilium.io`) is Established, so resources of its
+    /// kind can be created. Not `kubectl wait --for=condition=established`:
+    /// that fails at once (".status.conditions accessor error: <nil>") while
+    /// a CRD just applied has no status yet.
+    ///
+    /// # Panics
+    /// After 60 s (stretched by `ZT_TEST_PATIENCE`), with the CRD's last
+    /// state.
+    pub fn wait_crd_established(&self, crd: &str) {
+        let limit = crate::eventually::patient(Duration::from_secs(60));
+        let start = std::time::Instant::now();
+        loop {
+            let out = self
+                .kubectl()
+                .args([
+                    "get",
+                    &format!("crd/{crd}"),
+                    "-o",
+                    r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
+                ])
+                .output()
+                .expect("run kubectl");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if out.status.success() && stdout.trim() == "True" {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "CRD {crd} is not Established after {limit:?}: Established={:?} {}",
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Writes (mode 0600) a kubeconfig at `path` that authenticates as the
     /// ServiceAccount `namespace/name` with a 2-hour token from the
     /// TokenRequest API: a process using it has exactly that account's RBAC.

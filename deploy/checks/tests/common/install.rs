@@ -112,25 +112,7 @@ pub fn add_cilium_crds(cp: &ControlPlane) {
     // Cilium's own CRDs draw a warning (`unrecognized format "idn-hostname"`):
     // theirs, not ours, so only success counts here.
     assert_eq!(run.code, 0, "applying Cilium's CRDs:\n{}", run.output);
-    // kubectl wait fails at once while a fresh CRD has no status yet.
-    let wait = || {
-        kubectl(
-            cp,
-            &[
-                "wait",
-                "--for=condition=established",
-                "--timeout=60s",
-                "crd/ciliumnetworkpolicies.cilium.io",
-            ],
-        )
-    };
-    for _ in 0..50 {
-        if wait().code == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    wait().assert_clean("waiting for Cilium's CRDs");
+    cp.wait_crd_established("ciliumnetworkpolicies.cilium.io");
 }
 
 /// What Cilium's Helm chart writes with `authentication.mutual.spire.enabled`
