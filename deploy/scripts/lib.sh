@@ -67,14 +67,26 @@ require_tools() {
 # wait_crd CRD KUBECTL...: waits (2 min) until CRD is Established, so
 # resources of its kind can be created. Not `kubectl wait` alone: it fails at
 # once while the CRD does not exist yet, and while a CRD just applied has no
-# status yet (".status.conditions accessor error").
+# status yet (".status.conditions accessor error"). Any error is retried
+# until the deadline (the API server may be busy installing); the last one is
+# in the message.
 wait_crd() {
-  local crd=$1 status='' i
+  local crd=$1 status='' err='' deadline=$((SECONDS + 120))
   shift
-  for i in $(seq 120); do
-    status=$("$@" get "crd/$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null) || status=''
-    [ "$status" = True ] && return 0
-    [ "$i" = 120 ] || sleep 1
+  while :; do
+    if status=$("$@" --request-timeout=10s get "crd/$crd" \
+      -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>&1); then
+      [ "$status" = True ] && return 0
+      err=''
+    else
+      err=$status status=''
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || break
+    sleep 1
   done
-  die "CRD $crd is not Established after 2 min (Established=${status:-unset}): $("$@" get "crd/$crd" 2>&1 | tail -n 3)"
+  if [ -n "$err" ]; then
+    die "CRD $crd is not Established after 2 min: $err"
+  fi
+  die "CRD $crd is not Established after 2 min (Established=${status:-unset}); its conditions: $("$@" --request-timeout=10s get "crd/$crd" \
+    -o 'jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}: {.message}); {end}' 2>&1)"
 }
