@@ -11,6 +11,7 @@
 //! the harness (registered for every ID) fetches each agent's JWT-SVID into
 //! a file, as `make bench-sidecar` does.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +23,7 @@ use devstack::sidecar::workspace_binary;
 use devstack::spire::Registration;
 use devstack::{free_port, Devstack, Options};
 use serde_json::json;
+use zt_contracts::status::DatabaseSecretStatus;
 use zt_contracts::SidecarStatus;
 
 /// The OpenBao jwt role every fleet workload logs in with.
@@ -516,23 +518,40 @@ level = "info"
 
     /// Leases of the fleet's database role alive in OpenBao.
     pub fn live_leases(&self) -> anyhow::Result<usize> {
+        Ok(self.lease_ids()?.len())
+    }
+
+    /// PostgreSQL users OpenBao made for the fleet's role (`v-fleet-role-…`).
+    pub fn live_users(&self) -> anyhow::Result<usize> {
+        Ok(self.user_names()?.len())
+    }
+
+    /// The IDs (below `database/creds/<role>/`) of the fleet's live leases.
+    pub fn lease_ids(&self) -> anyhow::Result<BTreeSet<String>> {
         let v = self.stack.root_bao().read(&format!(
             "sys/leases/lookup/database/creds/{DB_ROLE}/?list=true"
         ))?;
         Ok(v.as_ref()
             .and_then(|v| v["data"]["keys"].as_array())
-            .map_or(0, Vec::len))
+            .map_or_else(BTreeSet::new, |keys| {
+                keys.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            }))
     }
 
-    /// PostgreSQL users OpenBao made for the fleet's role (`v-fleet-role-…`).
-    pub fn live_users(&self) -> anyhow::Result<usize> {
+    /// The names of the PostgreSQL users OpenBao made for the fleet's role.
+    pub fn user_names(&self) -> anyhow::Result<BTreeSet<String>> {
         let out = self.stack.postgres.psql(
             "appdb",
-            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-fleet-role-%'",
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-fleet-role-%'",
         )?;
-        out.trim()
-            .parse()
-            .with_context(|| format!("unexpected count from psql: {out:?}"))
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
     }
 
     /// CPU seconds so far of each shared component and of all workloads.
@@ -630,6 +649,19 @@ level = "info"
 
     /// Database rotations each zt-sidecar has made so far.
     pub fn rotations(&self) -> anyhow::Result<Vec<u64>> {
+        self.database_counter(|d| d.rotations)
+    }
+
+    /// Old database leases each zt-sidecar has revoked so far.
+    pub fn revocations(&self) -> anyhow::Result<Vec<u64>> {
+        self.database_counter(|d| d.revocations)
+    }
+
+    /// One counter of the database secrets' status, summed per zt-sidecar.
+    fn database_counter(
+        &self,
+        counter: impl Fn(&DatabaseSecretStatus) -> u64,
+    ) -> anyhow::Result<Vec<u64>> {
         Ok(self
             .statuses()?
             .iter()
@@ -637,7 +669,7 @@ level = "info"
                 s.secrets
                     .iter()
                     .filter_map(|s| s.as_database())
-                    .map(|d| d.rotations)
+                    .map(&counter)
                     .sum()
             })
             .collect())

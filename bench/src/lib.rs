@@ -42,25 +42,99 @@ pub fn machine_line() -> String {
     format!("Machine: {} cores ({cpu}), {date}.", cores())
 }
 
-/// Milliseconds a fixed single-threaded integer loop (100 M xorshift
-/// rounds) takes, best of 3: a yardstick of the machine's speed at the time
-/// of a run, so that runs made in different states of a shared machine can
-/// be compared. Meaningful in release builds only.
-pub fn cpu_yardstick_ms() -> f64 {
-    let rounds = std::hint::black_box(100_000_000u64);
+/// The machine's speed at the time of a run, so that runs made in different
+/// states of a shared machine (or on different virtual machines behind the
+/// same masked CPU name) can be compared. Meaningful in release builds only.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yardstick {
+    /// Milliseconds a fixed single-threaded integer loop (100 M xorshift
+    /// rounds) takes, best of 3: the core's speed.
+    pub alu_ms: f64,
+    /// Milliseconds a walk of 4 M dependent random reads over 64 MiB takes,
+    /// best of 3: memory latency, which neighbours on a host slow down while
+    /// the integer loop, living in registers, does not notice.
+    pub memory_ms: f64,
+}
+
+impl Yardstick {
+    /// Runs both loops (about 3 s in all).
+    pub fn measure() -> Self {
+        Self {
+            alu_ms: best_of_3(alu_loop),
+            memory_ms: memory_walk(),
+        }
+    }
+}
+
+fn best_of_3(mut f: impl FnMut()) -> f64 {
     (0..3)
         .map(|_| {
             let start = std::time::Instant::now();
-            let mut x = std::hint::black_box(0x9E37_79B9_7F4A_7C15u64);
-            for _ in 0..rounds {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-            }
-            std::hint::black_box(x);
+            f();
             start.elapsed().as_secs_f64() * 1e3
         })
         .fold(f64::INFINITY, f64::min)
+}
+
+fn alu_loop() {
+    let rounds = std::hint::black_box(100_000_000u64);
+    let mut x = std::hint::black_box(0x9E37_79B9_7F4A_7C15u64);
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    std::hint::black_box(x);
+}
+
+/// One random cycle through 16 M slots (64 MiB, past any L3 cache of this
+/// class of machine), built by Sattolo's algorithm from a fixed seed, then
+/// 4 M steps along it: each read's address is the previous read's value.
+fn memory_walk() -> f64 {
+    const SLOTS: u32 = 1 << 24;
+    const STEPS: u32 = 1 << 22;
+    let mut next: Vec<u32> = (0..SLOTS).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..SLOTS as usize).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x % i as u64) as usize;
+        next.swap(i, j);
+    }
+    let next = std::hint::black_box(next);
+    best_of_3(|| {
+        let mut at = 0u32;
+        for _ in 0..STEPS {
+            at = next[at as usize];
+        }
+        std::hint::black_box(at);
+    })
+}
+
+/// The host's steal time so far (ticks of `/proc/stat`'s `cpu` line, all
+/// cores): time a virtual CPU was ready to run but the hypervisor ran
+/// something else. `None` where the kernel does not report it.
+pub fn steal_and_total_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]:
+    // guest time is already inside user, so the total stops at steal.
+    let steal = *f.get(7)?;
+    Some((steal, f.iter().take(8).sum()))
+}
+
+/// Percent of all CPU time between two [`steal_and_total_ticks`] readings
+/// that was stolen by the hypervisor.
+pub fn steal_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (before?, after?);
+    let total = t1.checked_sub(t0).filter(|&t| t > 0)?;
+    Some(s1.saturating_sub(s0) as f64 * 100.0 / total as f64)
 }
 
 /// utime + stime of a process in seconds (0 if it is gone).
@@ -245,6 +319,21 @@ mod tests {
         assert_eq!(w.p99_us().round(), 1200.0);
         assert_eq!((w.requests, w.non_2xx, w.errors), (431070, 5, 3));
         assert!(Wrk::parse("garbage").is_err());
+    }
+
+    #[test]
+    fn steal_is_a_share_of_the_time_between_two_readings() {
+        assert_eq!(
+            steal_percent(Some((10, 1000)), Some((20, 1100))),
+            Some(10.0)
+        );
+        // No time passed, a reading missing, or counters that went back: no figure.
+        assert_eq!(steal_percent(Some((10, 1000)), Some((10, 1000))), None);
+        assert_eq!(steal_percent(None, Some((10, 1000))), None);
+        assert_eq!(steal_percent(Some((10, 1000)), Some((10, 900))), None);
+        // This kernel reports it: steal can never exceed the total.
+        let (steal, total) = steal_and_total_ticks().expect("/proc/stat's cpu line");
+        assert!(steal <= total, "steal {steal} > total {total}");
     }
 
     #[test]

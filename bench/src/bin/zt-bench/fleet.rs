@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use plotters::prelude::*;
 use zt_bench::fleet::{Contender, CpuSample, Fleet, Requests, Timing};
-use zt_bench::{cores, cpu_yardstick_ms, machine_line, write_result};
+use zt_bench::{
+    cores, machine_line, steal_and_total_ticks, steal_percent, write_result, Yardstick,
+};
 
 /// What one (contender, N) run measured.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +36,9 @@ pub(crate) struct Row {
     pub(crate) minutes: f64,
     /// The N programs' CPU from a cpuacct cgroup (else /proc ticks).
     pub(crate) exact_cpu: bool,
+    /// Share of the machine's CPU time the hypervisor stole during the
+    /// steady state (`None` where the kernel does not report it).
+    pub(crate) steal_pct: Option<f64>,
 }
 
 impl Row {
@@ -76,10 +81,14 @@ impl Range {
 pub(crate) struct Storm {
     /// Until every sidecar wrote new credentials.
     pub(crate) rotated: Duration,
-    /// Until leases and users were back to N (old ones revoked).
+    /// Until every lease and user that existed before the storm was revoked.
     pub(crate) converged: Duration,
     pub(crate) peak_leases: usize,
     pub(crate) peak_users: usize,
+    /// Live leases and users when it converged (N, plus any sidecar inside
+    /// the revoke grace of a rotation of its own).
+    pub(crate) then_leases: usize,
+    pub(crate) then_users: usize,
 }
 
 pub(crate) fn bench_fleet(
@@ -90,7 +99,8 @@ pub(crate) fn bench_fleet(
     chart: &Path,
 ) -> anyhow::Result<()> {
     let timing = Timing::bench();
-    let before = cpu_yardstick_ms();
+    let before = Yardstick::measure();
+    eprintln!("[fleet] machine speed before: {before:?}");
     let mut rows = Vec::new();
     for contender in [Contender::ZtSidecar, Contender::BaoAgent] {
         for &n in sizes {
@@ -109,7 +119,8 @@ pub(crate) fn bench_fleet(
         }
     }
     draw_chart(chart, &rows)?;
-    let yardstick = (before, cpu_yardstick_ms());
+    let yardstick = (before, Yardstick::measure());
+    eprintln!("[fleet] machine speed after: {:?}", yardstick.1);
     let md = report(&rows, timing, steady_secs, chart, yardstick);
     write_result(out, &md)
 }
@@ -126,6 +137,7 @@ fn measure(
     let ready = fleet.launch(Duration::from_secs(300))?;
 
     let c0 = fleet.cpu();
+    let steal0 = steal_and_total_ticks();
     let mark = fleet.audit_mark();
     let t0 = Instant::now();
     let (mut leases, mut users, mut bao_rss) = (Vec::new(), Vec::new(), 0u64);
@@ -137,6 +149,7 @@ fn measure(
     }
     let minutes = t0.elapsed().as_secs_f64() / 60.0;
     let used = fleet.cpu().since(&c0);
+    let steal_pct = steal_percent(steal0, steal_and_total_ticks());
     let requests = fleet.requests_since(mark)?;
     let per_min = |s: f64| s / minutes;
     let (raft, audit) = fleet.openbao_disk();
@@ -164,6 +177,7 @@ fn measure(
         requests,
         minutes,
         exact_cpu: fleet.exact_member_cpu(),
+        steal_pct,
     };
     if contender == Contender::ZtSidecar {
         row.storm = Some(storm(&fleet, n)?);
@@ -173,35 +187,69 @@ fn measure(
 }
 
 /// Forces a rotation in every sidecar at once; how long until all rotated
-/// and until leases and users are back to N, and their peaks meanwhile.
+/// and until every sidecar revoked a lease and every lease and user that
+/// existed before the storm is gone, and the peaks of live leases and users
+/// meanwhile.
+///
+/// Converged means the storm's replaced credentials are gone, not that the
+/// counts are exactly N at one sample: with the bench's short TTLs each
+/// sidecar also rotates on its own about every 30 s (and when its token is
+/// replaced), so once the storm's rotations spread over more than that, some
+/// sidecar is always inside its revoke grace and a sample of exactly N may
+/// never come, though nothing piles up. OpenBao would expire the old leases
+/// by itself within the max TTL: the sidecars' revocation counters show that
+/// they, not the expiry, removed them.
 fn storm(fleet: &Fleet, n: usize) -> anyhow::Result<Storm> {
-    let before = fleet.rotations()?;
+    let (rotations0, revocations0) = (fleet.rotations()?, fleet.revocations()?);
+    let (old_leases, old_users) = (fleet.lease_ids()?, fleet.user_names()?);
+    // Empty sets would make the check below pass by itself.
+    anyhow::ensure!(
+        old_leases.len() >= n && old_users.len() >= n,
+        "before the storm: {} leases and {} users for {n} sidecars (at least {n} of each expected)",
+        old_leases.len(),
+        old_users.len()
+    );
     let t0 = Instant::now();
     fleet.force_rotation()?;
     let mut s = Storm::default();
     let mut rotated: Option<Duration> = None;
+    let advanced = |before: &[u64], now: &[u64]| {
+        now.len() == before.len() && now.iter().zip(before).all(|(a, b)| a > b)
+    };
     loop {
-        let (l, u) = (fleet.live_leases()?, fleet.live_users()?);
-        s.peak_leases = s.peak_leases.max(l);
-        s.peak_users = s.peak_users.max(u);
-        if rotated.is_none() {
-            let now = fleet.rotations()?;
-            if now.iter().zip(&before).all(|(a, b)| a > b) {
-                rotated = Some(t0.elapsed());
-            }
+        let (leases, users) = (fleet.lease_ids()?, fleet.user_names()?);
+        s.peak_leases = s.peak_leases.max(leases.len());
+        s.peak_users = s.peak_users.max(users.len());
+        if rotated.is_none() && advanced(&rotations0, &fleet.rotations()?) {
+            rotated = Some(t0.elapsed());
         }
+        let left_leases = leases.intersection(&old_leases).count();
+        let left_users = users.intersection(&old_users).count();
         if let Some(r) = rotated {
-            if l == n && u == n {
+            if left_leases == 0 && left_users == 0 && advanced(&revocations0, &fleet.revocations()?)
+            {
                 s.rotated = r;
                 s.converged = t0.elapsed();
+                s.then_leases = leases.len();
+                s.then_users = users.len();
                 return Ok(s);
             }
         }
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(180),
-            "the rotation storm did not converge in 180 s ({l} leases, {u} users, all rotated: {})",
-            rotated.is_some()
-        );
+        if t0.elapsed() >= Duration::from_secs(180) {
+            let failures = fleet
+                .failures()
+                .map_or_else(|e| format!("unknown ({e:#})"), |f| f.to_string());
+            anyhow::bail!(
+                "the rotation storm did not converge in 180 s: {left_leases} of the {} leases and {left_users} \
+                 of the {} users from before it are still alive ({} leases, {} users for {n} sidecars; all \
+                 rotated: {}; failed sidecar operations so far: {failures})",
+                old_leases.len(),
+                old_users.len(),
+                leases.len(),
+                users.len(),
+                rotated.is_some(),
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -228,7 +276,7 @@ pub(crate) fn report(
     t: Timing,
     steady_secs: u64,
     chart: &Path,
-    yardstick: (f64, f64),
+    yardstick: (Yardstick, Yardstick),
 ) -> String {
     let mut md = format!(
         "# Fleet: N workloads on one SPIRE, OpenBao and PostgreSQL\n\n{} Release builds; \
@@ -252,14 +300,15 @@ pub(crate) fn report(
     md.push_str(
         "| Program | N | All ready (s) | CPU s/min: OpenBao | SPIRE server | SPIRE agent | PostgreSQL | the N programs | \
          OpenBao RSS (MiB) | raft / audit log (MiB) | live leases min–max (last) | `v-` users min–max (last) | \
-         memory of the N programs: PSS / RSS (MiB) | failures |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         memory of the N programs: PSS / RSS (MiB) | failures | host steal (%) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} / {:.1} | {}–{} ({}) | {}–{} ({}) | {:.0} / {:.0} | {} |\n",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} / {:.1} | {}–{} ({}) | {}–{} ({}) | {:.0} / {:.0} | {} | {} |\n",
             r.label, r.n, secs(r.ready), r.cpu.openbao, r.cpu.spire_server, r.cpu.spire_agent, r.cpu.postgres,
             r.cpu.members, r.openbao_rss_mib, r.raft_mib, r.audit_mib, r.leases.min, r.leases.max, r.leases.last,
             r.users.min, r.users.max, r.users.last, r.members_pss_mib, r.members_rss_mib, r.failures,
+            r.steal_pct.map_or_else(|| "n/a".to_string(), |p| format!("{p:.1}")),
         ));
     }
     md.push_str(&format!(
@@ -267,17 +316,22 @@ pub(crate) fn report(
          the N programs' CPU {}. Memory of the N programs: the sum of their PSS (from /proc/<pid>/smaps_rollup: \
          each shared page, such as the binary's code, divided among the processes that map it, so the sum is what \
          they hold together), and the sum of their VmRSS (each shared page counted once per process: an upper \
-         bound), both at the end of the steady state. The machine's speed during this run: a fixed single-threaded \
-         loop (100 M xorshift rounds, best of 3) took {:.0} ms before it and {:.0} ms after it. CPU figures of runs \
-         are comparable only when this yardstick is (on a shared machine it is not always).\n\n",
+         bound), both at the end of the steady state. Host steal: the share of the machine's CPU time the \
+         hypervisor gave to others during the steady state (`/proc/stat`). The machine's speed during this run, \
+         before and after it: a fixed single-threaded loop (100 M xorshift rounds, best of 3) took {:.0} and \
+         {:.0} ms; a walk of 4 M dependent random reads over 64 MiB (memory latency) took {:.0} and {:.0} ms. \
+         Compare CPU figures within one run; across runs only when both yardsticks agree (virtual machines behind \
+         the same CPU name can differ 2–3× in the CPU cost of the same work).\n\n",
         cores(),
         if rows.iter().all(|r| r.exact_cpu) {
             "comes from a cpuacct cgroup holding them (exact)"
         } else {
             "comes from their /proc ticks (10 ms resolution) in at least one row: no cpuacct cgroup (root, cgroup v1)"
         },
-        yardstick.0,
-        yardstick.1,
+        yardstick.0.alu_ms,
+        yardstick.1.alu_ms,
+        yardstick.0.memory_ms,
+        yardstick.1.memory_ms,
     ));
     md.push_str(
         "## OpenBao requests of the N programs (per minute of steady state, from OpenBao's audit log)\n\n\
@@ -308,20 +362,26 @@ pub(crate) fn report(
          or their parent token expires, and OpenBao's expiration manager then revokes them (not an API request, \
          but the same `DROP ROLE`).\n\n",
     );
-    md.push_str(
+    md.push_str(&format!(
         "## Rotation storm (zt-sidecar)\n\nAfter the steady state, every sidecar is told to rotate at once \
-         (`POST /rotate/db` on each admin endpoint).\n\n\
-         | N | all rotated (s) | leases and users back to N (s) | peak live leases | peak `v-` users |\n|---|---|---|---|---|\n",
-    );
+         (`POST /rotate/db` on each admin endpoint). Converged: every sidecar has revoked a lease since, and \
+         every lease and `v-` user that existed before the storm is gone (OpenBao would expire them by itself \
+         only at their max TTL, {}); the leases and users live at that moment are N plus any sidecar inside the \
+         revoke grace of a rotation of its own.\n\n\
+         | N | all rotated (s) | every old lease and user revoked (s) | peak live leases | peak `v-` users | leases / users then |\n|---|---|---|---|---|---|\n",
+        hs(t.db_max_ttl),
+    ));
     for r in rows {
         if let Some(s) = r.storm {
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} / {} |\n",
                 r.n,
                 secs(s.rotated),
                 secs(s.converged),
                 s.peak_leases,
-                s.peak_users
+                s.peak_users,
+                s.then_leases,
+                s.then_users
             ));
         }
     }
@@ -530,6 +590,10 @@ fn draw_chart(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn yardstick(alu_ms: f64, memory_ms: f64) -> Yardstick {
+        Yardstick { alu_ms, memory_ms }
+    }
+
     fn row(label: &'static str, n: usize, ready_s: f64, leases: (usize, usize)) -> Row {
         Row {
             label,
@@ -578,7 +642,7 @@ mod tests {
             Timing::bench(),
             60,
             Path::new("bench/results/fleet.png"),
-            (150.0, 160.0),
+            (yardstick(150.0, 400.0), yardstick(160.0, 420.0)),
         );
         assert!(
             md.contains("one lease and one PostgreSQL user per workload at every N"),
@@ -589,17 +653,27 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("![fleet chart](fleet.png)"), "{md}");
-        assert!(
-            md.contains("took 150 ms before it and 160 ms after it"),
-            "{md}"
+        assert!(md.contains("took 150 and 160 ms"), "{md}");
+        assert!(md.contains("took 400 and 420 ms"), "{md}");
+        // Steal: a figure where measured, "n/a" where the kernel gave none.
+        assert!(md.contains("| 0 | n/a |\n"), "{md}");
+        let mut stolen = good.clone();
+        stolen[0].steal_pct = Some(12.34);
+        let md = report(
+            &stolen,
+            Timing::bench(),
+            60,
+            Path::new("fleet.png"),
+            (yardstick(150.0, 400.0), yardstick(150.0, 400.0)),
         );
+        assert!(md.contains("| 0 | 12.3 |\n"), "{md}");
         let bad = [row(z, 10, 1.0, (11, 14))];
         let md = report(
             &bad,
             Timing::bench(),
             60,
             Path::new("fleet.png"),
-            (150.0, 150.0),
+            (yardstick(150.0, 400.0), yardstick(150.0, 400.0)),
         );
         assert!(md.contains("did NOT hold"), "{md}");
     }
