@@ -644,6 +644,16 @@ mod tests {
             Path::new("bench/results/fleet.png"),
             (yardstick(150.0, 400.0), yardstick(160.0, 420.0)),
         );
+        let render = |rows: &[Row]| {
+            let same = yardstick(150.0, 400.0);
+            report(
+                rows,
+                Timing::bench(),
+                60,
+                Path::new("fleet.png"),
+                (same, same),
+            )
+        };
         assert!(
             md.contains("one lease and one PostgreSQL user per workload at every N"),
             "{md}"
@@ -659,22 +669,10 @@ mod tests {
         assert!(md.contains("| 0 | n/a |\n"), "{md}");
         let mut stolen = good.clone();
         stolen[0].steal_pct = Some(12.34);
-        let md = report(
-            &stolen,
-            Timing::bench(),
-            60,
-            Path::new("fleet.png"),
-            (yardstick(150.0, 400.0), yardstick(150.0, 400.0)),
-        );
+        let md = render(&stolen);
         assert!(md.contains("| 0 | 12.3 |\n"), "{md}");
         let bad = [row(z, 10, 1.0, (11, 14))];
-        let md = report(
-            &bad,
-            Timing::bench(),
-            60,
-            Path::new("fleet.png"),
-            (yardstick(150.0, 400.0), yardstick(150.0, 400.0)),
-        );
+        let md = render(&bad);
         assert!(md.contains("did NOT hold"), "{md}");
     }
 
