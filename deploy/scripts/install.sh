@@ -209,7 +209,7 @@ k apply -f deploy/k8s/openbao/openbao.yaml
 if waiting; then
   k -n postgres rollout status statefulset/postgres --timeout 5m
   # OpenBao is not Ready until the bootstrap Job has unsealed it: wait for Running.
-  k -n openbao wait --for=jsonpath='{.status.phase}'=Running pod/openbao-0 --timeout 5m
+  wait_for pod/openbao-0 '{.status.phase}' Running 300 k -n openbao
 fi
 
 # --- 6. bootstrap: init, unseal, roles.sql, configure (zt-bootstrap) ---------

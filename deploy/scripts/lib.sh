@@ -64,29 +64,36 @@ require_tools() {
   exit 69
 }
 
-# wait_crd CRD KUBECTL...: waits (2 min) until CRD is Established, so
-# resources of its kind can be created. Not `kubectl wait` alone: it fails at
-# once while the CRD does not exist yet, and while a CRD just applied has no
-# status yet (".status.conditions accessor error"). Any error is retried
-# until the deadline (the API server may be busy installing); the last one is
-# in the message.
-wait_crd() {
-  local crd=$1 status='' err='' deadline=$((SECONDS + 120))
-  shift
+# wait_for OBJECT JSONPATH WANT SECONDS KUBECTL...: polls
+# `KUBECTL get OBJECT -o jsonpath=JSONPATH` every second until it prints WANT,
+# for at most SECONDS. Not `kubectl wait`: that fails at once while OBJECT
+# does not exist yet, and while a CRD just applied has no status yet
+# (".status.conditions accessor error"). Any error is retried until the
+# deadline (the API server may be busy installing); the message names the
+# last one, or OBJECT's conditions.
+wait_for() {
+  local object=$1 path=$2 want=$3 limit=$4 got='' err='' deadline
+  shift 4
+  deadline=$((SECONDS + limit))
   while :; do
-    if status=$("$@" --request-timeout=10s get "crd/$crd" \
-      -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>&1); then
-      [ "$status" = True ] && return 0
+    if got=$("$@" --request-timeout=10s get "$object" -o "jsonpath=$path" 2>&1); then
+      [ "$got" = "$want" ] && return 0
       err=''
     else
-      err=$status status=''
+      err=$got got=''
     fi
     [ "$SECONDS" -lt "$deadline" ] || break
     sleep 1
   done
-  if [ -n "$err" ]; then
-    die "CRD $crd is not Established after 2 min: $err"
-  fi
-  die "CRD $crd is not Established after 2 min (Established=${status:-unset}); its conditions: $("$@" --request-timeout=10s get "crd/$crd" \
+  [ -z "$err" ] || die "$object: no $path = $want after ${limit}s: $err"
+  die "$object: $path is ${got:-unset}, not $want, after ${limit}s; its conditions: $("$@" --request-timeout=10s get "$object" \
     -o 'jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}: {.message}); {end}' 2>&1)"
+}
+
+# wait_crd CRD KUBECTL...: until CRD is Established (2 min), so resources of
+# its kind can be created.
+wait_crd() {
+  local crd=$1
+  shift
+  wait_for "crd/$crd" '{.status.conditions[?(@.type=="Established")].status}' True 120 "$@"
 }

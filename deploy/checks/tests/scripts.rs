@@ -365,7 +365,7 @@ fn every_command_deploy_and_install_run_is_explained_in_the_docs() {
         "docker build",
         "kind load",
         "kubectl apply",
-        "kubectl wait",
+        "kubectl get",
         "kubectl rollout",
         "kubectl delete",
     ] {
