@@ -321,7 +321,7 @@ pub(crate) fn report(
          before and after it: a fixed single-threaded loop (100 M xorshift rounds, best of 3) took {:.0} and \
          {:.0} ms; a walk of 4 M dependent random reads over 64 MiB (memory latency) took {:.0} and {:.0} ms. \
          Compare CPU figures within one run; across runs only when both yardsticks agree (virtual machines behind \
-         the same CPU name can differ 2–3× in the CPU cost of the same work).\n\n",
+         the same CPU name can differ 2–4× in the CPU cost of the same work).\n\n",
         cores(),
         if rows.iter().all(|r| r.exact_cpu) {
             "comes from a cpuacct cgroup holding them (exact)"
