@@ -302,12 +302,10 @@ impl ControlPlane {
     /// a CRD just applied has no status yet.
     ///
     /// # Panics
-    /// After 60 s (stretched by `ZT_TEST_PATIENCE`), with the CRD's last
-    /// state.
+    /// After 60 s (stretched by `ZT_TEST_PATIENCE`), naming the CRD.
     pub fn wait_crd_established(&self, crd: &str) {
-        let limit = crate::eventually::patient(Duration::from_secs(60));
-        let start = std::time::Instant::now();
-        loop {
+        let what = format!("CRD {crd} to be Established (kubectl get crd/{crd})");
+        crate::eventually::eventually(Duration::from_secs(60), &what, || {
             let out = self
                 .kubectl()
                 .args([
@@ -318,18 +316,9 @@ impl ControlPlane {
                 ])
                 .output()
                 .expect("run kubectl");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            if out.status.success() && stdout.trim() == "True" {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "CRD {crd} is not Established after {limit:?}: Established={:?} {}",
-                stdout.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "True")
+                .then_some(())
+        });
     }
 
     /// Writes (mode 0600) a kubeconfig at `path` that authenticates as the
