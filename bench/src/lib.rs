@@ -78,13 +78,21 @@ fn best_of_3(mut f: impl FnMut()) -> f64 {
 
 fn alu_loop() {
     let rounds = std::hint::black_box(100_000_000u64);
-    let mut x = std::hint::black_box(0x9E37_79B9_7F4A_7C15u64);
+    let mut x = std::hint::black_box(SEED);
     for _ in 0..rounds {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&mut x);
     }
     std::hint::black_box(x);
+}
+
+const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// One xorshift64 step: the integer loop's work and the walk's random source.
+#[inline(always)]
+fn xorshift(x: &mut u64) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
 }
 
 /// One random cycle through 16 M slots (64 MiB, past any L3 cache of this
@@ -94,11 +102,9 @@ fn memory_walk() -> f64 {
     const SLOTS: u32 = 1 << 24;
     const STEPS: u32 = 1 << 22;
     let mut next: Vec<u32> = (0..SLOTS).collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut x = SEED;
     for i in (1..SLOTS as usize).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&mut x);
         let j = (x % i as u64) as usize;
         next.swap(i, j);
     }
