@@ -166,6 +166,10 @@ fn server_config(o: &OpenBaoOptions) -> String {
 }}
 listener "tcp" {{
   address = "127.0.0.1:{port}"
+  # Without it the cluster listener binds the API port + 1, a port nobody
+  # reserved: another component's free port, now and then (a sidecar's
+  # admin listener then failed with "Address already in use").
+  cluster_address = "127.0.0.1:{cluster}"
   tls_disable = true
 }}
 api_addr = "http://127.0.0.1:{port}"

@@ -199,6 +199,44 @@ impl Drop for Supervised {
     }
 }
 
+/// The TCP ports `pid` listens on (IPv4 and IPv6): its socket inodes
+/// (`/proc/<pid>/fd`) looked up in `/proc/net/tcp` and `tcp6` in state
+/// LISTEN.
+pub fn listening_ports(pid: u32) -> std::io::Result<std::collections::BTreeSet<u16>> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(target) = std::fs::read_link(fd?.path()) else {
+            continue;
+        };
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut ports = std::collections::BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                if let Some(port) = f[1]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                {
+                    ports.insert(port);
+                }
+            }
+        }
+    }
+    Ok(ports)
+}
+
 /// The last `lines` lines of a log file (reads at most its last 64 KiB).
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let Ok(mut f) = File::open(path) else {

@@ -22,6 +22,45 @@ fn stack() -> Devstack {
     Devstack::start(opts).expect("devstack failed to start")
 }
 
+/// Every component listens only on ports devstack reserved for it. OpenBao
+/// without `cluster_address` bound its cluster listener to the API port + 1,
+/// which devstack may have handed to another component: a sidecar's admin
+/// listener then failed with "Address already in use" (the fault suite, once
+/// in about 100 runs of 10 reserved ports each).
+fn every_listener_is_on_a_reserved_port(stack: &Devstack) {
+    use devstack::process::listening_ports;
+    let p = &stack.ports;
+    let reserved = [
+        p.postgres,
+        p.spire_server,
+        p.oidc,
+        p.openbao,
+        p.openbao_cluster,
+    ];
+    for process in stack.processes() {
+        let ports = listening_ports(process.pid()).unwrap();
+        let stray: Vec<&u16> = ports.iter().filter(|p| !reserved.contains(p)).collect();
+        assert!(
+            stray.is_empty(),
+            "{} listens on {stray:?}, which devstack did not reserve (reserved: {reserved:?})",
+            process.name()
+        );
+    }
+    // And OpenBao's cluster listener is where its configuration says (it
+    // opens once OpenBao is unsealed and raft has a leader).
+    let bao = stack.openbao.process().pid();
+    let start = std::time::Instant::now();
+    while !listening_ports(bao).unwrap().contains(&p.openbao_cluster) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "OpenBao does not listen on its cluster port {}: {:?}",
+            p.openbao_cluster,
+            listening_ports(bao)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 async fn workload_client(stack: &Devstack) -> WorkloadApiClient {
     WorkloadApiClient::connect_to(stack.workload_endpoint())
         .await
@@ -81,6 +120,7 @@ async fn role_exists(admin: &tokio_postgres::Client, name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_identity_logs_in_and_gets_dml_only_database_credentials() {
     let stack = stack();
+    every_listener_is_on_a_reserved_port(&stack);
     let admin = create_schema(&stack).await;
     let client = workload_client(&stack).await;
 
