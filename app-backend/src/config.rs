@@ -92,6 +92,35 @@ pub const DEFAULT_REGISTER_WINDOW: &str = "1h";
 /// like [`LOGIN_MAX_PENDING_PER_CLIENT`]).
 pub const REGISTER_MAX_PENDING_PER_CLIENT: u32 = 2;
 
+/// GitHub token checks (`POST /api/github/configure`, each a call to
+/// GitHub) allowed per user within [`GITHUB_CHECK_WINDOW`] before 429: a
+/// user stores a token now and then; a loop of checks would use the backend
+/// to test guessed tokens against GitHub from the platform's address.
+pub const GITHUB_CHECKS_PER_USER: &str = "BACKEND_GITHUB_CHECKS_PER_USER";
+/// Default of [`GITHUB_CHECKS_PER_USER`].
+pub const DEFAULT_GITHUB_CHECKS_PER_USER: u32 = 10;
+
+/// The window GitHub token checks are counted in.
+pub const GITHUB_CHECK_WINDOW: &str = "BACKEND_GITHUB_CHECK_WINDOW";
+/// Default of [`GITHUB_CHECK_WINDOW`].
+pub const DEFAULT_GITHUB_CHECK_WINDOW: &str = "10m";
+
+/// GitHub reads (`GET /api/github/repos` and `/api/github/user`, each an
+/// OpenBao read and a call to GitHub) allowed per user within
+/// [`GITHUB_READ_WINDOW`] before 429.
+pub const GITHUB_READS_PER_USER: &str = "BACKEND_GITHUB_READS_PER_USER";
+/// Default of [`GITHUB_READS_PER_USER`]: two a second on average, far above
+/// what a person paging through repositories asks for.
+pub const DEFAULT_GITHUB_READS_PER_USER: u32 = 120;
+
+/// The window GitHub reads are counted in.
+pub const GITHUB_READ_WINDOW: &str = "BACKEND_GITHUB_READ_WINDOW";
+/// Default of [`GITHUB_READ_WINDOW`].
+pub const DEFAULT_GITHUB_READ_WINDOW: &str = "1m";
+
+/// GitHub calls one user may have in flight at once (not configurable).
+pub const GITHUB_MAX_PENDING_PER_USER: u32 = 4;
+
 /// How long after a signing-key change (the KV version's `created_time`)
 /// tokens signed with the previous key still verify.
 pub const JWT_PREVIOUS_KEY_GRACE: &str = "BACKEND_JWT_PREVIOUS_KEY_GRACE";
@@ -143,6 +172,10 @@ pub const ALL: &[&str] = &[
     LOGIN_FAILURE_WINDOW,
     REGISTER_MAX_PER_CLIENT,
     REGISTER_WINDOW,
+    GITHUB_CHECKS_PER_USER,
+    GITHUB_CHECK_WINDOW,
+    GITHUB_READS_PER_USER,
+    GITHUB_READ_WINDOW,
     JWT_PREVIOUS_KEY_GRACE,
     SEED_DEMO_USERS,
     FRONTEND_SPIFFE_ID,
@@ -230,6 +263,14 @@ pub struct Config {
     pub register_max_per_client: u32,
     /// [`REGISTER_WINDOW`]
     pub register_window: Duration,
+    /// [`GITHUB_CHECKS_PER_USER`]
+    pub github_checks_per_user: u32,
+    /// [`GITHUB_CHECK_WINDOW`]
+    pub github_check_window: Duration,
+    /// [`GITHUB_READS_PER_USER`]
+    pub github_reads_per_user: u32,
+    /// [`GITHUB_READ_WINDOW`]
+    pub github_read_window: Duration,
     /// [`JWT_PREVIOUS_KEY_GRACE`]
     pub jwt_previous_key_grace: Duration,
     /// [`SEED_DEMO_USERS`]
@@ -311,6 +352,28 @@ impl Config {
             REGISTER_WINDOW,
             &raw(REGISTER_WINDOW, DEFAULT_REGISTER_WINDOW),
         )?;
+        let github_checks_per_user = number(
+            GITHUB_CHECKS_PER_USER,
+            src,
+            DEFAULT_GITHUB_CHECKS_PER_USER as usize,
+            1,
+            1_000_000,
+        )? as u32;
+        let github_check_window = duration(
+            GITHUB_CHECK_WINDOW,
+            &raw(GITHUB_CHECK_WINDOW, DEFAULT_GITHUB_CHECK_WINDOW),
+        )?;
+        let github_reads_per_user = number(
+            GITHUB_READS_PER_USER,
+            src,
+            DEFAULT_GITHUB_READS_PER_USER as usize,
+            1,
+            1_000_000,
+        )? as u32;
+        let github_read_window = duration(
+            GITHUB_READ_WINDOW,
+            &raw(GITHUB_READ_WINDOW, DEFAULT_GITHUB_READ_WINDOW),
+        )?;
         let jwt_previous_key_grace = duration(
             JWT_PREVIOUS_KEY_GRACE,
             &raw(JWT_PREVIOUS_KEY_GRACE, DEFAULT_JWT_PREVIOUS_KEY_GRACE),
@@ -347,6 +410,10 @@ impl Config {
             login_failure_window,
             register_max_per_client,
             register_window,
+            github_checks_per_user,
+            github_check_window,
+            github_reads_per_user,
+            github_read_window,
             jwt_previous_key_grace,
             seed_demo_users,
             frontend_spiffe_id,
@@ -548,6 +615,10 @@ mod tests {
         assert_eq!(c.login_failure_window, Duration::from_secs(300));
         assert_eq!(c.register_max_per_client, DEFAULT_REGISTER_MAX_PER_CLIENT);
         assert_eq!(c.register_window, Duration::from_secs(3600));
+        assert_eq!(c.github_checks_per_user, DEFAULT_GITHUB_CHECKS_PER_USER);
+        assert_eq!(c.github_check_window, Duration::from_secs(600));
+        assert_eq!(c.github_reads_per_user, DEFAULT_GITHUB_READS_PER_USER);
+        assert_eq!(c.github_read_window, Duration::from_secs(60));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.frontend_spiffe_id, DEFAULT_FRONTEND_SPIFFE_ID);
         assert!(
@@ -629,6 +700,11 @@ mod tests {
             (LOGIN_MAX_FAILURES, "0", "out of range"),
             (REGISTER_MAX_PER_CLIENT, "0", "out of range"),
             (REGISTER_WINDOW, "forever", "not a duration"),
+            (GITHUB_CHECKS_PER_USER, "0", "out of range"),
+            (GITHUB_CHECKS_PER_USER, "ten", "not a whole number"),
+            (GITHUB_CHECK_WINDOW, "0s", "greater than zero"),
+            (GITHUB_READS_PER_USER, "99999999", "out of range"),
+            (GITHUB_READ_WINDOW, "a minute", "not a duration"),
             (JWT_PREVIOUS_KEY_GRACE, "0s", "greater than zero"),
             (SEED_DEMO_USERS, "sure", "not true or false"),
             (

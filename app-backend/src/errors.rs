@@ -60,6 +60,10 @@ pub enum AppError {
     /// many of its attempts in flight); retry after this many seconds.
     #[error("rate limited for {0} s")]
     RateLimited(u64),
+    /// Too many GitHub calls by this user (or too many in flight); retry
+    /// after this many seconds.
+    #[error("GitHub calls limited for {0} s")]
+    GithubCallsLimited(u64),
     /// The password-hashing queue is full (a flood); retry after a second.
     #[error("password hashing queue full")]
     Busy,
@@ -151,6 +155,11 @@ impl AppError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!("Too many attempts from this client; try again in {s} seconds"),
+            ),
+            GithubCallsLimited(s) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("Too many GitHub requests from this account; try again in {s} seconds"),
             ),
             Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -280,7 +289,7 @@ impl ResponseError for AppError {
         }
         let mut resp = HttpResponse::build(status);
         match self {
-            AppError::RateLimited(secs) => {
+            AppError::RateLimited(secs) | AppError::GithubCallsLimited(secs) => {
                 resp.insert_header((header::RETRY_AFTER, secs.to_string()));
             }
             AppError::Busy => {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, LINK};
 use reqwest::StatusCode;
 
+use crate::body::{read_capped, BodyError};
 use crate::models::{GithubUser, Repo};
 use crate::secrets::Sensitive;
 
@@ -128,23 +129,15 @@ impl GithubClient {
             })?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(GithubError::Unavailable("response too large".into()));
-        }
-        let body = resp.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                GithubError::Timeout
-            } else {
-                GithubError::Unavailable(e.without_url().to_string())
-            }
+        let body = read_capped(resp, MAX_BODY).await.map_err(|e| match e {
+            BodyError::TooLarge => GithubError::Unavailable("response too large".into()),
+            BodyError::Transport(e) if e.is_timeout() => GithubError::Timeout,
+            BodyError::Transport(e) => GithubError::Unavailable(e.without_url().to_string()),
         })?;
-        if body.len() > MAX_BODY {
-            return Err(GithubError::Unavailable("response too large".into()));
-        }
         if !status.is_success() {
             return Err(classify(status, &headers, &body));
         }
-        Ok((headers, body.to_vec()))
+        Ok((headers, body))
     }
 
     /// `GET /user`: whose token this is.

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod db;
 pub mod errors;

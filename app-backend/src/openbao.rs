@@ -176,7 +176,9 @@ impl SecretStore {
         let req = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, "openbao")
+            // What the sidecar's proxy accepts on a TCP listener (an IP
+            // literal or localhost: a DNS-rebinding page sends its own name).
+            .header(header::HOST, "localhost")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| StoreError::Http(e.to_string()))?;

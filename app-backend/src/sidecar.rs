@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use zt_contracts::SidecarStatus;
 
+use crate::body::{read_capped, BodyError};
+
 /// How long `/status` may take.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest `/status` body accepted.
@@ -40,10 +42,10 @@ impl SidecarAdmin {
         if !resp.status().is_success() {
             return Err(format!("/status answered {}", resp.status()));
         }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > MAX_BODY {
-            return Err("/status body too large".into());
-        }
+        let body = read_capped(resp, MAX_BODY).await.map_err(|e| match e {
+            BodyError::TooLarge => "/status body too large".to_string(),
+            BodyError::Transport(e) => e.to_string(),
+        })?;
         // A JSON value that is not an object fails here too ("expected struct").
         serde_json::from_slice(&body).map_err(|e| format!("/status is not a sidecar status: {e}"))
     }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{HashError, PasswordHasher};
 use crate::auth::ratelimit::AttemptLimiter;
-use crate::config::{Config, LOGIN_MAX_PENDING_PER_CLIENT, REGISTER_MAX_PENDING_PER_CLIENT};
+use crate::config::{
+    Config, GITHUB_MAX_PENDING_PER_USER, LOGIN_MAX_PENDING_PER_CLIENT,
+    REGISTER_MAX_PENDING_PER_CLIENT,
+};
 use crate::db::migrate::{self, MigrateError};
 use crate::db::Database;
 use crate::github::GithubClient;
@@ -98,6 +101,10 @@ pub struct AppState {
     pub login_limiter: AttemptLimiter,
     /// Registrations per client (each costs a hash, so all of them count).
     pub register_limiter: AttemptLimiter,
+    /// GitHub token checks per user (each calls GitHub).
+    pub github_check_limiter: AttemptLimiter,
+    /// GitHub reads per user (each reads OpenBao and calls GitHub).
+    pub github_read_limiter: AttemptLimiter,
     /// OpenBao KV through the sidecar.
     pub store: SecretStore,
     /// GitHub.
@@ -131,7 +138,16 @@ impl AppState {
                 config.register_window,
                 REGISTER_MAX_PENDING_PER_CLIENT,
             ),
-
+            github_check_limiter: AttemptLimiter::new(
+                config.github_checks_per_user,
+                config.github_check_window,
+                GITHUB_MAX_PENDING_PER_USER,
+            ),
+            github_read_limiter: AttemptLimiter::new(
+                config.github_reads_per_user,
+                config.github_read_window,
+                GITHUB_MAX_PENDING_PER_USER,
+            ),
             store: SecretStore::new(config.openbao_proxy.clone(), config.openbao_timeout),
             github: GithubClient::new(&config.github_api_url, config.github_timeout)?,
             sidecar: SidecarAdmin::new(&config.sidecar_admin_url)?,

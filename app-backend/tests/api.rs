@@ -109,6 +109,11 @@ fn the_whole_api_against_the_real_stack() {
             ("BACKEND_LOGIN_FAILURE_WINDOW", "10m"),
             ("BACKEND_ALLOWED_HOSTS", "backend.99-apps.svc"),
             ("BACKEND_REGISTER_MAX_PER_CLIENT", "20"),
+            // The steps below call GitHub more often than a person would;
+            // the per-user limits have a backend of their own
+            // (github_calls_are_limited_per_user).
+            ("BACKEND_GITHUB_CHECKS_PER_USER", "1000"),
+            ("BACKEND_GITHUB_READS_PER_USER", "1000"),
         ],
     );
     let url = backend.url.clone();
@@ -134,6 +139,7 @@ fn the_whole_api_against_the_real_stack() {
     github_configure_repos_user_and_status(&mut ctx);
     user_a_cannot_touch_user_bs_token(&mut ctx);
     github_failures_are_mapped(&mut ctx);
+    github_calls_are_limited_per_user(&mut ctx);
     zt_status_shows_sidecar_and_database_user(&mut ctx);
     zt_status_is_for_operators_only(&mut ctx);
     logout_ends_the_session_on_the_server(&mut ctx);
@@ -540,6 +546,21 @@ fn malformed_requests_get_clear_4xx(ctx: &mut Ctx) {
             b"{\"username\": [], \"password\": {}, \"token\": 7}".to_vec(),
         );
         assert_error(s, &b, 422, "validation_failed");
+        // A secret sent in the wrong shape is not quoted back: serde's own
+        // message would ("invalid type: string \"ghp_…\""), and the 422
+        // goes to the debug log too (no_secret_reaches_the_log reads it).
+        for body in [
+            json!(DEMO_TOKEN),
+            json!({"username": "jake", "password": 98765432109_u64, "token": [DEMO_TOKEN]}),
+        ] {
+            let (s, b) = post(path, "application/json", body.to_string().into_bytes());
+            assert_error(s, &b, 422, "validation_failed");
+            let text = b.to_string();
+            assert!(
+                !text.contains(DEMO_TOKEN) && !text.contains("98765432109"),
+                "{path}: the 422 quotes the value: {text}"
+            );
+        }
         let (s, b) = post(path, "text/plain", b"{}".to_vec());
         assert_error(s, &b, 415, "unsupported_media_type");
         let big = format!(
@@ -921,6 +942,100 @@ fn github_failures_are_mapped(ctx: &mut Ctx) {
             .bearer_auth(&t),
     );
     assert_error(s, &b, 502, "sidecar_unavailable");
+}
+
+/// Each token check and each GitHub read is a call to GitHub made for the
+/// user: a user gets a bounded number per window (then 429 with
+/// `Retry-After`, and GitHub is not called), and one user's calls do not
+/// limit another's. A backend of its own, with small limits.
+fn github_calls_are_limited_per_user(ctx: &mut Ctx) {
+    let limited = ctx.stack.start_backend(
+        "app-backend-github-limits",
+        &[
+            ("BACKEND_GITHUB_CHECKS_PER_USER", "3"),
+            ("BACKEND_GITHUB_CHECK_WINDOW", "10m"),
+            ("BACKEND_GITHUB_READS_PER_USER", "4"),
+            ("BACKEND_GITHUB_READ_WINDOW", "10m"),
+        ],
+    );
+    let jake = ctx.login("jake", "jake99");
+    let amy = ctx.login("amy", "amy99");
+    let check = |t: &str| {
+        call(
+            ctx.c
+                .post(format!("{}/api/github/configure", limited.url))
+                .bearer_auth(t)
+                .json(&json!({"token": "ghp_unknown_to_github"})),
+        )
+    };
+    let read = |t: &str| {
+        call(
+            ctx.c
+                .get(format!("{}/api/github/user", limited.url))
+                .bearer_auth(t),
+        )
+    };
+    let to_github = |stack: &Stack| stack.github.requests().len();
+
+    for _ in 0..3 {
+        let (s, b) = check(&jake);
+        assert_error(s, &b, 400, "github_token_rejected");
+    }
+    let before = to_github(&ctx.stack);
+    let r = ctx
+        .c
+        .post(format!("{}/api/github/configure", limited.url))
+        .bearer_auth(&jake)
+        .json(&json!({"token": "ghp_unknown_to_github"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&retry), "{retry}");
+    let b: Value = r.json().unwrap();
+    assert_eq!(b["error"]["code"], "rate_limited", "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many GitHub requests from this account"),
+        "{b}"
+    );
+    assert_eq!(
+        to_github(&ctx.stack),
+        before,
+        "a refused check reached GitHub"
+    );
+    // Another user is not limited by jake's checks.
+    let (s, b) = check(&amy);
+    assert_error(s, &b, 400, "github_token_rejected");
+
+    // Reads: jake's token is stored (github_failures_are_mapped).
+    for _ in 0..4 {
+        let (s, b) = read(&jake);
+        assert_eq!(s, 200, "{b}");
+    }
+    let before = to_github(&ctx.stack);
+    let (s, b) = read(&jake);
+    assert_error(s, &b, 429, "rate_limited");
+    let (s, b) = call(
+        ctx.c
+            .get(format!("{}/api/github/repos", limited.url))
+            .bearer_auth(&jake),
+    );
+    assert_error(s, &b, 429, "rate_limited");
+    assert_eq!(
+        to_github(&ctx.stack),
+        before,
+        "a refused read reached GitHub"
+    );
+    // Another user's reads are counted apart.
+    let (s, b) = read(&amy);
+    assert_ne!(s, 429, "{b}");
 }
 
 fn zt_status_shows_sidecar_and_database_user(ctx: &mut Ctx) {

@@ -213,14 +213,16 @@ fn every_operation_conforms_to_the_document_and_leaks_no_secret() {
         mesh: true,
         ..Setup::default()
     });
-    // Limits high enough that schema-valid registrations and logins are
-    // answered on their merits rather than with 429 (a documented answer,
-    // but one that would hide the rest).
+    // Limits high enough that schema-valid registrations, logins and GitHub
+    // calls are answered on their merits rather than with 429 (a documented
+    // answer, but one that would hide the rest).
     let _backend = stack.start_backend(
         "app-backend",
         &[
             ("BACKEND_REGISTER_MAX_PER_CLIENT", "100000"),
             ("BACKEND_LOGIN_MAX_FAILURES", "100000"),
+            ("BACKEND_GITHUB_CHECKS_PER_USER", "100000"),
+            ("BACKEND_GITHUB_READS_PER_USER", "100000"),
         ],
     );
     let url = stack.mesh_url();

@@ -96,7 +96,7 @@ pub const PEER_ID_HEADER: &str = "x-spiffe-peer-id";
 /// the frontend — the peer-ID header is exactly `config.frontend_spiffe_id` —
 /// else the TCP peer's IP. Any other peer (another workload the sidecar lets
 /// in, or a local process that writes the header itself) cannot choose its
-/// own client key.
+/// own client key. IPv6 clients are keyed by their /64 ([`address_key`]).
 pub fn client_key(req: &HttpRequest, config: &Config) -> String {
     let from_frontend = req
         .headers()
@@ -111,12 +111,31 @@ pub fn client_key(req: &HttpRequest, config: &Config) -> String {
             .map(str::trim)
             .filter(|v| !v.is_empty())
         {
-            return format!("fwd:{}", fwd.chars().take(64).collect::<String>());
+            return match fwd.parse::<std::net::IpAddr>() {
+                Ok(ip) => format!("fwd:{}", address_key(ip)),
+                Err(_) => format!("fwd:{}", fwd.chars().take(64).collect::<String>()),
+            };
         }
     }
     match req.peer_addr() {
-        Some(a) => format!("ip:{}", a.ip()),
+        Some(a) => format!("ip:{}", address_key(a.ip())),
         None => "unknown".into(),
+    }
+}
+
+/// The rate-limit key of an address: an IPv4 address (also one written as
+/// IPv4-mapped IPv6) as it is; an IPv6 address by its /64, the prefix one
+/// subscriber is given, so rotating through its addresses gains nothing.
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -155,6 +174,33 @@ fn valid_port(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_and_ipv4_as_is() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            key("2001:db8:1:2::1"),
+            "one /64, one key"
+        );
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        let cfg = Config::from_pairs(&[]).unwrap();
+        let from_frontend = |fwd: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((PEER_ID_HEADER, cfg.frontend_spiffe_id.as_str()))
+                .insert_header(("x-forwarded-for", fwd))
+                .to_http_request();
+            client_key(&req, &cfg)
+        };
+        assert_eq!(
+            from_frontend("10.0.0.1, 2001:db8:aa:bb:1:2:3:4"),
+            from_frontend("2001:db8:aa:bb::99")
+        );
+        assert_eq!(from_frontend("198.51.100.4"), "fwd:198.51.100.4");
+    }
 
     #[test]
     fn our_hosts_are_ip_literals_localhost_and_configured_names() {

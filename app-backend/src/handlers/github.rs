@@ -6,6 +6,9 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use std::time::Instant;
+
+use crate::auth::ratelimit::{Attempt, AttemptLimiter};
 use crate::auth::AuthUser;
 use crate::db::queries::{self, AuditEntry};
 use crate::errors::{AppError, ErrorBody};
@@ -31,6 +34,22 @@ fn github_err(state: &AppState, error: GithubError, configuring: bool) -> AppErr
         },
     );
     AppError::Github { error, configuring }
+}
+
+/// Reserves one GitHub call of `user` in `limiter` (settled with
+/// `count()` once the call is made; dropped unsettled, it counts too), or
+/// 429 `rate_limited`.
+fn github_call<'a>(
+    state: &AppState,
+    limiter: &'a AttemptLimiter,
+    user: &AuthUser,
+) -> Result<Attempt<'a>, AppError> {
+    limiter
+        .begin(&format!("user:{}", user.user_id), Instant::now())
+        .map_err(|r| {
+            state.metrics.outcome("github", "limited_per_user");
+            AppError::GithubCallsLimited(r.retry_after())
+        })
 }
 
 /// The stored token of `user`, or 404 `not_configured`.
@@ -67,6 +86,7 @@ async fn touch(state: &AppState, user_id: i32) {
         (status = 413, description = "`payload_too_large`: body over 16 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many token checks by this user (`BACKEND_GITHUB_CHECKS_PER_USER`); see `Retry-After`", body = ErrorBody),
         (status = 502, description = "`github_unavailable`, `github_rate_limited`", body = ErrorBody),
         (status = 503, description = "`secret_store_unavailable`", body = ErrorBody),
         (status = 504, description = "`github_timeout`", body = ErrorBody),
@@ -78,11 +98,12 @@ pub async fn configure(
     body: ValidJson<ConfigureRequest>,
 ) -> Result<HttpResponse, AppError> {
     let token = body.into_inner().validate()?;
-    let github_user = state
-        .github
-        .user(&token)
-        .await
-        .map_err(|e| github_err(&state, e, true))?;
+    // Every check counts, accepted or not: a user stores a token now and
+    // then, and a loop of checks would test guessed tokens against GitHub.
+    let attempt = github_call(&state, &state.github_check_limiter, &user)?;
+    let checked = state.github.user(&token).await;
+    attempt.count();
+    let github_user = checked.map_err(|e| github_err(&state, e, true))?;
     state.store.put_github_token(user.user_id, &token).await?;
     queries::mark_configured(&state.db, user.user_id).await?;
     state.metrics.outcome("github", "configured");
@@ -182,6 +203,7 @@ pub async fn delete_token(
         (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_configured`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many GitHub reads by this user (`BACKEND_GITHUB_READS_PER_USER`); see `Retry-After`", body = ErrorBody),
         (status = 502, description = "`github_unavailable`, `github_rate_limited`, `github_token_rejected`", body = ErrorBody),
         (status = 503, description = "`secret_store_unavailable`", body = ErrorBody),
         (status = 504, description = "`github_timeout`", body = ErrorBody),
@@ -193,12 +215,12 @@ pub async fn repos(
     query: web::Query<ReposQuery>,
 ) -> Result<web::Json<ReposResponse>, AppError> {
     let (page, per_page) = query.validate()?;
+    // Counted however it ends (an attempt dropped unsettled counts).
+    let attempt = github_call(&state, &state.github_read_limiter, &user)?;
     let token = stored_token(&state, &user).await?;
-    let (repos, has_next) = state
-        .github
-        .repos(&token, page, per_page)
-        .await
-        .map_err(|e| github_err(&state, e, false))?;
+    let listed = state.github.repos(&token, page, per_page).await;
+    attempt.count();
+    let (repos, has_next) = listed.map_err(|e| github_err(&state, e, false))?;
     drop(token);
     touch(&state, user.user_id).await;
     audit(
@@ -227,6 +249,7 @@ pub async fn repos(
         (status = 200, description = "Profile", body = GithubUser),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_configured`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many GitHub reads by this user (`BACKEND_GITHUB_READS_PER_USER`); see `Retry-After`", body = ErrorBody),
         (status = 502, description = "`github_unavailable`, `github_rate_limited`, `github_token_rejected`", body = ErrorBody),
         (status = 503, description = "`secret_store_unavailable`", body = ErrorBody),
         (status = 504, description = "`github_timeout`", body = ErrorBody),
@@ -236,12 +259,12 @@ pub async fn user(
     user: AuthUser,
     state: web::Data<AppState>,
 ) -> Result<web::Json<GithubUser>, AppError> {
+    // Counted however it ends (an attempt dropped unsettled counts).
+    let attempt = github_call(&state, &state.github_read_limiter, &user)?;
     let token = stored_token(&state, &user).await?;
-    let profile = state
-        .github
-        .user(&token)
-        .await
-        .map_err(|e| github_err(&state, e, false))?;
+    let fetched = state.github.user(&token).await;
+    attempt.count();
+    let profile = fetched.map_err(|e| github_err(&state, e, false))?;
     touch(&state, user.user_id).await;
     Ok(web::Json(profile))
 }
