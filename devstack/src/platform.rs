@@ -265,6 +265,7 @@ impl Platform {
         let layout = BackendLayout {
             secrets_dir: bdir.join("secrets"),
             proxy_socket: bdir.join("openbao.sock"),
+            proxy_tcp: None,
             admin: SocketAddr::from(([127, 0, 0, 1], p.backend_admin)),
         };
         let inbound = format!(

@@ -199,6 +199,9 @@ pub struct BackendLayout {
     pub secrets_dir: PathBuf,
     /// OpenBao proxy socket.
     pub proxy_socket: PathBuf,
+    /// A TCP listener of the OpenBao proxy besides the socket (none by
+    /// default, as the manifests have it).
+    pub proxy_tcp: Option<SocketAddr>,
     /// Admin address.
     pub admin: SocketAddr,
 }
@@ -209,6 +212,7 @@ impl BackendLayout {
         Ok(Self {
             secrets_dir: dir.join("secrets"),
             proxy_socket: dir.join("openbao.sock"),
+            proxy_tcp: None,
             admin: SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)),
         })
     }
@@ -261,7 +265,7 @@ path = "backend/jwt-signing-key"
 refresh_interval = "2s"
 
 [proxy]
-listen = ["unix:{sock}"]
+listen = ["unix:{sock}"{tcp}]
 
 [[proxy.allow]]
 path = "secret/data/github/users/*"
@@ -283,6 +287,10 @@ max = "2s"
         secrets = layout.secrets_dir.display(),
         pg = stack.ports.postgres,
         sock = layout.proxy_socket.display(),
+        tcp = layout
+            .proxy_tcp
+            .map(|a| format!(", \"tcp:{a}\""))
+            .unwrap_or_default(),
         admin = layout.admin,
     )
 }

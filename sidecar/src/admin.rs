@@ -54,8 +54,11 @@ fn is_port(p: &str) -> bool {
     !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
 }
 
-/// Why a request from a browser context is refused, if it is.
-fn foreign(headers: &HeaderMap) -> Option<&'static str> {
+/// Why a request from a browser context is refused, if it is: a `Host`
+/// that is not an IP literal or `localhost` (a DNS-rebinding page reaches a
+/// loopback port under its own name), or an `Origin` other than the host's.
+/// The admin listener and the OpenBao proxy's TCP listeners use it.
+pub(crate) fn foreign(headers: &HeaderMap) -> Option<&'static str> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let Some(host) = host.filter(|h| is_local_host(h)) else {
         return Some("the Host header must be an IP address or localhost (DNS rebinding)");

@@ -262,6 +262,10 @@ pub struct Proxy {
     tokens: watch::Receiver<Tokens>,
     check: TokenCheck,
     state: State,
+    /// A TCP listener, which a browser on the host can reach: requests from
+    /// a browser context are refused ([`crate::admin::foreign`]). A Unix
+    /// socket is out of a browser's reach.
+    tcp: bool,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -293,7 +297,14 @@ impl Proxy {
             tokens,
             check,
             state,
+            tcp: false,
         })
+    }
+
+    /// The same proxy for a TCP listener (see [`Proxy::tcp`]).
+    pub fn on_tcp(mut self) -> Self {
+        self.tcp = true;
+        self
     }
 
     /// Handles one request (logs one line, never bodies or tokens).
@@ -322,6 +333,16 @@ impl Proxy {
                 format!("zt-sidecar: {method} /v1/{path} refused: {why}"),
             )
         };
+        if let Some(why) = self
+            .tcp
+            .then(|| crate::admin::foreign(req.headers()))
+            .flatten()
+        {
+            return (
+                refuse(req.uri().path().trim_start_matches("/v1/"), why.into()),
+                None,
+            );
+        }
         if let Some(h) = TOKEN_HEADERS
             .iter()
             .find(|h| req.headers().contains_key(**h))

@@ -128,10 +128,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             state.clone(),
         )?;
         for l in &p.listen {
-            let proxy = proxy.clone();
-            let handler = move |req| proxy.clone().handle(req);
             match l {
                 ListenAddr::Unix(path) => {
+                    let proxy = proxy.clone();
+                    let handler = move |req| proxy.clone().handle(req);
                     let mode = if config.secrets.group.is_some() {
                         0o660
                     } else {
@@ -145,6 +145,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
                     );
                 }
                 ListenAddr::Tcp(addr) => {
+                    let proxy = proxy.clone().on_tcp();
+                    let handler = move |req| proxy.clone().handle(req);
                     let listener = TcpListener::bind(addr)
                         .await
                         .with_context(|| format!("proxy.listen: cannot listen on {l}"))?;

@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 #[test]
 fn allow_listed_calls_work_and_everything_else_is_refused() {
-    let h = Harness::start(Setup::default());
+    let h = Harness::start(Setup {
+        proxy_tcp: true,
+        ..Setup::default()
+    });
     let body = json!({"data": {"token": "ghp_test_value_123"}}).to_string();
     let ct = [("Content-Type", "application/json")];
 
@@ -40,6 +43,38 @@ fn allow_listed_calls_work_and_everything_else_is_refused() {
         .read("secret/data/github/users/1")
         .unwrap()
         .is_none());
+
+    // A TCP listener answers callers that name it by address or as
+    // localhost, and refuses a browser context: a DNS-rebinding page
+    // reaches the port under its own name, and sends an Origin (the
+    // sidecar would otherwise add its token to the page's reads).
+    let port = h.layout.proxy_tcp.unwrap().port();
+    let path = "/v1/secret/data/github/users/1";
+    let (code, resp) = h.proxy("PUT", path, &ct, body.as_bytes());
+    assert_eq!(code, 200, "{resp}");
+    for host in [format!("127.0.0.1:{port}"), "localhost".to_string()] {
+        let (code, resp) = h.proxy_tcp("GET", path, &host, &[], b"");
+        assert_eq!(code, 200, "Host: {host}: {resp}");
+    }
+    let evil = format!("rebind.evil.example:{port}");
+    let (code, resp) = h.proxy_tcp("GET", path, &evil, &[], b"");
+    assert_eq!(code, 403, "{resp}");
+    assert!(resp.contains("DNS rebinding"), "{resp}");
+    assert!(!resp.contains("ghp_test_value_123"), "{resp}");
+    let (code, resp) = h.proxy_tcp(
+        "GET",
+        path,
+        &format!("127.0.0.1:{port}"),
+        &[("Origin", "http://rebind.evil.example")],
+        b"",
+    );
+    assert_eq!(code, 403, "{resp}");
+    assert!(resp.contains("another origin"), "{resp}");
+    // The socket is out of a browser's reach: its Host is not checked.
+    let (code, resp) = h.proxy("GET", path, &[("X-Unused", "1")], b"");
+    assert_eq!(code, 200, "{resp}");
+    let (code, _) = h.proxy("DELETE", "/v1/secret/metadata/github/users/1", &[], b"");
+    assert_eq!(code, 204);
 
     // Refused, each with a 403 and a reason naming the rule or its absence.
     type Headers<'a> = &'a [(&'a str, &'a str)];

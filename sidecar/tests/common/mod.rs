@@ -25,6 +25,8 @@ pub struct Setup {
     pub rotate_before: &'static str,
     pub revoke_grace: &'static str,
     pub extra: String,
+    /// Give the OpenBao proxy a TCP listener too ([`Harness::proxy_tcp`]).
+    pub proxy_tcp: bool,
 }
 
 impl Default for Setup {
@@ -35,6 +37,7 @@ impl Default for Setup {
             rotate_before: "10m",
             revoke_grace: "30s",
             extra: String::new(),
+            proxy_tcp: false,
         }
     }
 }
@@ -61,7 +64,13 @@ impl Harness {
             ];
         }
         let stack = Devstack::start(opts).expect("devstack");
-        let layout = BackendLayout::new(&dir.path().join("run")).unwrap();
+        let mut layout = BackendLayout::new(&dir.path().join("run")).unwrap();
+        if setup.proxy_tcp {
+            layout.proxy_tcp = Some(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                devstack::free_port().unwrap(),
+            )));
+        }
         let config = backend_config(
             &stack,
             &layout,
@@ -116,6 +125,21 @@ impl Harness {
         body: &[u8],
     ) -> (u16, String) {
         uds_request(&self.layout.proxy_socket, method, path, headers, body)
+    }
+
+    /// One request with `Host: host` to the proxy's TCP listener.
+    pub fn proxy_tcp(
+        &self,
+        method: &str,
+        path: &str,
+        host: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        let addr = self.layout.proxy_tcp.expect("Setup::proxy_tcp");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        raw_request(&mut s, method, path, host, headers, body)
     }
 }
 
@@ -181,8 +205,21 @@ pub fn uds_request(
 ) -> (u16, String) {
     let mut s = UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    raw_request(&mut s, method, path, "openbao", headers, body)
+}
+
+/// One HTTP/1.1 request with `Host: host` on `s`, then the status and body
+/// of the answer (read to the close).
+pub fn raw_request(
+    s: &mut (impl Read + Write),
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: openbao\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
