@@ -19,14 +19,16 @@ DEVSTACK := target/$(PROFILE)/devstack
 # down/status work with any build of devstack (the platform may have been started with another PROFILE).
 ANY_DEVSTACK = $(firstword $(wildcard $(DEVSTACK) target/debug/devstack target/release/devstack))
 
-.PHONY: help tools tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-mtls-instructions bench-backend bench-injector bench-fleet build build-up install deploy teardown lab
+.PHONY: help tools tools-base tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-mtls-instructions bench-backend bench-injector bench-fleet build build-up install deploy teardown lab
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
 
-tools: ## Install SPIRE, OpenBao, PostgreSQL, Chromium, helm and the CRDs the deploy tests use (pinned; idempotent) into .tools/
-	@bash scripts/tools.sh
+tools: tools-base ## Install SPIRE, OpenBao, PostgreSQL, Chromium, helm and the CRDs the deploy tests use (pinned; idempotent) into .tools/
 	@bash deploy/scripts/schemas.sh
+
+tools-base: ## What make up needs of make tools: SPIRE, OpenBao, PostgreSQL, Chromium (no helm, no CRDs)
+	@bash scripts/tools.sh
 
 tools-kube: ## Build etcd, kube-apiserver, kubectl, kubelet, ... (pinned; idempotent) into .tools/bin: the real Kubernetes `make test` uses
 	@bash scripts/tools.sh kube
@@ -55,7 +57,7 @@ test-faults: tools disk ## Every fault of the fault suite under load on the real
 fuzz: ## cargo fuzz every target for FUZZ_SECONDS (default 60) each from fuzz/corpus/ (nightly; installs cargo-fuzz); figures in bench/results/fuzz.md
 	@bash scripts/fuzz.sh
 
-up: tools $(if $(SKIP_BUILD),,build-up) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
+up: tools-base $(if $(SKIP_BUILD),,build-up) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
 	@$(DEVSTACK) up --state $(STATE)
 
 down: ## Stop the platform started with `make up`
@@ -73,7 +75,7 @@ status: ## Health of every component of the running platform
 	@if [ -n "$(ANY_DEVSTACK)" ]; then $(ANY_DEVSTACK) status --state $(STATE); else echo "not built: make up builds and starts the platform"; exit 1; fi
 
 install: ## Install the platform into the cluster of your current kube context (WAIT=0: do not wait for pods; docs/deploy.md)
-	@WAIT=$(or $(WAIT),1) bash deploy/scripts/install.sh
+	@WAIT=$(or $(WAIT),1) PATH="$$PATH:$(CURDIR)/.tools/bin" bash deploy/scripts/install.sh
 
 deploy: ## kind cluster with Cilium and the images, then make install into it (docs/deploy.md)
 	@bash deploy/scripts/deploy.sh

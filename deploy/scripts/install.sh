@@ -79,6 +79,25 @@ if ! lab; then
   [ "$mutual" = true ] ||
     die "Cilium's mutual authentication is not enabled (kube-system/cilium-config has mesh-auth-mutual-enabled='$mutual'): the platform's policies require it for the flows to OpenBao and PostgreSQL, which Cilium would drop. Enable it (Helm values authentication.mutual.spire.enabled=true, as deploy/cilium/values.yaml does), then run make install again."
 fi
+# PostgreSQL, OpenBao and the SPIRE server each claim a volume of the default
+# StorageClass (the lab installs its own, as kind has one).
+if ! lab; then
+  default_classes=$(k get storageclass -o 'jsonpath={range .items[*]}{.metadata.annotations.storageclass\.kubernetes\.io/is-default-class}{"\n"}{end}' 2>/dev/null || true)
+  if ! grep -qx true <<<"$default_classes"; then
+    no_class="this cluster has no default StorageClass: the volume claims of PostgreSQL, OpenBao and the SPIRE server (1 Gi each) would stay Pending"
+    waiting || say "note: $no_class (WAIT=0: installing anyway)"
+    ! waiting || die "$no_class. Mark one as default (kubectl patch storageclass NAME -p '{\"metadata\":{\"annotations\":{\"storageclass.kubernetes.io/is-default-class\":\"true\"}}}'), then run make install again."
+  fi
+fi
+# rollout NAMESPACE KIND/NAME: kubectl rollout status for up to 5 minutes; on a
+# timeout, why the namespace's pods and volume claims are not ready.
+rollout() {
+  k -n "$1" rollout status "$2" --timeout 5m && return 0
+  say "$2 in namespace $1 is not ready after 5 minutes. Its namespace's pods (phase, containers waiting, conditions not met) and volume claims:"
+  k -n "$1" get pods -o 'jsonpath={range .items[*]}  {.metadata.name}: {.status.phase}{range .status.containerStatuses[*]}{" "}{.name}={.state.waiting.reason}{end}{range .status.conditions[?(@.status=="False")]}; {.type}: {.reason} {.message}{end}{"\n"}{end}' >&2 || true
+  k -n "$1" get pvc -o 'jsonpath={range .items[*]}  volume claim {.metadata.name}: {.status.phase}{"\n"}{end}' >&2 || true
+  die "$2 (namespace $1) did not become ready within 5 minutes. ImagePullBackOff or ErrImageNeverPull: the zt-platform images are not on the node (docs/deploy.md, Images); Pending with an unbound volume claim: no default StorageClass; kubectl -n $1 describe pods says more (README.md, Troubleshooting)."
+}
 
 # --- 1. namespaces and network policies (before any workload runs) -----------
 if lab; then
@@ -115,7 +134,7 @@ if [ "${ZT_RESTART_APPS:-0}" = 1 ] && [ -n "$injector_existed" ]; then
   k -n zt-injector rollout restart deployment/zt-injector
 fi
 if waiting; then
-  k -n zt-injector rollout status deployment/zt-injector --timeout 5m
+  rollout zt-injector deployment/zt-injector
   # Ready replicas serve the CA in the Secret; the caBundle follows within a poll.
   deadline=$((SECONDS + 120))
   until [ -n "$(k get mutatingwebhookconfiguration zt-injector -o 'jsonpath={.webhooks[0].clientConfig.caBundle}')" ]; do
@@ -164,8 +183,8 @@ register_lab_entries() {
 if lab; then
   say "3/8 SPIRE $SPIRE_VERSION (lab: no spire-controller-manager, no SPIFFE CSI driver)"
   apply_overlay spire
-  k -n spire rollout status statefulset/spire-server --timeout 5m
-  k -n spire rollout status daemonset/spire-agent --timeout 5m
+  rollout spire statefulset/spire-server
+  rollout spire daemonset/spire-agent
   register_lab_entries
 else
   say "3/8 SPIRE $SPIRE_VERSION, spire-controller-manager $SPIRE_CONTROLLER_MANAGER_VERSION, SPIFFE CSI driver $SPIFFE_CSI_DRIVER_VERSION"
@@ -176,9 +195,9 @@ else
   k apply -f deploy/k8s/spire/
   k apply -f policies/spire/k8s/clusterspiffeids.yaml
   if waiting; then
-    k -n spire rollout status statefulset/spire-server --timeout 5m
-    k -n spire rollout status daemonset/spire-agent --timeout 5m
-    k -n spire rollout status daemonset/spiffe-csi-driver --timeout 5m
+    rollout spire statefulset/spire-server
+    rollout spire daemonset/spire-agent
+    rollout spire daemonset/spiffe-csi-driver
   fi
 fi
 
@@ -207,7 +226,7 @@ say "5/8 PostgreSQL $POSTGRES_IMAGE_TAG and OpenBao $OPENBAO_VERSION"
 k apply -f deploy/k8s/postgres/postgres.yaml
 k apply -f deploy/k8s/openbao/openbao.yaml
 if waiting; then
-  k -n postgres rollout status statefulset/postgres --timeout 5m
+  rollout postgres statefulset/postgres
   # OpenBao is not Ready until the bootstrap Job has unsealed it: wait for Running.
   wait_for pod/openbao-0 '{.status.phase}' Running 300 k -n openbao
 fi
@@ -233,30 +252,28 @@ show_bootstrap_logs() {
     k -n openbao logs "$pod" ${1:+"$1"} --tail 60 >&2 || true
   done
 }
+# wait_bootstrap fresh|kept: until the Job completes, or stop with its log.
 wait_bootstrap() {
-  local deadline=$((SECONDS + 900)) status restarted reason
-  while :; do
-    case $(k -n openbao get job "$job" -o 'jsonpath={range .status.conditions[?(@.status=="True")]}{.type} {end}') in
-      *Complete*) return 0 ;;
-      *Failed*) show_bootstrap_logs; die "the OpenBao bootstrap Job failed (its log is above)" ;;
-    esac
-    # One line per pod: restart count, and why its container is waiting (if it is).
-    status=$(k -n openbao get pods -l job-name=$job \
-      -o 'jsonpath={range .items[*]}{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.waiting.reason}{"\n"}{end}')
-    restarted=$(printf '%s\n' "$status" | awk '$1 > 0 { print; exit }')
-    if [ -n "$restarted" ]; then
+  local rc=0
+  wait_job "$job" 900 "$1" k -n openbao || rc=$?
+  case $rc in
+    0) return 0 ;;
+    1)
+      show_bootstrap_logs
+      die "the OpenBao bootstrap Job failed (its log is above)"
+      ;;
+    2)
       show_bootstrap_logs --previous
-      die "the OpenBao bootstrap Job's first attempt failed (its log is above). The Job retries by itself (backoffLimit 2); fix the cause, then run make install again: it waits for a Job that has not finished instead of replacing it."
-    fi
-    reason=$(printf '%s\n' "$status" | awk '$2 ~ /ErrImagePull|ImagePullBackOff|InvalidImageName|CreateContainerConfigError/ { print $2; exit }')
-    [ -z "$reason" ] || die "the OpenBao bootstrap pod cannot start ($reason): kubectl -n openbao describe pods -l job-name=$job"
-    if [ $SECONDS -ge $deadline ]; then
+      die "an attempt of the OpenBao bootstrap Job failed (its log is above; pod $ZT_JOB_POD). The Job retries by itself (backoffLimit 2); fix the cause, then run make install again: it waits for a Job that has not finished instead of replacing it, and stops only if an attempt fails again."
+      ;;
+    3) die "the OpenBao bootstrap pod cannot start ($ZT_JOB_REASON): kubectl -n openbao describe pod $ZT_JOB_POD" ;;
+    *)
       show_bootstrap_logs
       die "the OpenBao bootstrap Job did not finish within 15 minutes (its log is above)"
-    fi
-    sleep 2
-  done
+      ;;
+  esac
 }
+bootstrap_mode=fresh
 case $(job_state) in
   finished)
     say "6/8 replacing the finished OpenBao bootstrap Job"
@@ -265,12 +282,13 @@ case $(job_state) in
   unfinished)
     # Never delete a running Job: its pod may hold a fresh unseal key in memory.
     say "6/8 the OpenBao bootstrap Job from an earlier run has not finished: leaving it to finish"
+    bootstrap_mode=kept
     ;;
   *) say "6/8 OpenBao bootstrap Job (zt-bootstrap init/unseal/configure-openbao, roles.sql)" ;;
 esac
 k apply -f deploy/k8s/openbao/bootstrap.yaml ||
   die "could not apply the bootstrap Job; if one from an earlier run is still running, let it finish (kubectl -n openbao get job $job) and run make install again"
-waiting && wait_bootstrap
+! waiting || wait_bootstrap "$bootstrap_mode"
 
 # --- 7. apps and the example ------------------------------------------------
 say "7/8 backend, frontend and the example job (zt-sidecar injected from their annotations)"
@@ -290,8 +308,9 @@ if [ "${ZT_RESTART_APPS:-0}" = 1 ] && [ -n "$existed" ]; then
   k -n 99-apps rollout restart $existed
 fi
 if waiting; then
-  k -n 99-apps rollout status deployment/backend --timeout 5m
-  k -n 99-apps rollout status deployment/frontend --timeout 5m
+  rollout 99-apps deployment/backend
+  rollout 99-apps deployment/frontend
 fi
-lab && waiting && k -n github-standin rollout status deployment/github-standin --timeout 5m
+lab && waiting && rollout github-standin deployment/github-standin
 say "8/8 installed into context $context$(waiting || printf ' (WAIT=0: pods not waited for)')"
+say "the frontend: NodePort 30080 on any node (http://<node address>:30080), or kubectl -n 99-apps port-forward svc/frontend 3000:3000 and http://127.0.0.1:3000$([ "$ZT_DEMO_USERS" = 1 ] || printf '; no users yet: register one on its /register page')"

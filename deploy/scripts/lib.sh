@@ -97,3 +97,67 @@ wait_crd() {
   shift
   wait_for "crd/$crd" '{.status.conditions[?(@.type=="Established")].status}' True 120 "$@"
 }
+
+# wait_job JOB SECONDS fresh|kept KUBECTL...: waits for JOB (KUBECTL carries
+# its -n) to finish, for at most SECONDS. Returns
+#   0  Complete;
+#   1  Failed;
+#   2  an attempt failed during the wait (a container of a pod of JOB ended
+#      with a non-zero exit code); ZT_JOB_POD names the pod;
+#   3  a pod cannot start (image pull or config error); ZT_JOB_POD and
+#      ZT_JOB_REASON say which and why;
+#   4  SECONDS passed.
+# With `kept` (the Job was left from an earlier run), a failure the pods had
+# already when the wait began does not count: only a later one does, so a Job
+# whose earlier attempt failed can still be waited for after the cause is
+# fixed. A failure is told apart by its time (the container's last
+# termination), not by the restart count, which also rises when the fixed
+# attempt starts.
+wait_job() {
+  local job=$1 limit=$2 mode=$3 deadline first=1 conds pods pod now last reason mark base='' seen
+  shift 3
+  deadline=$((SECONDS + limit))
+  ZT_JOB_POD='' ZT_JOB_REASON=''
+  while :; do
+    conds=$("$@" get job "$job" -o 'jsonpath={range .status.conditions[?(@.status=="True")]}{.type} {end}' 2>/dev/null) || conds=''
+    case $conds in
+      *Complete*) return 0 ;;
+      *Failed*) return 1 ;;
+    esac
+    # One line per pod: name, the current and the last termination of its
+    # container (exit code/time, "/" when none), why it is waiting.
+    pods=$("$@" get pods -l "job-name=$job" -o 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].state.terminated.exitCode}/{.status.containerStatuses[0].state.terminated.finishedAt} {.status.containerStatuses[0].lastState.terminated.exitCode}/{.status.containerStatuses[0].lastState.terminated.finishedAt} {.status.containerStatuses[0].state.waiting.reason}{"\n"}{end}' 2>/dev/null) || pods=''
+    while read -r pod now last reason; do
+      [ -n "$pod" ] || continue
+      # The time of the pod's latest failed attempt, "-" when none.
+      if [ -n "${now%%/*}" ] && [ "${now%%/*}" != 0 ]; then
+        mark=${now#*/}
+      elif [ -n "${last%%/*}" ] && [ "${last%%/*}" != 0 ]; then
+        mark=${last#*/}
+      else
+        mark=-
+      fi
+      case " $base " in
+        *" $pod="*) seen=${base#* "$pod"=} seen=${seen%% *} ;;
+        *)
+          seen=-
+          [ "$first$mode" != 1kept ] || seen=$mark
+          base="$base $pod=$seen"
+          ;;
+      esac
+      if [ "$mark" != "$seen" ]; then
+        ZT_JOB_POD=$pod
+        return 2
+      fi
+      case $reason in
+        ErrImagePull | ImagePullBackOff | InvalidImageName | CreateContainerConfigError)
+          ZT_JOB_POD=$pod ZT_JOB_REASON=$reason
+          return 3
+          ;;
+      esac
+    done <<<"$pods"
+    first=0
+    [ "$SECONDS" -lt "$deadline" ] || return 4
+    sleep 2
+  done
+}

@@ -7,7 +7,10 @@ case ${BASH_SOURCE[0]} in */*) zt_scripts=${BASH_SOURCE[0]%/*} ;; *) zt_scripts=
 . "$zt_scripts/lib.sh"
 ZT_STEP=teardown
 require_tools kind
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+# Not `kind get clusters | grep -q`: under pipefail, grep exiting at the first
+# match can make kind die of SIGPIPE and the pipeline report failure.
+clusters=$(kind get clusters 2>/dev/null || true)
+if grep -qx "$CLUSTER" <<<"$clusters"; then
   say "deleting kind cluster $CLUSTER"
   kind delete cluster --name "$CLUSTER"
 else

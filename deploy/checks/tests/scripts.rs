@@ -383,3 +383,116 @@ fn every_command_deploy_and_install_run_is_explained_in_the_docs() {
         "docs/deploy.md does not explain: {missing:?}"
     );
 }
+
+/// `wait_job` (lib.sh) against a kubectl that answers poll `n` from the
+/// files `job.<n>` and `pods.<n>` (the last one given holds after it), as
+/// install.sh's watch of the OpenBao bootstrap Job uses it. Returns the exit
+/// code and `ZT_JOB_POD ZT_JOB_REASON`.
+fn wait_job(mode: &str, limit: u32, polls: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (i, (job, pods)) in polls.iter().enumerate() {
+        std::fs::write(d.join(format!("job.{}", i + 1)), job).unwrap();
+        std::fs::write(d.join(format!("pods.{}", i + 1)), pods).unwrap();
+    }
+    let last = polls.len();
+    let body = format!(
+        r#"d="{d}"; n=$(cat "$d/n" 2>/dev/null || echo 0)
+case "$*" in
+  *"get job"*) n=$((n + 1)); [ $n -le {last} ] || n={last}; echo $n > "$d/n"; cat "$d/job.$n" ;;
+  *"get pods"*) cat "$d/pods.$n" ;;
+  *) exit 1 ;;
+esac"#,
+        d = d.display()
+    );
+    let path = scripted_path(d, &[("kubectl", &body)]);
+    let out = Command::new(bash())
+        .arg("-c")
+        .arg(format!(
+            r#". "{}"; rc=0; wait_job openbao-bootstrap {limit} {mode} kubectl -n openbao || rc=$?; echo "$rc $ZT_JOB_POD $ZT_JOB_REASON""#,
+            root().join("deploy/scripts/lib.sh").display()
+        ))
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", d)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (rc, rest) = line.split_once(' ').unwrap_or((&line, ""));
+    (
+        rc.parse().unwrap_or_else(|_| {
+            panic!(
+                "no exit code: {line:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }),
+        rest.trim().to_string(),
+    )
+}
+
+/// A pod line as `wait_job`'s jsonpath prints it: name, the current and the
+/// last termination (exit code/finish time, "/" for none), waiting reason.
+fn pod(name: &str, now: &str, last: &str, waiting: &str) -> String {
+    format!("{name} {now} {last} {waiting}\n")
+}
+
+#[test]
+fn the_bootstrap_watch_stops_on_a_new_failure_only() {
+    let failed_before = pod("b-1", "/", "1/2026-12-02T01:00:00Z", "CrashLoopBackOff");
+    let running_again = pod("b-1", "/", "1/2026-12-02T01:00:00Z", "");
+    let failed_again = pod("b-1", "/", "1/2026-12-02T01:05:00Z", "CrashLoopBackOff");
+
+    // A Job kept from an earlier run whose attempt failed before this run:
+    // the fixed attempt starts (the restart count rises) and completes.
+    let (rc, _) = wait_job(
+        "kept",
+        10,
+        &[
+            ("", &failed_before),
+            ("", &running_again),
+            ("Complete ", &running_again),
+        ],
+    );
+    assert_eq!(rc, 0, "a kept Job's old failure stopped the watch");
+
+    // The same Job failing once more during the watch: stop, naming the pod.
+    let (rc, what) = wait_job("kept", 10, &[("", &failed_before), ("", &failed_again)]);
+    assert_eq!((rc, what.as_str()), (2, "b-1"));
+
+    // A new Job (fresh): any failure counts, even one seen at the first poll.
+    let (rc, what) = wait_job("fresh", 10, &[("", &failed_before)]);
+    assert_eq!((rc, what.as_str()), (2, "b-1"));
+    let (rc, what) = wait_job(
+        "fresh",
+        10,
+        &[
+            ("", &pod("b-2", "/", "/", "ContainerCreating")),
+            ("", &pod("b-2", "1/2026-12-02T01:06:00Z", "/", "")),
+        ],
+    );
+    assert_eq!((rc, what.as_str()), (2, "b-2"));
+
+    // A successful exit before the Job says Complete is no failure.
+    let (rc, _) = wait_job(
+        "fresh",
+        10,
+        &[
+            ("", &pod("b-3", "0/2026-12-02T01:07:00Z", "/", "")),
+            ("Complete ", &pod("b-3", "0/2026-12-02T01:07:00Z", "/", "")),
+        ],
+    );
+    assert_eq!(rc, 0);
+
+    // Failed, cannot start, and the deadline.
+    assert_eq!(wait_job("fresh", 10, &[("Failed ", "")]).0, 1);
+    let (rc, what) = wait_job(
+        "fresh",
+        10,
+        &[("", &pod("b-4", "/", "/", "ImagePullBackOff"))],
+    );
+    assert_eq!((rc, what.as_str()), (3, "b-4 ImagePullBackOff"));
+    assert_eq!(
+        wait_job("fresh", 0, &[("", &pod("b-5", "/", "/", ""))]).0,
+        4
+    );
+}
