@@ -109,9 +109,10 @@ pub const DEFAULT_GITHUB_CHECK_WINDOW: &str = "10m";
 /// OpenBao read and a call to GitHub) allowed per user within
 /// [`GITHUB_READ_WINDOW`] before 429.
 pub const GITHUB_READS_PER_USER: &str = "BACKEND_GITHUB_READS_PER_USER";
-/// Default of [`GITHUB_READS_PER_USER`]: two a second on average, far above
-/// what a person paging through repositories asks for.
-pub const DEFAULT_GITHUB_READS_PER_USER: u32 = 120;
+/// Default of [`GITHUB_READS_PER_USER`]: five a second on average, above
+/// what a person asks for (a search of the repositories page reads up to 5
+/// pages of them per view).
+pub const DEFAULT_GITHUB_READS_PER_USER: u32 = 300;
 
 /// The window GitHub reads are counted in.
 pub const GITHUB_READ_WINDOW: &str = "BACKEND_GITHUB_READ_WINDOW";

@@ -86,6 +86,20 @@ impl Ctx {
     }
 }
 
+/// A 429 `rate_limited` answer with a `Retry-After` of 1–600 s; its body.
+fn assert_rate_limited(r: reqwest::blocking::Response) -> Value {
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&retry), "{retry}");
+    let b: Value = r.json().unwrap();
+    assert_eq!(b["error"]["code"], "rate_limited", "{b}");
+    b
+}
+
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
@@ -989,15 +1003,7 @@ fn github_calls_are_limited_per_user(ctx: &mut Ctx) {
         .json(&json!({"token": "ghp_unknown_to_github"}))
         .send()
         .unwrap();
-    assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=600).contains(&retry), "{retry}");
-    let b: Value = r.json().unwrap();
-    assert_eq!(b["error"]["code"], "rate_limited", "{b}");
+    let b = assert_rate_limited(r);
     assert!(
         b["error"]["message"]
             .as_str()
@@ -1270,16 +1276,7 @@ fn failed_logins_are_rate_limited_per_client(ctx: &mut Ctx) {
     for i in 0..5 {
         assert_eq!(attempt(&format!("yoghurt{i}")).status(), 401);
     }
-    let r = attempt("yoghurt-again");
-    assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=600).contains(&retry), "{retry}");
-    let b: Value = r.json().unwrap();
-    assert_eq!(b["error"]["code"], "rate_limited");
+    assert_rate_limited(attempt("yoghurt-again"));
     // Even the right password waits; another client does not.
     assert_eq!(attempt("terry99").status(), 429);
     let (s, _) = ctx.failed_login(json!({"username": "terry", "password": "terry99"}));

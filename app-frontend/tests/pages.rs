@@ -938,6 +938,24 @@ async fn github_problems_become_readable_messages() {
             r.body
         );
     }
+    // The backend's per-user limit on GitHub reads: a 429 with its
+    // Retry-After, not a 502 (nothing is down).
+    site.backend.state().github_error = Some((
+        429,
+        "rate_limited".into(),
+        "Too many GitHub requests from this account; try again in 42 seconds".into(),
+    ));
+    for p in ["/github/repos", "/github/repos?q=zt", "/github/profile"] {
+        let r = c.get(p).await;
+        assert_eq!(r.status, 429, "{p}");
+        assert_eq!(r.headers["retry-after"], "42", "{p}");
+        assert!(
+            r.body
+                .contains("Too many GitHub requests from this account"),
+            "{p}: {}",
+            r.body
+        );
+    }
     site.backend.state().github_error = None;
     let r = c.get("/github/profile").await;
     assert!(

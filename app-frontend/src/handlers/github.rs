@@ -81,6 +81,35 @@ pub async fn dashboard(
     )
 }
 
+/// How a page shows the backend refusing a GitHub read: its `429` (too
+/// many GitHub requests by this user, `BACKEND_GITHUB_READS_PER_USER`)
+/// stays a 429 with its `Retry-After`; anything else is a 502 (GitHub or
+/// the secret store failed behind the backend).
+fn refused_read(e: &BackendError) -> (StatusCode, Option<u64>) {
+    match e {
+        BackendError::Api {
+            status: 429,
+            retry_after,
+            ..
+        } => (StatusCode::TOO_MANY_REQUESTS, *retry_after),
+        _ => (StatusCode::BAD_GATEWAY, None),
+    }
+}
+
+/// `page` rendered with `status`, and `Retry-After` when there is one.
+fn render_with_retry(
+    page: &Page<'_>,
+    (status, retry_after): (StatusCode, Option<u64>),
+    tpl: &impl askama::Template,
+) -> Result<HttpResponse, AppError> {
+    let mut resp = page.render(status, tpl)?;
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    Ok(resp)
+}
+
 /// A readable sentence for a failed GitHub-related call.
 fn github_problem(e: &BackendError) -> String {
     match e {
@@ -391,20 +420,20 @@ pub async fn repos(
             tpl.summary = summary;
             tpl.prev_url = (page_no > 1).then(|| repos_url(page_no - 1, &q));
             tpl.next_url = (has_next && page_no < MAX_PAGE).then(|| repos_url(page_no + 1, &q));
-            StatusCode::OK
+            (StatusCode::OK, None)
         }
         Err(e) if e.code() == Some("not_configured") => {
             tpl.not_configured = true;
-            StatusCode::OK
+            (StatusCode::OK, None)
         }
         Err(e @ BackendError::Api { .. }) => {
             tracing::warn!(error = %e, "repositories unavailable");
             tpl.error = Some(github_problem(&e));
-            StatusCode::BAD_GATEWAY
+            refused_read(&e)
         }
         Err(e) => return Err(AppError::from_backend(e, &req)),
     };
-    page.render(status, &tpl)
+    render_with_retry(&page, status, &tpl)
 }
 
 /// `GET /github/profile`.
@@ -440,20 +469,20 @@ pub async fn profile(
                     .unwrap_or_default(),
                 login: u.login,
             });
-            StatusCode::OK
+            (StatusCode::OK, None)
         }
         Err(e) if e.code() == Some("not_configured") => {
             tpl.not_configured = true;
-            StatusCode::OK
+            (StatusCode::OK, None)
         }
         Err(e @ BackendError::Api { .. }) => {
             tracing::warn!(error = %e, "github profile unavailable");
             tpl.error = Some(github_problem(&e));
-            StatusCode::BAD_GATEWAY
+            refused_read(&e)
         }
         Err(e) => return Err(AppError::from_backend(e, &req)),
     };
-    page.render(status, &tpl)
+    render_with_retry(&page, status, &tpl)
 }
 
 #[cfg(test)]

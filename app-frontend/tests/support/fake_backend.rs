@@ -375,7 +375,15 @@ async fn handle(
                 return err(404, "not_configured", "No GitHub token is configured");
             }
             if let Some((st, code, msg)) = s.github_error.clone() {
-                return err(st, &code, &msg);
+                let mut resp = err(st, &code, &msg);
+                if st == 429 {
+                    // As the backend's per-user limit answers.
+                    resp.headers_mut().insert(
+                        actix_web::http::header::RETRY_AFTER,
+                        actix_web::http::header::HeaderValue::from_static("42"),
+                    );
+                }
+                return resp;
             }
             if path == "/api/github/user" {
                 return HttpResponse::Ok().json(s.github_user.clone());
