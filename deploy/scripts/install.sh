@@ -62,7 +62,7 @@ server_minor=$(printf '%s' "$version" | sed -n '/"serverVersion"/,/}/s/.*"minor"
 client_minor=$(printf '%s' "$version" | sed -n '/"clientVersion"/,/}/s/.*"minor": *"\([0-9]*\).*/\1/p')
 [ -n "$server_minor" ] || die "the API server of context $context did not say its version: $version"
 skew=$((client_minor - server_minor))
-[ "${skew#-}" -le 1 ] || die "kubectl 1.$client_minor is more than one minor away from the server (1.$server_minor): install a kubectl within one minor of it"
+[ "${skew#-}" -le 1 ] || die "kubectl 1.$client_minor ($(command -v kubectl)) is more than one minor away from the server (1.$server_minor): put a kubectl within one minor of it first on your PATH"
 # Native sidecars (init containers with restartPolicy Always): on by default since 1.29.
 [ "$server_minor" -ge 29 ] || die "Kubernetes 1.$server_minor is too old: zt-sidecar runs as a native sidecar, which needs 1.29 or newer"
 # The lab profile relaxes Pod Security and skips the network policies: only
@@ -82,8 +82,10 @@ fi
 # PostgreSQL, OpenBao and the SPIRE server each claim a volume of the default
 # StorageClass (the lab installs its own, as kind has one).
 if ! lab; then
-  default_classes=$(k get storageclass -o 'jsonpath={range .items[*]}{.metadata.annotations.storageclass\.kubernetes\.io/is-default-class}{"\n"}{end}' 2>/dev/null || true)
-  if ! grep -qx true <<<"$default_classes"; then
+  # Either annotation marks the default (the beta one is still honoured).
+  if ! default_classes=$(k get storageclass -o 'jsonpath={range .items[*]}{.metadata.annotations.storageclass\.kubernetes\.io/is-default-class} {.metadata.annotations.storageclass\.beta\.kubernetes\.io/is-default-class}{"\n"}{end}' 2>&1); then
+    say "note: cannot list the StorageClasses to check for a default one ($default_classes); going on: the volume claims of PostgreSQL, OpenBao and the SPIRE server stay Pending without one"
+  elif ! grep -qw true <<<"$default_classes"; then
     no_class="this cluster has no default StorageClass: the volume claims of PostgreSQL, OpenBao and the SPIRE server (1 Gi each) would stay Pending"
     waiting || say "note: $no_class (WAIT=0: installing anyway)"
     ! waiting || die "$no_class. Mark one as default (kubectl patch storageclass NAME -p '{\"metadata\":{\"annotations\":{\"storageclass.kubernetes.io/is-default-class\":\"true\"}}}'), then run make install again."
@@ -94,7 +96,7 @@ fi
 rollout() {
   k -n "$1" rollout status "$2" --timeout 5m && return 0
   say "$2 in namespace $1 is not ready after 5 minutes. Its namespace's pods (phase, containers waiting, conditions not met) and volume claims:"
-  k -n "$1" get pods -o 'jsonpath={range .items[*]}  {.metadata.name}: {.status.phase}{range .status.containerStatuses[*]}{" "}{.name}={.state.waiting.reason}{end}{range .status.conditions[?(@.status=="False")]}; {.type}: {.reason} {.message}{end}{"\n"}{end}' >&2 || true
+  k -n "$1" get pods -o 'jsonpath={range .items[*]}  {.metadata.name}: {.status.phase}{range .status.initContainerStatuses[*]}{" "}{.name}={.state.waiting.reason}{end}{range .status.containerStatuses[*]}{" "}{.name}={.state.waiting.reason}{end}{range .status.conditions[?(@.status=="False")]}; {.type}: {.reason} {.message}{end}{"\n"}{end}' >&2 || true
   k -n "$1" get pvc -o 'jsonpath={range .items[*]}  volume claim {.metadata.name}: {.status.phase}{"\n"}{end}' >&2 || true
   die "$2 (namespace $1) did not become ready within 5 minutes. ImagePullBackOff or ErrImageNeverPull: the zt-platform images are not on the node (docs/deploy.md, Images); Pending with an unbound volume claim: no default StorageClass; kubectl -n $1 describe pods says more (README.md, Troubleshooting)."
 }
@@ -263,7 +265,7 @@ wait_bootstrap() {
       die "the OpenBao bootstrap Job failed (its log is above)"
       ;;
     2)
-      show_bootstrap_logs --previous
+      show_bootstrap_logs ${ZT_JOB_PREVIOUS:+"$ZT_JOB_PREVIOUS"}
       die "an attempt of the OpenBao bootstrap Job failed (its log is above; pod $ZT_JOB_POD). The Job retries by itself (backoffLimit 2); fix the cause, then run make install again: it waits for a Job that has not finished instead of replacing it, and stops only if an attempt fails again."
       ;;
     3) die "the OpenBao bootstrap pod cannot start ($ZT_JOB_REASON): kubectl -n openbao describe pod $ZT_JOB_POD" ;;
@@ -277,7 +279,8 @@ bootstrap_mode=fresh
 case $(job_state) in
   finished)
     say "6/8 replacing the finished OpenBao bootstrap Job"
-    k -n openbao delete job "$job" --wait=true
+    # Foreground: its pods go with it, so none of them is taken for the new Job's.
+    k -n openbao delete job "$job" --wait=true --cascade=foreground
     ;;
   unfinished)
     # Never delete a running Job: its pod may hold a fresh unseal key in memory.
@@ -313,4 +316,4 @@ if waiting; then
 fi
 lab && waiting && rollout github-standin deployment/github-standin
 say "8/8 installed into context $context$(waiting || printf ' (WAIT=0: pods not waited for)')"
-say "the frontend: NodePort 30080 on any node (http://<node address>:30080), or kubectl -n 99-apps port-forward svc/frontend 3000:3000 and http://127.0.0.1:3000$([ "$ZT_DEMO_USERS" = 1 ] || printf '; no users yet: register one on its /register page')"
+say "the frontend: NodePort 30080 on any node (http://<node address>:30080), or kubectl --context $context -n 99-apps port-forward svc/frontend 3000:3000 and http://127.0.0.1:3000$(lab || [ "$ZT_DEMO_USERS" = 1 ] || printf '; no users yet: register one on its /register page')"

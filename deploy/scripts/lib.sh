@@ -103,61 +103,71 @@ wait_crd() {
 #   0  Complete;
 #   1  Failed;
 #   2  an attempt failed during the wait (a container of a pod of JOB ended
-#      with a non-zero exit code); ZT_JOB_POD names the pod;
+#      with a non-zero exit code); ZT_JOB_POD names the pod, ZT_JOB_PREVIOUS
+#      is `--previous` when the failed attempt is no longer the pod's current
+#      container (for `kubectl logs`);
 #   3  a pod cannot start (image pull or config error); ZT_JOB_POD and
 #      ZT_JOB_REASON say which and why;
 #   4  SECONDS passed.
-# With `kept` (the Job was left from an earlier run), a failure the pods had
-# already when the wait began does not count: only a later one does, so a Job
-# whose earlier attempt failed can still be waited for after the cause is
-# fixed. A failure is told apart by its time (the container's last
+# Only pods of this Job count (its uid's label): those of a Job of the same
+# name deleted just before may linger a moment. With `kept` (the Job was left
+# from an earlier run), a failure its pods had already when the wait began
+# does not count, only a later one, so a Job whose earlier attempt failed can
+# be waited for after the cause is fixed; and a pod that cannot pull its
+# image gets the kubelet's pull back-off (5 min) to pick up an image loaded
+# since. A failure is told apart by its time (the container's last
 # termination), not by the restart count, which also rises when the fixed
 # attempt starts.
 wait_job() {
-  local job=$1 limit=$2 mode=$3 deadline first=1 conds pods pod now last reason mark base='' seen
+  local job=$1 limit=$2 mode=$3 start=$SECONDS first=1 got uid conds pods pod now last reason mark from base='' seen
   shift 3
-  deadline=$((SECONDS + limit))
-  ZT_JOB_POD='' ZT_JOB_REASON=''
+  ZT_JOB_POD='' ZT_JOB_REASON='' ZT_JOB_PREVIOUS=''
   while :; do
-    conds=$("$@" get job "$job" -o 'jsonpath={range .status.conditions[?(@.status=="True")]}{.type} {end}' 2>/dev/null) || conds=''
+    got=$("$@" get job "$job" -o 'jsonpath={.metadata.uid} {range .status.conditions[?(@.status=="True")]}{.type} {end}' 2>/dev/null) || got=''
+    uid=${got%% *} conds=${got#"$uid"}
     case $conds in
       *Complete*) return 0 ;;
       *Failed*) return 1 ;;
     esac
     # One line per pod: name, the current and the last termination of its
-    # container (exit code/time, "/" when none), why it is waiting.
-    pods=$("$@" get pods -l "job-name=$job" -o 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].state.terminated.exitCode}/{.status.containerStatuses[0].state.terminated.finishedAt} {.status.containerStatuses[0].lastState.terminated.exitCode}/{.status.containerStatuses[0].lastState.terminated.finishedAt} {.status.containerStatuses[0].state.waiting.reason}{"\n"}{end}' 2>/dev/null) || pods=''
-    while read -r pod now last reason; do
-      [ -n "$pod" ] || continue
-      # The time of the pod's latest failed attempt, "-" when none.
-      if [ -n "${now%%/*}" ] && [ "${now%%/*}" != 0 ]; then
-        mark=${now#*/}
-      elif [ -n "${last%%/*}" ] && [ "${last%%/*}" != 0 ]; then
-        mark=${last#*/}
-      else
-        mark=-
-      fi
-      case " $base " in
-        *" $pod="*) seen=${base#* "$pod"=} seen=${seen%% *} ;;
-        *)
-          seen=-
-          [ "$first$mode" != 1kept ] || seen=$mark
-          base="$base $pod=$seen"
-          ;;
-      esac
-      if [ "$mark" != "$seen" ]; then
-        ZT_JOB_POD=$pod
-        return 2
-      fi
-      case $reason in
-        ErrImagePull | ImagePullBackOff | InvalidImageName | CreateContainerConfigError)
-          ZT_JOB_POD=$pod ZT_JOB_REASON=$reason
-          return 3
-          ;;
-      esac
-    done <<<"$pods"
-    first=0
-    [ "$SECONDS" -lt "$deadline" ] || return 4
+    # container (exit code/time, "/" when none), why it is waiting. A failed
+    # query is tried again at the next poll (and takes no baseline).
+    if [ -n "$uid" ] && pods=$("$@" get pods -l "batch.kubernetes.io/controller-uid=$uid" -o 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].state.terminated.exitCode}/{.status.containerStatuses[0].state.terminated.finishedAt} {.status.containerStatuses[0].lastState.terminated.exitCode}/{.status.containerStatuses[0].lastState.terminated.finishedAt} {.status.containerStatuses[0].state.waiting.reason}{"\n"}{end}' 2>/dev/null); then
+      while read -r pod now last reason; do
+        [ -n "$pod" ] || continue
+        # The time of the pod's latest failed attempt, "-" when none.
+        if [ -n "${now%%/*}" ] && [ "${now%%/*}" != 0 ]; then
+          mark=${now#*/} from=current
+        elif [ -n "${last%%/*}" ] && [ "${last%%/*}" != 0 ]; then
+          mark=${last#*/} from=previous
+        else
+          mark=- from=
+        fi
+        case " $base " in
+          *" $pod="*) seen=${base#* "$pod"=} seen=${seen%% *} ;;
+          *)
+            seen=-
+            [ "$first$mode" != 1kept ] || seen=$mark
+            base="$base $pod=$seen"
+            ;;
+        esac
+        if [ "$mark" != "$seen" ]; then
+          ZT_JOB_POD=$pod
+          [ "$from" != previous ] || ZT_JOB_PREVIOUS=--previous
+          return 2
+        fi
+        case $reason in
+          ErrImagePull | ImagePullBackOff | InvalidImageName | CreateContainerConfigError)
+            if [ "$mode" = fresh ] || [ $((SECONDS - start)) -ge 330 ]; then
+              ZT_JOB_POD=$pod ZT_JOB_REASON=$reason
+              return 3
+            fi
+            ;;
+        esac
+      done <<<"$pods"
+      first=0
+    fi
+    [ $((SECONDS - start)) -lt "$limit" ] || return 4
     sleep 2
   done
 }

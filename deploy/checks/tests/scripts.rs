@@ -385,14 +385,15 @@ fn every_command_deploy_and_install_run_is_explained_in_the_docs() {
 }
 
 /// `wait_job` (lib.sh) against a kubectl that answers poll `n` from the
-/// files `job.<n>` and `pods.<n>` (the last one given holds after it), as
-/// install.sh's watch of the OpenBao bootstrap Job uses it. Returns the exit
-/// code and `ZT_JOB_POD ZT_JOB_REASON`.
+/// files `job.<n>` (after the Job's uid `u1`) and `pods.<n>` (`FAIL`: the
+/// query fails), the last one given holding after it, as install.sh's watch
+/// of the OpenBao bootstrap Job uses it. Returns the exit code and
+/// `ZT_JOB_POD ZT_JOB_REASON ZT_JOB_PREVIOUS` (without empty ones).
 fn wait_job(mode: &str, limit: u32, polls: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for (i, (job, pods)) in polls.iter().enumerate() {
-        std::fs::write(d.join(format!("job.{}", i + 1)), job).unwrap();
+        std::fs::write(d.join(format!("job.{}", i + 1)), format!("u1 {job}")).unwrap();
         std::fs::write(d.join(format!("pods.{}", i + 1)), pods).unwrap();
     }
     let last = polls.len();
@@ -400,7 +401,7 @@ fn wait_job(mode: &str, limit: u32, polls: &[(&str, &str)]) -> (i32, String) {
         r#"d="{d}"; n=$(cat "$d/n" 2>/dev/null || echo 0)
 case "$*" in
   *"get job"*) n=$((n + 1)); [ $n -le {last} ] || n={last}; echo $n > "$d/n"; cat "$d/job.$n" ;;
-  *"get pods"*) cat "$d/pods.$n" ;;
+  *"get pods -l batch.kubernetes.io/controller-uid=u1 "*) [ "$(cat "$d/pods.$n")" != FAIL ] || exit 1; cat "$d/pods.$n" ;;
   *) exit 1 ;;
 esac"#,
         d = d.display()
@@ -409,7 +410,7 @@ esac"#,
     let out = Command::new(bash())
         .arg("-c")
         .arg(format!(
-            r#". "{}"; rc=0; wait_job openbao-bootstrap {limit} {mode} kubectl -n openbao || rc=$?; echo "$rc $ZT_JOB_POD $ZT_JOB_REASON""#,
+            r#". "{}"; rc=0; wait_job openbao-bootstrap {limit} {mode} kubectl -n openbao || rc=$?; echo $rc $ZT_JOB_POD $ZT_JOB_REASON $ZT_JOB_PREVIOUS"#,
             root().join("deploy/scripts/lib.sh").display()
         ))
         .env_clear()
@@ -454,14 +455,28 @@ fn the_bootstrap_watch_stops_on_a_new_failure_only() {
         ],
     );
     assert_eq!(rc, 0, "a kept Job's old failure stopped the watch");
+    // The same when the first query of its pods fails: the baseline is
+    // taken at the first one that answers.
+    let (rc, _) = wait_job(
+        "kept",
+        10,
+        &[
+            ("", "FAIL"),
+            ("", &failed_before),
+            ("Complete ", &running_again),
+        ],
+    );
+    assert_eq!(rc, 0, "a failed first query lost the baseline");
 
-    // The same Job failing once more during the watch: stop, naming the pod.
+    // The same Job failing once more during the watch: stop, naming the
+    // pod; the failed attempt is the previous container (logs --previous).
     let (rc, what) = wait_job("kept", 10, &[("", &failed_before), ("", &failed_again)]);
-    assert_eq!((rc, what.as_str()), (2, "b-1"));
+    assert_eq!((rc, what.as_str()), (2, "b-1 --previous"));
 
     // A new Job (fresh): any failure counts, even one seen at the first poll.
     let (rc, what) = wait_job("fresh", 10, &[("", &failed_before)]);
-    assert_eq!((rc, what.as_str()), (2, "b-1"));
+    assert_eq!((rc, what.as_str()), (2, "b-1 --previous"));
+    // A failure that is the current container: its own log, not --previous.
     let (rc, what) = wait_job(
         "fresh",
         10,
@@ -485,14 +500,97 @@ fn the_bootstrap_watch_stops_on_a_new_failure_only() {
 
     // Failed, cannot start, and the deadline.
     assert_eq!(wait_job("fresh", 10, &[("Failed ", "")]).0, 1);
-    let (rc, what) = wait_job(
-        "fresh",
-        10,
-        &[("", &pod("b-4", "/", "/", "ImagePullBackOff"))],
-    );
+    let pull = pod("b-4", "/", "/", "ImagePullBackOff");
+    let (rc, what) = wait_job("fresh", 10, &[("", &pull)]);
     assert_eq!((rc, what.as_str()), (3, "b-4 ImagePullBackOff"));
+    // A kept Job's pod gets the kubelet's pull back-off to find an image
+    // loaded since: no stop within it, here until the deadline...
+    assert_eq!(wait_job("kept", 3, &[("", &pull)]).0, 4);
+    // ...and one that pulls it completes.
+    let (rc, _) = wait_job(
+        "kept",
+        10,
+        &[
+            ("", &pull),
+            ("Complete ", &pod("b-4", "0/2026-12-02T01:08:00Z", "/", "")),
+        ],
+    );
+    assert_eq!(rc, 0);
     assert_eq!(
         wait_job("fresh", 0, &[("", &pod("b-5", "/", "/", ""))]).0,
         4
+    );
+}
+
+/// install.sh's step 0 on a cluster whose StorageClasses are `classes` (the
+/// lines its jsonpath prints: GA and beta default annotations), or whose
+/// listing fails (`None`), with kubectl stubbed for the checks before it.
+/// Returns the exit code and stderr; nothing after step 0 can succeed (any
+/// other kubectl call fails).
+fn install_step0(wait: &str, classes: Option<&str>) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let listing = match classes {
+        Some(c) => format!("printf '{c}'"),
+        None => {
+            "echo 'Error from server (Forbidden): storageclasses is forbidden' >&2; exit 1".into()
+        }
+    };
+    let kubectl = format!(
+        r#"case "$*" in
+  "config current-context") echo real-cluster ;;
+  "version -o json") echo '{{"clientVersion": {{"minor": "33"}}, "serverVersion": {{"minor": "33"}}}}' ;;
+  "get crd ciliumnetworkpolicies.cilium.io") echo ok ;;
+  *"get configmap cilium-config"*) printf true ;;
+  "get storageclass "*) {listing} ;;
+  *) echo "stub: no answer for $*" >&2; exit 1 ;;
+esac"#
+    );
+    let path = scripted_path(dir.path(), &[("kubectl", &kubectl), ("helm", "exit 1")]);
+    let out = Command::new(bash())
+        .arg(root().join("deploy/scripts/install.sh"))
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", dir.path())
+        .env("WAIT", wait)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn install_needs_a_default_storage_class_by_either_annotation() {
+    const NONE: &str = "no default StorageClass";
+    // None is default: stop before applying anything, saying how to mark one.
+    let (code, err) = install_step0("1", Some("false \\n \\n"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(NONE) && err.contains("kubectl patch storageclass"),
+        "{err}"
+    );
+    assert!(!err.contains("1/8"), "went on: {err}");
+    // The GA or the beta annotation: step 0 passes (step 1 then fails on
+    // the stub).
+    for classes in ["true \\n", " true\\nfalse \\n"] {
+        let (_, err) = install_step0("1", Some(classes));
+        assert!(
+            !err.contains(NONE) && err.contains("1/8"),
+            "{classes:?}: {err}"
+        );
+    }
+    // WAIT=0 only says so; a listing the account may not do is said as such.
+    let (_, err) = install_step0("0", Some(""));
+    assert!(
+        err.contains(&format!("note: this cluster has {NONE}")) && err.contains("1/8"),
+        "{err}"
+    );
+    let (_, err) = install_step0("1", None);
+    assert!(
+        err.contains("cannot list the StorageClasses")
+            && err.contains("Forbidden")
+            && err.contains("1/8"),
+        "{err}"
     );
 }
