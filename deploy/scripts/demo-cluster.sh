@@ -54,7 +54,7 @@ pod_of() {
 # forward NS APP PORT: kubectl port-forward to PORT inside the app's pod (a
 # loopback listener there); prints the local port. Stopped when the script exits.
 pf_pids=()
-trap 'for p in "${pf_pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+trap 'for p in ${pf_pids[@]+"${pf_pids[@]}"}; do kill "$p" 2>/dev/null || true; done' EXIT
 forward() {
   local log pid i port
   log=$(mktemp)

@@ -121,7 +121,9 @@ fi
 injector_values=()
 lab && injector_values+=(-f deploy/lab/zt-injector-values.yaml)
 read -r -a extra_values <<<"${ZT_INJECTOR_VALUES:-}"
-for f in "${extra_values[@]}"; do
+# ${a[@]+"${a[@]}"}: an empty array under `set -u` is an error in bash < 4.4
+# (macOS ships 3.2).
+for f in ${extra_values[@]+"${extra_values[@]}"}; do
   [ -r "$f" ] || die "ZT_INJECTOR_VALUES: cannot read $f"
   injector_values+=(-f "$f")
 done
@@ -130,7 +132,7 @@ injector_existed=$(k -n zt-injector get deployment zt-injector --ignore-not-foun
 # --reset-values: every run installs exactly the chart's values and the files
 # given now; a one-off value of an earlier run does not linger.
 helm upgrade --install --reset-values zt-injector deploy/charts/zt-injector --namespace zt-injector \
-  ${ZT_CONTEXT:+--kube-context "$ZT_CONTEXT"} "${injector_values[@]}"
+  ${ZT_CONTEXT:+--kube-context "$ZT_CONTEXT"} ${injector_values[@]+"${injector_values[@]}"}
 # Like the apps: a running injector restarts only to pick up a rebuilt :dev image.
 if [ "${ZT_RESTART_APPS:-0}" = 1 ] && [ -n "$injector_existed" ]; then
   k -n zt-injector rollout restart deployment/zt-injector
