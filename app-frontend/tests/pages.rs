@@ -956,6 +956,23 @@ async fn github_problems_become_readable_messages() {
             r.body
         );
     }
+    // And the form's token check (the backend's check limit).
+    let csrf = c.get("/github").await.csrf();
+    let r = c
+        .post(
+            "/github",
+            &[
+                ("action", "save"),
+                ("token", "ghp_good_again"),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.headers["retry-after"], "42");
+    assert!(r
+        .body
+        .contains("Too many GitHub requests from this account"));
     site.backend.state().github_error = None;
     let r = c.get("/github/profile").await;
     assert!(

@@ -248,12 +248,15 @@ job_state() {
     *) echo unfinished ;;
   esac
 }
-# show_bootstrap_logs [--previous]: the log of every pod of the Job.
+# show_bootstrap_logs [POD [--previous]]: the log of POD (of its previous
+# container), or of every pod of the Job.
 show_bootstrap_logs() {
-  local pod
-  for pod in $(k -n openbao get pods -l job-name=$job -o name 2>/dev/null); do
-    printf -- '--- %s%s\n' "$pod" "${1:+ (attempt before the last restart)}" >&2
-    k -n openbao logs "$pod" ${1:+"$1"} --tail 60 >&2 || true
+  local pod pods
+  pods=${1:+pod/$1}
+  [ -n "$pods" ] || pods=$(k -n openbao get pods -l job-name=$job -o name 2>/dev/null || true)
+  for pod in $pods; do
+    printf -- '--- %s%s\n' "$pod" "${2:+ (the attempt before the last restart)}" >&2
+    k -n openbao logs "$pod" ${2:+"$2"} --tail 60 >&2 || true
   done
 }
 # wait_bootstrap fresh|kept: until the Job completes, or stop with its log.
@@ -267,7 +270,7 @@ wait_bootstrap() {
       die "the OpenBao bootstrap Job failed (its log is above)"
       ;;
     2)
-      show_bootstrap_logs ${ZT_JOB_PREVIOUS:+"$ZT_JOB_PREVIOUS"}
+      show_bootstrap_logs "$ZT_JOB_POD" ${ZT_JOB_PREVIOUS:+"$ZT_JOB_PREVIOUS"}
       die "an attempt of the OpenBao bootstrap Job failed (its log is above; pod $ZT_JOB_POD). The Job retries by itself (backoffLimit 2); fix the cause, then run make install again: it waits for a Job that has not finished instead of replacing it, and stops only if an attempt fails again."
       ;;
     3) die "the OpenBao bootstrap pod cannot start ($ZT_JOB_REASON): kubectl -n openbao describe pod $ZT_JOB_POD" ;;
@@ -282,7 +285,8 @@ case $(job_state) in
   finished)
     say "6/8 replacing the finished OpenBao bootstrap Job"
     # Foreground: its pods go with it, so none of them is taken for the new Job's.
-    k -n openbao delete job "$job" --wait=true --cascade=foreground
+    k -n openbao delete job "$job" --wait=true --cascade=foreground --timeout=2m ||
+      die "the finished OpenBao bootstrap Job was not deleted within 2 minutes (its pods must go first: kubectl -n openbao get pods -l job-name=$job)"
     ;;
   unfinished)
     # Never delete a running Job: its pod may hold a fresh unseal key in memory.

@@ -114,8 +114,8 @@ wait_crd() {
 # from an earlier run), a failure its pods had already when the wait began
 # does not count, only a later one, so a Job whose earlier attempt failed can
 # be waited for after the cause is fixed; and a pod that cannot pull its
-# image gets the kubelet's pull back-off (5 min) to pick up an image loaded
-# since. A failure is told apart by its time (the container's last
+# image gets the kubelet's pull back-off (5 min; ZT_JOB_PULL_GRACE, 330 s) to
+# pick up an image loaded since. A failure is told apart by its time (the container's last
 # termination), not by the restart count, which also rises when the fixed
 # attempt starts.
 wait_job() {
@@ -123,7 +123,7 @@ wait_job() {
   shift 3
   ZT_JOB_POD='' ZT_JOB_REASON='' ZT_JOB_PREVIOUS=''
   while :; do
-    got=$("$@" get job "$job" -o 'jsonpath={.metadata.uid} {range .status.conditions[?(@.status=="True")]}{.type} {end}' 2>/dev/null) || got=''
+    got=$("$@" --request-timeout=10s get job "$job" -o 'jsonpath={.metadata.uid} {range .status.conditions[?(@.status=="True")]}{.type} {end}' 2>/dev/null) || got=''
     uid=${got%% *} conds=${got#"$uid"}
     case $conds in
       *Complete*) return 0 ;;
@@ -132,7 +132,7 @@ wait_job() {
     # One line per pod: name, the current and the last termination of its
     # container (exit code/time, "/" when none), why it is waiting. A failed
     # query is tried again at the next poll (and takes no baseline).
-    if [ -n "$uid" ] && pods=$("$@" get pods -l "batch.kubernetes.io/controller-uid=$uid" -o 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].state.terminated.exitCode}/{.status.containerStatuses[0].state.terminated.finishedAt} {.status.containerStatuses[0].lastState.terminated.exitCode}/{.status.containerStatuses[0].lastState.terminated.finishedAt} {.status.containerStatuses[0].state.waiting.reason}{"\n"}{end}' 2>/dev/null); then
+    if [ -n "$uid" ] && pods=$("$@" --request-timeout=10s get pods -l "batch.kubernetes.io/controller-uid=$uid" -o 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].state.terminated.exitCode}/{.status.containerStatuses[0].state.terminated.finishedAt} {.status.containerStatuses[0].lastState.terminated.exitCode}/{.status.containerStatuses[0].lastState.terminated.finishedAt} {.status.containerStatuses[0].state.waiting.reason}{"\n"}{end}' 2>/dev/null); then
       while read -r pod now last reason; do
         [ -n "$pod" ] || continue
         # The time of the pod's latest failed attempt, "-" when none.
@@ -158,7 +158,7 @@ wait_job() {
         fi
         case $reason in
           ErrImagePull | ImagePullBackOff | InvalidImageName | CreateContainerConfigError)
-            if [ "$mode" = fresh ] || [ $((SECONDS - start)) -ge 330 ]; then
+            if [ "$mode" = fresh ] || [ $((SECONDS - start)) -ge "${ZT_JOB_PULL_GRACE:-330}" ]; then
               ZT_JOB_POD=$pod ZT_JOB_REASON=$reason
               return 3
             fi

@@ -102,7 +102,15 @@ fn render_with_retry(
     (status, retry_after): (StatusCode, Option<u64>),
     tpl: &impl askama::Template,
 ) -> Result<HttpResponse, AppError> {
-    let mut resp = page.render(status, tpl)?;
+    with_retry_after(page.render(status, tpl), retry_after)
+}
+
+/// `resp` with `Retry-After: secs` when there is a value.
+fn with_retry_after(
+    resp: Result<HttpResponse, AppError>,
+    retry_after: Option<u64>,
+) -> Result<HttpResponse, AppError> {
+    let mut resp = resp?;
     if let Some(secs) = retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
@@ -231,13 +239,18 @@ pub async fn github_post(
                 Ok(_) => Ok(redirect("/github?msg=token_saved")),
                 Err(e @ BackendError::Api { .. }) => {
                     tracing::info!(error = %e, "github token refused");
-                    let status = match e {
-                        BackendError::Api { status, .. } => {
-                            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY)
-                        }
-                        _ => StatusCode::BAD_GATEWAY,
+                    let (status, retry_after) = match e {
+                        BackendError::Api {
+                            status,
+                            retry_after,
+                            ..
+                        } => (
+                            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                            retry_after,
+                        ),
+                        _ => (StatusCode::BAD_GATEWAY, None),
                     };
-                    github_page(
+                    let page = github_page(
                         &req,
                         &state,
                         &session,
@@ -245,7 +258,8 @@ pub async fn github_post(
                         Some(github_problem(&e)),
                         None,
                     )
-                    .await
+                    .await;
+                    with_retry_after(page, retry_after)
                 }
                 Err(e) => Err(AppError::from_backend(e, &req)),
             }

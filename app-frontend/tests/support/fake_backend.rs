@@ -160,6 +160,20 @@ impl FakeBackend {
     }
 }
 
+/// The answer `github_error` asks for (a 429 with `Retry-After: 42`, as the
+/// backend's per-user limit answers).
+fn github_failure(s: &FakeState) -> Option<HttpResponse> {
+    let (st, code, msg) = s.github_error.clone()?;
+    let mut resp = err(st, &code, &msg);
+    if st == 429 {
+        resp.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from_static("42"),
+        );
+    }
+    Some(resp)
+}
+
 fn err(status: u16, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
         .json(json!({"error": {"code": code, "message": message}}))
@@ -352,6 +366,10 @@ async fn handle(
             json!({"configured": false})
         }),
         ("POST", "/api/github/configure") => {
+            // Only the backend's own limit refuses a check before GitHub.
+            if let Some(resp) = github_failure(&s).filter(|r| r.status() == 429) {
+                return resp;
+            }
             let t = body_json
                 .as_ref()
                 .and_then(|b| b["token"].as_str())
@@ -374,15 +392,7 @@ async fn handle(
             if !configured {
                 return err(404, "not_configured", "No GitHub token is configured");
             }
-            if let Some((st, code, msg)) = s.github_error.clone() {
-                let mut resp = err(st, &code, &msg);
-                if st == 429 {
-                    // As the backend's per-user limit answers.
-                    resp.headers_mut().insert(
-                        actix_web::http::header::RETRY_AFTER,
-                        actix_web::http::header::HeaderValue::from_static("42"),
-                    );
-                }
+            if let Some(resp) = github_failure(&s) {
                 return resp;
             }
             if path == "/api/github/user" {

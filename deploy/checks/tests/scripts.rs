@@ -390,6 +390,16 @@ fn every_command_deploy_and_install_run_is_explained_in_the_docs() {
 /// of the OpenBao bootstrap Job uses it. Returns the exit code and
 /// `ZT_JOB_POD ZT_JOB_REASON ZT_JOB_PREVIOUS` (without empty ones).
 fn wait_job(mode: &str, limit: u32, polls: &[(&str, &str)]) -> (i32, String) {
+    wait_job_with(mode, limit, polls, &[])
+}
+
+/// [`wait_job`] with more environment variables.
+fn wait_job_with(
+    mode: &str,
+    limit: u32,
+    polls: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for (i, (job, pods)) in polls.iter().enumerate() {
@@ -414,6 +424,7 @@ esac"#,
             root().join("deploy/scripts/lib.sh").display()
         ))
         .env_clear()
+        .envs(env.iter().copied())
         .env("PATH", &path)
         .env("HOME", d)
         .output()
@@ -506,6 +517,9 @@ fn the_bootstrap_watch_stops_on_a_new_failure_only() {
     // A kept Job's pod gets the kubelet's pull back-off to find an image
     // loaded since: no stop within it, here until the deadline...
     assert_eq!(wait_job("kept", 3, &[("", &pull)]).0, 4);
+    // ...but a stop after it (ZT_JOB_PULL_GRACE shortened to 1 s here).
+    let (rc, what) = wait_job_with("kept", 10, &[("", &pull)], &[("ZT_JOB_PULL_GRACE", "1")]);
+    assert_eq!((rc, what.as_str()), (3, "b-4 ImagePullBackOff"));
     // ...and one that pulls it completes.
     let (rc, _) = wait_job(
         "kept",
