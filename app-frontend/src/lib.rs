@@ -67,12 +67,18 @@ pub struct AppState {
     pub config: FrontendConfig,
     /// Backend and sidecar client.
     pub backend: BackendClient,
+    /// Sessions the backend accepted (for the zero-trust page's degraded view).
+    pub accepted: session::AcceptedSessions,
 }
 
 /// The application state for `config`.
 pub fn state(config: FrontendConfig) -> Result<web::Data<AppState>, BackendError> {
     let backend = BackendClient::new(&config)?;
-    Ok(web::Data::new(AppState { config, backend }))
+    Ok(web::Data::new(AppState {
+        config,
+        backend,
+        accepted: session::AcceptedSessions::default(),
+    }))
 }
 
 /// Routes, body limits and friendly extractor errors, without middleware.

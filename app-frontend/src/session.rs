@@ -5,6 +5,14 @@
 //! HttpOnly cookie; forms carry `HMAC(key, nonce ‖ SHA-256(session))`. A
 //! cross-site attacker can neither read the nonce nor compute the MAC, and a
 //! token issued for one session is useless in another.
+//!
+//! What "session" means depends on the form ([`FormFor`]): the sign-in and
+//! registration forms are bound to no session, whatever session cookie the
+//! browser still sends; every other form to the session cookie the request
+//! carries, as it is (the page and the check read the same cookie). The
+//! nonce cookie is `SameSite=Lax`, so arriving from another site keeps it
+//! (a fresh one would void the forms open in other tabs); the HMAC, not the
+//! cookie's SameSite, is what protects the form.
 
 use std::future::{ready, Ready};
 
@@ -108,6 +116,65 @@ impl FromRequest for Session {
     }
 }
 
+/// Most sessions [`AcceptedSessions`] keeps (32 bytes and an expiry each).
+pub const MAX_ACCEPTED_SESSIONS: usize = 10_000;
+
+/// Sessions the backend accepted while this process ran, by the SHA-256 of
+/// the token, until the token's `exp`. The frontend cannot verify a token
+/// itself; when the backend cannot be asked, the zero-trust page shows its
+/// degraded view only to a session in here (a forged cookie gets the 503
+/// page). Bounded: when full, expired entries go, and if none has expired
+/// the set starts over (those users then get the 503 page during an
+/// outage, as after a restart).
+#[derive(Debug, Default)]
+pub struct AcceptedSessions(std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>);
+
+impl AcceptedSessions {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], i64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The backend accepted (or issued) `token`.
+    pub fn record(&self, token: &str) {
+        let now = now_unix();
+        let exp = parse_claims(token)
+            .and_then(|c| c.exp)
+            .unwrap_or(now + DEFAULT_SESSION_SECONDS);
+        let mut map = self.map();
+        if map.len() >= MAX_ACCEPTED_SESSIONS {
+            map.retain(|_, e| *e > now);
+            if map.len() >= MAX_ACCEPTED_SESSIONS {
+                map.clear();
+            }
+        }
+        map.insert(Sha256::digest(token.as_bytes()).into(), exp);
+    }
+
+    /// Whether the backend accepted `token` and it has not expired.
+    pub fn contains(&self, token: &str) -> bool {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.map().get(&key).is_some_and(|e| *e > now_unix())
+    }
+
+    /// The token was signed out or refused by the backend.
+    pub fn forget(&self, token: &str) {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.map().remove(&key);
+    }
+
+    /// How many are kept.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 struct Claims {
     username: String,
     exp: Option<i64>,
@@ -153,18 +220,23 @@ pub fn cookie_secure(req: &HttpRequest, mode: CookieSecure) -> bool {
     }
 }
 
-fn base_cookie(name: &'static str, value: String, secure: bool) -> Cookie<'static> {
+fn base_cookie(
+    name: &'static str,
+    value: String,
+    same_site: SameSite,
+    secure: bool,
+) -> Cookie<'static> {
     Cookie::build(name, value)
         .path("/")
         .http_only(true)
-        .same_site(SameSite::Strict)
+        .same_site(same_site)
         .secure(secure)
         .finish()
 }
 
 /// The session cookie for a fresh login.
 pub fn session_cookie(token: &str, expires_in: Option<i64>, secure: bool) -> Cookie<'static> {
-    let mut c = base_cookie(SESSION_COOKIE, token.to_string(), secure);
+    let mut c = base_cookie(SESSION_COOKIE, token.to_string(), SameSite::Strict, secure);
     let secs = expires_in
         .unwrap_or(DEFAULT_SESSION_SECONDS)
         .clamp(60, 24 * 3600);
@@ -174,7 +246,7 @@ pub fn session_cookie(token: &str, expires_in: Option<i64>, secure: bool) -> Coo
 
 /// A cookie that deletes the session cookie.
 pub fn clear_session_cookie(secure: bool) -> Cookie<'static> {
-    let mut c = base_cookie(SESSION_COOKIE, String::new(), secure);
+    let mut c = base_cookie(SESSION_COOKIE, String::new(), SameSite::Strict, secure);
     c.make_removal();
     c
 }
@@ -205,15 +277,20 @@ impl CsrfNonce {
         }
     }
 
-    /// The token forms must carry, bound to this nonce and `session`.
-    pub fn token(&self, key: &CsrfKey, session: Option<&str>) -> String {
+    /// The token a form for `req` must carry, bound to this nonce and to
+    /// what `form` binds it to.
+    pub fn token(&self, key: &CsrfKey, req: &HttpRequest, form: FormFor) -> String {
+        self.token_for(key, form.session(req).as_deref())
+    }
+
+    fn token_for(&self, key: &CsrfKey, session: Option<&str>) -> String {
         hex::encode(mac(key, &self.nonce, session).finalize().into_bytes())
     }
 
     /// The cookie to set, if the nonce is new.
     pub fn cookie(&self, secure: bool) -> Option<Cookie<'static>> {
         self.fresh
-            .then(|| base_cookie(CSRF_COOKIE, self.nonce.clone(), secure))
+            .then(|| base_cookie(CSRF_COOKIE, self.nonce.clone(), SameSite::Lax, secure))
     }
 }
 
@@ -232,9 +309,40 @@ fn mac(key: &CsrfKey, nonce: &str, session: Option<&str>) -> HmacSha256 {
     m
 }
 
-/// Checks a submitted form token against the request's CSRF cookie and
-/// session cookie (constant-time comparison).
-pub fn verify_csrf(req: &HttpRequest, key: &CsrfKey, submitted: &str) -> Result<(), AppError> {
+/// Which session a form's CSRF token is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormFor {
+    /// Sign-in and registration: forms for someone not signed in, bound to
+    /// no session. The browser may still send a session cookie: a stale one,
+    /// or a live one that `SameSite=Strict` held back when the page was
+    /// opened from another site but sends with the form. Binding these forms
+    /// to it made them fail on every try.
+    SigningIn,
+    /// Every other form: bound to the session cookie the request carries.
+    Session,
+}
+
+impl FormFor {
+    /// The session cookie's value this form is bound to, if any.
+    fn session(self, req: &HttpRequest) -> Option<String> {
+        match self {
+            FormFor::SigningIn => None,
+            FormFor::Session => req
+                .cookie(SESSION_COOKIE)
+                .map(|c| c.value().to_string())
+                .filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// Checks a submitted form token against the request's CSRF cookie and what
+/// `form` binds it to (constant-time comparison).
+pub fn verify_csrf(
+    req: &HttpRequest,
+    key: &CsrfKey,
+    submitted: &str,
+    form: FormFor,
+) -> Result<(), AppError> {
     let Some(cookie) = req.cookie(CSRF_COOKIE) else {
         return Err(AppError::CsrfRejected);
     };
@@ -244,12 +352,7 @@ pub fn verify_csrf(req: &HttpRequest, key: &CsrfKey, submitted: &str) -> Result<
     let Ok(given) = hex::decode(submitted) else {
         return Err(AppError::CsrfRejected);
     };
-    let session = req.cookie(SESSION_COOKIE);
-    let session = session
-        .as_ref()
-        .map(|c| c.value())
-        .filter(|v| !v.is_empty());
-    mac(key, cookie.value(), session)
+    mac(key, cookie.value(), form.session(req).as_deref())
         .verify_slice(&given)
         .map_err(|_| AppError::CsrfRejected)
 }
@@ -259,8 +362,9 @@ pub fn check_csrf(
     req: &HttpRequest,
     state: &web::Data<AppState>,
     submitted: &str,
+    form: FormFor,
 ) -> Result<(), AppError> {
-    verify_csrf(req, &state.config.csrf_key, submitted)
+    verify_csrf(req, &state.config.csrf_key, submitted, form)
 }
 
 /// `raw` if it is a safe local redirect target: a path on this site (starts
@@ -383,26 +487,45 @@ mod tests {
             nonce: "0".repeat(32),
             fresh: false,
         };
-        let t = n.token(&key, Some("session-a"));
+        let t = n.token_for(&key, Some("session-a"));
         assert_eq!(t.len(), 64);
-        assert_ne!(t, n.token(&key, Some("session-b")));
-        assert_ne!(t, n.token(&key, None));
-        assert_ne!(t, n.token(&CsrfKey::from_bytes([8; 32]), Some("session-a")));
+        assert_ne!(t, n.token_for(&key, Some("session-b")));
+        assert_ne!(t, n.token_for(&key, None));
+        assert_ne!(
+            t,
+            CsrfNonce::token_for(
+                &CsrfNonce {
+                    nonce: "1".repeat(32),
+                    fresh: false
+                },
+                &key,
+                Some("session-a")
+            )
+        );
+        assert_ne!(
+            t,
+            n.token_for(&CsrfKey::from_bytes([8; 32]), Some("session-a"))
+        );
 
-        let ok = TestRequest::default()
-            .cookie(Cookie::new(CSRF_COOKIE, "0".repeat(32)))
+        let request = |session: Option<&str>| {
+            let r = TestRequest::default().cookie(Cookie::new(CSRF_COOKIE, "0".repeat(32)));
+            match session {
+                Some(s) => r.cookie(Cookie::new(SESSION_COOKIE, s.to_string())),
+                None => r,
+            }
+            .to_http_request()
+        };
+        let ok = request(Some("session-a"));
+        // The page and the check agree: a token made for a request passes
+        // with that request.
+        assert_eq!(n.token(&key, &ok, FormFor::Session), t);
+        assert!(verify_csrf(&ok, &key, &t, FormFor::Session).is_ok());
+        assert!(verify_csrf(&request(Some("session-b")), &key, &t, FormFor::Session).is_err());
+        assert!(verify_csrf(&request(None), &key, &t, FormFor::Session).is_err());
+        let no_nonce = TestRequest::default()
             .cookie(Cookie::new(SESSION_COOKIE, "session-a"))
             .to_http_request();
-        assert!(verify_csrf(&ok, &key, &t).is_ok());
-        let other_session = TestRequest::default()
-            .cookie(Cookie::new(CSRF_COOKIE, "0".repeat(32)))
-            .cookie(Cookie::new(SESSION_COOKIE, "session-b"))
-            .to_http_request();
-        assert!(verify_csrf(&other_session, &key, &t).is_err());
-        let no_cookie = TestRequest::default()
-            .cookie(Cookie::new(SESSION_COOKIE, "session-a"))
-            .to_http_request();
-        assert!(verify_csrf(&no_cookie, &key, &t).is_err());
+        assert!(verify_csrf(&no_nonce, &key, &t, FormFor::Session).is_err());
         for garbage in [
             "",
             "zz",
@@ -410,8 +533,59 @@ mod tests {
             &"0".repeat(64),
             &"a".repeat(10_000),
         ] {
-            assert!(verify_csrf(&ok, &key, garbage).is_err(), "{garbage:.20}");
+            for form in [FormFor::Session, FormFor::SigningIn] {
+                assert!(
+                    verify_csrf(&ok, &key, garbage, form).is_err(),
+                    "{garbage:.20}"
+                );
+            }
         }
+
+        // Sign-in forms are bound to no session, whatever session cookie
+        // comes with the page or the form (a stale one, or one SameSite
+        // held back from the page but sent with the form).
+        let signing_in = n.token(&key, &request(None), FormFor::SigningIn);
+        assert_eq!(signing_in, n.token(&key, &ok, FormFor::SigningIn));
+        for session in [None, Some("session-a"), Some("garbage")] {
+            assert!(
+                verify_csrf(&request(session), &key, &signing_in, FormFor::SigningIn).is_ok(),
+                "{session:?}"
+            );
+        }
+        // ... and such a token is no good for the other forms of a session.
+        assert!(verify_csrf(&ok, &key, &signing_in, FormFor::Session).is_err());
+        assert!(verify_csrf(&ok, &key, &t, FormFor::SigningIn).is_err());
+        assert!(verify_csrf(&no_nonce, &key, &signing_in, FormFor::SigningIn).is_err());
+    }
+
+    #[test]
+    fn accepted_sessions_until_they_expire_or_are_forgotten() {
+        let a = AcceptedSessions::default();
+        let live = jwt(&format!(
+            r#"{{"username":"jake","exp":{}}}"#,
+            now_unix() + 600
+        ));
+        let expired = jwt(&format!(
+            r#"{{"username":"jake","exp":{}}}"#,
+            now_unix() - 1
+        ));
+        let no_exp = jwt(r#"{"username":"amy"}"#);
+        assert!(!a.contains(&live));
+        a.record(&live);
+        a.record(&expired);
+        a.record(&no_exp);
+        assert!(a.contains(&live));
+        assert!(!a.contains(&expired), "past its exp");
+        assert!(a.contains(&no_exp), "no exp: the default lifetime");
+        assert!(!a.contains("forged.eyJ1c2VybmFtZSI6Impha2UifQ.x"));
+        a.forget(&live);
+        assert!(!a.contains(&live));
+        // Bounded: full of live entries, it starts over.
+        for i in 0..MAX_ACCEPTED_SESSIONS + 5 {
+            a.record(&format!("token-{i}"));
+        }
+        assert!(a.len() <= MAX_ACCEPTED_SESSIONS);
+        assert!(a.contains(&format!("token-{}", MAX_ACCEPTED_SESSIONS + 4)));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use askama::Template;
 
 use crate::assets::assets;
 use crate::errors::AppError;
-use crate::session::{cookie_secure, CsrfNonce, Session};
+use crate::session::{cookie_secure, CsrfNonce, FormFor, Session};
 use crate::zero_trust::ZtView;
 use crate::AppState;
 
@@ -25,6 +25,12 @@ pub struct Flash {
 pub fn flash_for(code: Option<&str>) -> Option<Flash> {
     let (kind, text) = match code? {
         "logged_out" => ("success", "You have signed out."),
+        "logged_out_here" => (
+            "error",
+            "You have signed out of this browser, but the backend could not be reached to \
+             revoke the session: it stays valid until it expires (at most an hour). Sign in \
+             and out again once the platform is back to end it now.",
+        ),
         "expired" => (
             "info",
             "Your session has expired or is no longer valid. Please sign in again.",
@@ -95,10 +101,26 @@ pub struct Page<'a> {
 }
 
 impl<'a> Page<'a> {
-    /// For `req`, signed in as `session` (if any).
+    /// For `req`, signed in as `session` (if any); its forms are bound to
+    /// the request's session cookie ([`FormFor::Session`]).
     pub fn new(req: &'a HttpRequest, state: &AppState, session: Option<&Session>) -> Self {
+        Self::with_forms(req, state, session, FormFor::Session)
+    }
+
+    /// The sign-in and registration pages: their forms are bound to no
+    /// session ([`FormFor::SigningIn`]).
+    pub fn signing_in(req: &'a HttpRequest, state: &AppState) -> Self {
+        Self::with_forms(req, state, None, FormFor::SigningIn)
+    }
+
+    fn with_forms(
+        req: &'a HttpRequest,
+        state: &AppState,
+        session: Option<&Session>,
+        forms: FormFor,
+    ) -> Self {
         let nonce = CsrfNonce::of(req);
-        let csrf = nonce.token(&state.config.csrf_key, session.map(Session::token));
+        let csrf = nonce.token(&state.config.csrf_key, req, forms);
         Self {
             req,
             nonce,

@@ -41,7 +41,8 @@ async fn login_sets_an_httponly_strict_session_cookie_and_returns_to_next() {
         .cookie("zt_csrf")
         .expect("csrf cookie set on first visit");
     assert!(
-        csrf_cookie.has("httponly") && csrf_cookie.attr("samesite").as_deref() == Some("strict")
+        csrf_cookie.has("httponly") && csrf_cookie.attr("samesite").as_deref() == Some("lax"),
+        "{csrf_cookie:?}"
     );
 
     let r = c
@@ -454,6 +455,144 @@ async fn logout_clears_the_cookie_and_protected_pages_need_login_again() {
         .contains("You have signed out."));
     assert_eq!(c.get("/").await.status, 303);
     assert!(c.get("/logout").await.body.contains("You are signed out"));
+}
+
+/// Posts the sign-in form of a `GET /login` made with `page_cookie` as the
+/// session cookie (None: without one, as when SameSite=Strict holds it back
+/// from a page opened from another site), the form itself carrying
+/// `form_cookie`.
+async fn sign_in_across(
+    c: &mut Client,
+    page_cookie: Option<&str>,
+    form_cookie: Option<&str>,
+    user: &str,
+    password: &str,
+) -> Resp {
+    let set = |c: &mut Client, v: Option<&str>| match v {
+        Some(v) => c.jar.insert("zt_session".into(), v.to_string()),
+        None => c.jar.remove("zt_session"),
+    };
+    set(c, page_cookie);
+    let page = c.get("/login").await;
+    assert_eq!(page.status, 200);
+    set(c, form_cookie);
+    c.post(
+        "/login",
+        &[
+            ("username", user),
+            ("password", password),
+            ("csrf_token", &page.csrf()),
+            ("next", ""),
+        ],
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn signing_in_works_whatever_session_cookie_the_browser_still_holds() {
+    let site = Site::start();
+    let mut c = site.client();
+    c.login("jake", "jake99").await;
+    let jake = c.jar["zt_session"].clone();
+    // (page cookie, form cookie): signed in already (switching user); a
+    // page opened from another site (the session cookie held back from the
+    // page, sent with the form); a stale or garbage cookie throughout.
+    let stale = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VybmFtZSI6Impha2UifQ.c3RhbGU";
+    for (page_cookie, form_cookie) in [
+        (Some(jake.as_str()), Some(jake.as_str())),
+        (None, Some(jake.as_str())),
+        (Some(stale), Some(stale)),
+        (Some("garbage"), Some("garbage")),
+    ] {
+        let r = sign_in_across(&mut c, page_cookie, form_cookie, "amy", "amy99").await;
+        assert_eq!(
+            (r.status, r.location().as_deref()),
+            (303, Some("/")),
+            "page {page_cookie:?}, form {form_cookie:?}: {}",
+            r.body
+        );
+        assert_ne!(r.cookie("zt_session").unwrap().value, jake);
+    }
+    // Registration, the same way.
+    for (i, cookie) in [Some(jake.as_str()), Some("garbage")]
+        .into_iter()
+        .enumerate()
+    {
+        c.jar.remove("zt_session");
+        let page = c.get("/register").await;
+        if let Some(v) = cookie {
+            c.jar.insert("zt_session".into(), v.to_string());
+        }
+        let name = format!("hitchcock{i}");
+        let r = c
+            .post(
+                "/register",
+                &[
+                    ("username", name.as_str()),
+                    ("email", ""),
+                    ("password", "scully99"),
+                    ("password_confirm", "scully99"),
+                    ("csrf_token", &page.csrf()),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{cookie:?}: {}", r.body);
+    }
+    // A sign-in form's token is still bound to this browser's nonce.
+    let page = c.get("/login").await;
+    let mut other = site.client();
+    other.get("/login").await;
+    let r = other
+        .post(
+            "/login",
+            &[
+                ("username", "amy"),
+                ("password", "amy99"),
+                ("csrf_token", &page.csrf()),
+                ("next", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // ... and is no good for the forms of a session.
+    c.jar.insert("zt_session".into(), jake.clone());
+    let r = c.post("/logout", &[("csrf_token", &page.csrf())]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+}
+
+#[actix_web::test]
+async fn signing_out_works_with_an_unusable_cookie_and_says_when_it_could_not_revoke() {
+    let site = Site::start();
+    let mut c = site.client();
+    // A cookie the frontend cannot use (not shaped like a JWT): the page
+    // still offers to sign out, and doing so works.
+    c.jar.insert("zt_session".into(), "garbage".into());
+    let page = c.get("/logout").await;
+    assert!(page.body.contains("Sign out?"), "{}", page.body);
+    let r = c.post("/logout", &[("csrf_token", &page.csrf())]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(r.cookie("zt_session").unwrap().is_removal());
+    assert_eq!(site.backend.api_calls(), 0);
+
+    // The backend cannot be reached: the cookie goes, and the page says the
+    // session was not ended at the backend.
+    c.login("jake", "jake99").await;
+    let page = c.get("/logout").await;
+    site.backend.state().mesh_down = true;
+    let r = c.post("/logout", &[("csrf_token", &page.csrf())]).await;
+    assert_eq!(r.status, 303);
+    assert!(r.cookie("zt_session").unwrap().is_removal());
+    let to = r.location().unwrap();
+    assert_eq!(to, "/login?msg=logged_out_here");
+    let shown = c.get(&to).await;
+    assert!(
+        shown
+            .body
+            .contains("could not be reached to revoke the session"),
+        "{}",
+        shown.body
+    );
+    assert!(!shown.body.contains("You have signed out."));
 }
 
 #[actix_web::test]
@@ -1036,6 +1175,25 @@ async fn backend_unreachable_gives_a_friendly_page_not_a_crash() {
     assert!(r
         .body
         .contains("spiffe://demo.local/ns/99-apps/sa/frontend"));
+    // ... but only for a session the backend accepted: the frontend cannot
+    // verify a token itself, so a forged cookie gets the outage page, and
+    // nothing of the frontend's sidecar.
+    use base64::Engine as _;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let forged = format!(
+        "{}.{}.Zm9yZ2Vk",
+        e.encode(r#"{"alg":"HS256"}"#),
+        e.encode(r#"{"username":"x","exp":4102444800}"#)
+    );
+    let mut stranger = site.client();
+    stranger.jar.insert("zt_session".into(), forged);
+    for p in ["/zero-trust", "/zero-trust/panel"] {
+        let r = stranger.get(p).await;
+        assert_eq!(r.status, 503, "{p}: {}", r.body);
+        assert!(r.body.contains("The backend is unreachable"), "{p}");
+        assert!(!r.body.contains("spiffe://"), "{p}: {}", r.body);
+        assert!(!r.body.contains("Signed in as"), "{p}");
+    }
     site.backend.state().mesh_down = false;
     assert_eq!(
         c.get("/github").await.status,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::backend::BackendError;
 use crate::errors::AppError;
 use crate::session::{
-    check_csrf, clear_session_cookie, cookie_secure, safe_next, session_cookie, Session,
+    check_csrf, clear_session_cookie, cookie_secure, safe_next, session_cookie, FormFor, Session,
     SESSION_COOKIE,
 };
 use crate::views::{flash_for, LoginPage, LogoutPage, Page, RegisterPage};
@@ -67,7 +67,7 @@ fn login_page(
     error: Option<String>,
     msg: Option<&str>,
 ) -> Result<HttpResponse, AppError> {
-    let page = Page::new(req, state, None);
+    let page = Page::signing_in(req, state);
     let mut layout = page.layout("Sign in", "");
     layout.flash = flash_for(msg);
     page.render(
@@ -163,7 +163,7 @@ pub async fn login(
     let username = f.username.trim();
     let fail =
         |status, msg: String| login_page(&req, &state, status, &f.next, username, Some(msg), None);
-    if check_csrf(&req, &state, &f.csrf_token).is_err() {
+    if check_csrf(&req, &state, &f.csrf_token, FormFor::SigningIn).is_err() {
         return fail(
             StatusCode::FORBIDDEN,
             "This form had expired (or cookies are disabled). Please sign in again.".into(),
@@ -191,6 +191,7 @@ pub async fn login(
             let secure = cookie_secure(&req, state.config.cookie_secure);
             let target = safe_next(&f.next).unwrap_or_else(|| "/".to_string());
             tracing::info!(user = %r.user.username, "signed in");
+            state.accepted.record(&r.access_token);
             Ok(HttpResponse::SeeOther()
                 .cookie(session_cookie(&r.access_token, r.expires_in, secure))
                 .insert_header((header::LOCATION, target))
@@ -212,7 +213,7 @@ fn register_page(
     email: &str,
     error: Option<(&'static str, String)>,
 ) -> Result<HttpResponse, AppError> {
-    let page = Page::new(req, state, None);
+    let page = Page::signing_in(req, state);
     let (error_field, error) = match error {
         Some((f, e)) => (f, Some(e)),
         None => ("", None),
@@ -250,7 +251,7 @@ pub async fn register(
         register_page(&req, &state, status, username, email, Some((field, msg)))
     };
     let invalid = StatusCode::UNPROCESSABLE_ENTITY;
-    if check_csrf(&req, &state, &f.csrf_token).is_err() {
+    if check_csrf(&req, &state, &f.csrf_token, FormFor::SigningIn).is_err() {
         return fail(
             StatusCode::FORBIDDEN,
             "",
@@ -314,10 +315,13 @@ pub async fn register(
         .login(username, &f.password, req.peer_addr().map(|a| a.ip()))
         .await
     {
-        Ok(r) => Ok(HttpResponse::SeeOther()
-            .cookie(session_cookie(&r.access_token, r.expires_in, secure))
-            .insert_header((header::LOCATION, "/?msg=welcome"))
-            .finish()),
+        Ok(r) => {
+            state.accepted.record(&r.access_token);
+            Ok(HttpResponse::SeeOther()
+                .cookie(session_cookie(&r.access_token, r.expires_in, secure))
+                .insert_header((header::LOCATION, "/?msg=welcome"))
+                .finish())
+        }
         Err(e) => {
             // The account exists; only the automatic sign-in failed.
             log_failure("sign-in after registration", &e);
@@ -349,23 +353,34 @@ pub async fn logout_form(
 
 /// `POST /logout`: asks the backend to revoke the session's token, then
 /// deletes the cookie. The cookie goes even if the backend cannot be reached
-/// (the user asked to sign out of this browser; the failure is logged).
+/// (the user asked to sign out of this browser); the failure is logged and
+/// the sign-in page says the session could not be ended at the backend.
 pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, AppError> {
-    check_csrf(&req, &state, &form.csrf_token)?;
+    check_csrf(&req, &state, &form.csrf_token, FormFor::Session)?;
+    let mut revoked = true;
     if let Some(session) = Session::read(&req).valid() {
+        state.accepted.forget(session.token());
         match state.backend.logout(session.token()).await {
             // Already expired or revoked: nothing left to end.
             Ok(()) | Err(BackendError::Unauthorized) => {}
-            Err(e) => log_failure("logout", &e),
+            Err(e) => {
+                log_failure("logout", &e);
+                revoked = false;
+            }
         }
     }
     let secure = cookie_secure(&req, state.config.cookie_secure);
+    let to = if revoked {
+        "/login?msg=logged_out"
+    } else {
+        "/login?msg=logged_out_here"
+    };
     Ok(HttpResponse::SeeOther()
         .cookie(clear_session_cookie(secure))
-        .insert_header((header::LOCATION, "/login?msg=logged_out"))
+        .insert_header((header::LOCATION, to))
         .finish())
 }

@@ -9,7 +9,7 @@ use crate::backend::models::{GithubStatus, Repo};
 use crate::backend::BackendError;
 use crate::errors::AppError;
 use crate::format::{count, safe_link, when, Relative};
-use crate::session::{check_csrf, encode_query_value, Session};
+use crate::session::{check_csrf, encode_query_value, FormFor, Session};
 use crate::views::{
     flash_for, DashboardPage, GithubPage, GithubStatusView, Page, ProfilePage, ProfileView,
     RepoRow, ReposPage,
@@ -205,7 +205,7 @@ pub async fn github_post(
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, AppError> {
     let f = form.into_inner();
-    check_csrf(&req, &state, &f.csrf_token)?;
+    check_csrf(&req, &state, &f.csrf_token, FormFor::Session)?;
     match f.action.as_str() {
         "remove" => match state.backend.github_remove(session.token()).await {
             Ok(()) => Ok(redirect("/github?msg=token_removed")),

@@ -20,11 +20,23 @@ async fn view(req: &HttpRequest, state: &AppState, session: &Session) -> Result<
         state.backend.zt_status(session.token()),
         state.backend.own_sidecar_status()
     );
-    if let Err(BackendError::Unauthorized) = backend {
-        return Err(AppError::login_required(req, true));
-    }
-    if let Err(e) = &backend {
-        tracing::warn!(error = %e, "backend zero-trust status unavailable");
+    match &backend {
+        Ok(_) => state.accepted.record(session.token()),
+        Err(BackendError::Unauthorized) => {
+            state.accepted.forget(session.token());
+            return Err(AppError::login_required(req, true));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "backend zero-trust status unavailable");
+            // Only the backend can verify the token: without it, the
+            // degraded view is for sessions it accepted before.
+            if !state.accepted.contains(session.token()) {
+                return Err(AppError::BackendUnavailable {
+                    detail: e.to_string(),
+                    retry: Some("/zero-trust".into()),
+                });
+            }
+        }
     }
     if let Err(e) = &frontend {
         tracing::warn!(error = %e, "frontend sidecar status unavailable");
