@@ -52,3 +52,9 @@ ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
 -- And those that already exist (re-running this file after migrations).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_runtime;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO app_runtime;
+-- ... except the migration bookkeeping, which the runtime role may only read:
+-- app-backend's migrations revoke the rest when they create the table
+-- (app-backend/src/db/migrate.rs), and a re-run of this file must not give
+-- it back.
+SELECT 'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON public.schema_migrations FROM app_runtime'
+ WHERE to_regclass('public.schema_migrations') IS NOT NULL \gexec

@@ -1,7 +1,8 @@
 //! Step 4 of the OpenBao bootstrap Job, `deploy/bootstrap/apply-roles.sh`, run
 //! as the Job runs it against a real PostgreSQL (devstack's): roles.sql is
 //! applied, openbao_admin can log in with the password from its file, a
-//! second run changes nothing, and no password is ever in psql's argv.
+//! second run (after the backend's migrations) changes nothing and does not
+//! undo what the migrations revoked, and no password is ever in psql's argv.
 
 use std::path::Path;
 use std::process::Command;
@@ -90,6 +91,19 @@ fn apply_roles_sets_the_admin_password_without_putting_it_in_argv() {
     let admin_file = work.join("admin");
     std::fs::write(&admin_file, ADMIN_PASSWORD).unwrap();
     for run in 1..=2 {
+        if run == 2 {
+            // The backend's migrations ran in between (as app_owner, like
+            // app-backend/src/db/migrate.rs: a table, and the bookkeeping
+            // the runtime role may only read).
+            pg.psql_script(
+                "appdb",
+                "SET ROLE app_owner;
+                 CREATE TABLE users (id BIGINT PRIMARY KEY);
+                 CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY);
+                 REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM app_runtime;",
+            )
+            .unwrap();
+        }
         let (code, out) = apply_roles(&pg, &tools, &work, &admin_file);
         assert_eq!(code, 0, "run {run}: {out}");
         assert!(
@@ -102,6 +116,22 @@ fn apply_roles_sets_the_admin_password_without_putting_it_in_argv() {
             "run {run}"
         );
     }
+    // The re-run gave the runtime role DML on the new table, and left the
+    // bookkeeping read-only to it.
+    let privileges = |table: &str| {
+        pg.psql(
+            "appdb",
+            &format!(
+                "SELECT string_agg(p, ',' ORDER BY p) FROM unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE']) p \
+                 WHERE has_table_privilege('app_runtime', 'public.{table}', p)"
+            ),
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(privileges("users"), "DELETE,INSERT,SELECT,UPDATE");
+    assert_eq!(privileges("schema_migrations"), "SELECT");
     let wrong = login_as_admin(&pg, &tools, "not-the-password").unwrap_err();
     assert!(wrong.contains("password authentication failed"), "{wrong}");
 
