@@ -240,6 +240,11 @@ impl OpenBaoSetup {
                     "token_ttl": role.token_ttl.as_secs(),
                     "token_max_ttl": role.token_max_ttl.as_secs(),
                     "token_type": "service",
+                    // Only the role's own policies: `default` would also let
+                    // the token renew and look up any lease by its id, and
+                    // use cubbyhole and response wrapping. What a sidecar
+                    // needs of it (renew-self, revoke-self) is in each policy.
+                    "token_no_default_policy": true,
                 }),
             )
             .with_context(|| format!("writing jwt role {}", role.name))?;

@@ -147,9 +147,17 @@ async fn backend_identity_logs_in_and_gets_dml_only_database_credentials() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(policies.contains(&"backend"), "policies: {policies:?}");
+    assert_eq!(policies, ["backend"], "only its own policy, not `default`");
     let token = auth["auth"]["client_token"].as_str().unwrap().to_string();
     let bao = bao.with_token(&token);
+    // What `default` would have allowed is refused; its own upkeep is not.
+    let refused = bao
+        .write("cubbyhole/probe", &json!({"x": "y"}))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("403"), "{refused}");
+    bao.write("auth/token/renew-self", &json!({}))
+        .expect("the token renews itself");
 
     // Dynamic credentials: a new PostgreSQL role.
     let creds = bao.read("database/creds/backend-role").unwrap().unwrap();
@@ -186,6 +194,14 @@ async fn backend_identity_logs_in_and_gets_dml_only_database_credentials() {
     drop(db);
     let _ = conn_task.await;
 
+    // Looking up a lease by its id in the body (`default` allows it for any
+    // lease) is refused.
+    let refused = bao
+        .write("sys/leases/lookup", &json!({"lease_id": lease_id}))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("403"), "{refused}");
+
     // Revoking the lease drops the role.
     bao.write(&format!("sys/leases/revoke/{lease_id}"), &json!({}))
         .unwrap();
@@ -193,6 +209,8 @@ async fn backend_identity_logs_in_and_gets_dml_only_database_credentials() {
         !role_exists(&admin, &user).await,
         "{user} still in pg_roles after revoke"
     );
+    bao.write("auth/token/revoke-self", &json!({}))
+        .expect("the token revokes itself");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,9 @@ path "secret/data/backend/*" {
 }
 
 # Dynamic PostgreSQL credentials: DML-only runtime role, and the short-lived
-# migrator role the backend uses once at start-up for schema changes.
+# migrator role the backend uses at start-up for schema changes (its sidecar
+# keeps those fresh too, so the backend's container can always act as the
+# schema owner: README, "Why it is zero trust").
 path "database/creds/backend-role" {
   capabilities = ["read"]
 }
@@ -35,5 +37,15 @@ path "sys/leases/revoke/database/creds/backend-role/*" {
   capabilities = ["update"]
 }
 path "sys/leases/revoke/database/creds/backend-migrator/*" {
+  capabilities = ["update"]
+}
+
+# The token's own upkeep. No `default` policy is attached (the jwt role sets
+# token_no_default_policy): it would also allow renewing and looking up any
+# lease by its id, cubbyhole and response wrapping.
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-self" {
   capabilities = ["update"]
 }

@@ -10,3 +10,13 @@ path "sys/leases/renew/database/creds/report-reader/*" {
 path "sys/leases/revoke/database/creds/report-reader/*" {
   capabilities = ["update"]
 }
+
+# The token's own upkeep. No `default` policy is attached (the jwt role sets
+# token_no_default_policy): it would also allow renewing and looking up any
+# lease by its id, cubbyhole and response wrapping.
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-self" {
+  capabilities = ["update"]
+}
