@@ -78,7 +78,7 @@ install: ## Install the platform into the cluster of your current kube context (
 	@WAIT=$(or $(WAIT),1) PATH="$$PATH:$(CURDIR)/.tools/bin" bash deploy/scripts/install.sh
 
 deploy: ## kind cluster with Cilium and the images, then make install into it (docs/deploy.md)
-	@bash deploy/scripts/deploy.sh
+	@bash deploy/scripts/deploy.sh $(if $(SKIP_BUILD),--skip-build)
 
 lab: tools tools-kube disk ## A real one-node Kubernetes here (root) with the platform installed (make install, lab profile); Ctrl-C removes it
 	$(CARGO) build --locked --workspace --bins

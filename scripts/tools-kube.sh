@@ -48,7 +48,7 @@ if $check_only; then
   finish tools-kube "Kubernetes tools"
 fi
 
-command -v go >/dev/null || fail "kubernetes: go toolchain" "install Go >= 1.26 (https://go.dev/doc/install), then make tools-kube"
+command -v go >/dev/null || fail "kubernetes: go toolchain" "install Go >= 1.26.6 (https://go.dev/doc/install), then make tools-kube"
 # A cold Go build cache grows by about 5 GiB for these builds.
 ZT_DISK_NEED_MB=${ZT_KUBE_DISK_NEED_MB:-6144} bash "$root/scripts/disk-check.sh" "$(go env GOCACHE)" ||
   fail "kubernetes: disk space" "free some space, then make tools-kube"

@@ -78,7 +78,7 @@ elif $check_only; then
 else
   grep -Eq "^[[:space:]]*github.com/spiffe/spire v${SPIRE_VERSION}( |\$)" tools/spire/go.mod ||
     fail "spire: version pin" "edit tools/spire/go.mod so it requires github.com/spiffe/spire v$SPIRE_VERSION (deploy/versions.env)"
-  command -v go >/dev/null || fail "spire: go toolchain" "install Go >= 1.26 (https://go.dev/doc/install), then make tools"
+  command -v go >/dev/null || fail "spire: go toolchain" "install Go >= 1.26.6 (https://go.dev/doc/install), then make tools"
   rm -f "$bin/.spire"
   say "building SPIRE $SPIRE_VERSION with go install (several minutes on 2 cores)..."
   (cd tools/spire && GOBIN="$bin" GOFLAGS=-buildvcs=false GOTOOLCHAIN=local \

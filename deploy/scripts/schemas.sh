@@ -34,7 +34,7 @@ if [ -f "$cilium_dir/.complete" ] && [ -f "$spire_dir/.complete" ] && helm_ok; t
   say "schemas present (.tools/schemas)"
   exit 0
 fi
-command -v go >/dev/null || die "the Go toolchain is needed to fetch the schemas (install Go >= 1.26, see README.md#prerequisites)"
+command -v go >/dev/null || die "the Go toolchain is needed to fetch the schemas (install Go >= 1.26.6, see README.md#prerequisites-and-how-the-real-components-arrive)"
 
 # Only one run at a time (tests may call this concurrently).
 exec 9>"$out/.lock"

@@ -17,7 +17,7 @@ pub const PG_BIN_DIR_ENV: &str = "ZT_PG_BIN_DIR";
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{component} is not installed: expected `{}`.\n  Install it with `{install}` (from the repository root); \
-     see README.md#prerequisites.{}",
+     see README.md#prerequisites-and-how-the-real-components-arrive.{}",
     expected.display(),
     if std::env::var("CI").as_deref() == Ok("true") { "\n  (CI=true: tests do not skip missing components.)" } else { "" }
 )]

@@ -15,8 +15,15 @@
 --                  read, the catalog and statistics views. The example report
 --                  job's short-lived users (deploy/examples/psql-report).
 --   openbao_admin  LOGIN. Used only by OpenBao's database engine to create and
---                  drop the short-lived users; may hand out the two roles above
---                  and terminate sessions of users it revokes.
+--                  drop the short-lived users; is given the three roles above
+--                  to hand out and may terminate sessions of users it revokes.
+--                  It needs CREATEROLE, and on PostgreSQL 15 (Debian 12's)
+--                  CREATEROLE may grant ANY non-superuser role, the built-in
+--                  pg_execute_server_program and pg_write_server_files too:
+--                  whoever can change OpenBao's database roles (its root
+--                  token; in Kubernetes the unseal keys' Secret) can reach a
+--                  shell as PostgreSQL's OS user. PostgreSQL 16 limits it to
+--                  roles granted WITH ADMIN OPTION, as below.
 
 SELECT 'CREATE ROLE app_owner NOLOGIN'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_owner') \gexec
