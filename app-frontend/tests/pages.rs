@@ -46,15 +46,7 @@ async fn login_sets_an_httponly_strict_session_cookie_and_returns_to_next() {
     );
 
     let r = c
-        .post(
-            "/login",
-            &[
-                ("username", "jake"),
-                ("password", "jake99"),
-                ("csrf_token", &page.csrf()),
-                ("next", "/github/repos?page=2"),
-            ],
-        )
+        .post_login("jake", "jake99", &page.csrf(), "/github/repos?page=2")
         .await;
     assert_eq!(r.status, 303);
     assert_eq!(r.location().as_deref(), Some("/github/repos?page=2"));
@@ -476,16 +468,7 @@ async fn sign_in_across(
     let page = c.get("/login").await;
     assert_eq!(page.status, 200);
     set(c, form_cookie);
-    c.post(
-        "/login",
-        &[
-            ("username", user),
-            ("password", password),
-            ("csrf_token", &page.csrf()),
-            ("next", ""),
-        ],
-    )
-    .await
+    c.post_login(user, password, &page.csrf(), "").await
 }
 
 #[actix_web::test]
@@ -542,17 +525,7 @@ async fn signing_in_works_whatever_session_cookie_the_browser_still_holds() {
     let page = c.get("/login").await;
     let mut other = site.client();
     other.get("/login").await;
-    let r = other
-        .post(
-            "/login",
-            &[
-                ("username", "amy"),
-                ("password", "amy99"),
-                ("csrf_token", &page.csrf()),
-                ("next", ""),
-            ],
-        )
-        .await;
+    let r = other.post_login("amy", "amy99", &page.csrf(), "").await;
     assert_eq!(r.status, 403);
     // ... and is no good for the forms of a session.
     c.jar.insert("zt_session".into(), jake.clone());

@@ -255,21 +255,24 @@ impl Client {
         self.finish(req).await
     }
 
+    /// Posts the sign-in form with these fields.
+    pub async fn post_login(&mut self, user: &str, password: &str, csrf: &str, next: &str) -> Resp {
+        self.post(
+            "/login",
+            &[
+                ("username", user),
+                ("password", password),
+                ("csrf_token", csrf),
+                ("next", next),
+            ],
+        )
+        .await
+    }
+
     /// Signs in through the login form; asserts it worked.
     pub async fn login(&mut self, user: &str, password: &str) -> Resp {
-        let page = self.get("/login").await;
-        let csrf = page.csrf();
-        let r = self
-            .post(
-                "/login",
-                &[
-                    ("username", user),
-                    ("password", password),
-                    ("csrf_token", &csrf),
-                    ("next", ""),
-                ],
-            )
-            .await;
+        let csrf = self.get("/login").await.csrf();
+        let r = self.post_login(user, password, &csrf, "").await;
         assert_eq!(r.status, 303, "login failed: {}", r.body);
         r
     }
