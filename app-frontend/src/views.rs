@@ -27,9 +27,9 @@ pub fn flash_for(code: Option<&str>) -> Option<Flash> {
         "logged_out" => ("success", "You have signed out."),
         "logged_out_here" => (
             "error",
-            "You have signed out of this browser, but the backend could not be reached to \
-             revoke the session: it stays valid until it expires (at most an hour). Sign in \
-             and out again once the platform is back to end it now.",
+            "You have signed out of this browser, but the backend could not revoke the \
+             session: whoever copied its token could use it until it expires (at most an \
+             hour after you signed in).",
         ),
         "expired" => (
             "info",

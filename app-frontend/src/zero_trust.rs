@@ -287,7 +287,7 @@ mod tests {
                 "spiffe_id": "spiffe://demo.local/ns/99-apps/sa/backend",
                 "ready": true,
                 "svid": {"expires_at": "2026-11-28T15:00:00Z", "serial": "5f3a", "rotations": 2},
-                "token": {"expires_at": "2026-11-28T14:30:00Z", "ttl_seconds": 1800, "policies": ["backend", "default"], "renewals": 3, "logins": 1},
+                "token": {"expires_at": "2026-11-28T14:30:00Z", "ttl_seconds": 1800, "policies": ["backend"], "renewals": 3, "logins": 1},
                 "secrets": [
                     {"name": "db-migrator", "kind": "database", "role": "backend-migrator", "username": "v-mig"},
                     {"name": "db", "kind": "database", "role": "backend-role", "username": "v-backend-role-abc",
@@ -338,7 +338,7 @@ mod tests {
             v.database.lease_expires.as_ref().unwrap().relative,
             "in 10m 00s"
         );
-        assert_eq!(v.token.as_ref().unwrap().policies, ["backend", "default"]);
+        assert_eq!(v.token.as_ref().unwrap().policies, ["backend"]);
         assert_eq!(v.mtls_accepted, "10");
         let rules: Vec<_> = v.rules.iter().map(|r| r.enforced_by).collect();
         assert_eq!(

@@ -147,6 +147,10 @@ impl std::fmt::Debug for Environment {
     }
 }
 
+/// What a workload's token must be allowed on itself (the jwt roles attach
+/// no `default` policy, which would have allowed these).
+const TOKEN_UPKEEP: [&str; 2] = ["auth/token/renew-self", "auth/token/revoke-self"];
+
 impl OpenBaoSetup {
     /// Reads `setup.toml` and every `*.hcl` policy in `dir`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
@@ -183,6 +187,25 @@ impl OpenBaoSetup {
                     bail!(
                         "jwt role {} names policy {p}, but there is no {p}.hcl",
                         role.name
+                    );
+                }
+            }
+            // Its tokens get no `default` policy (token_no_default_policy):
+            // a sidecar renews and revokes its own token, so one of the
+            // role's policies must name those paths.
+            for upkeep in TOKEN_UPKEEP {
+                let named = format!("path \"{upkeep}\"");
+                let granted = self
+                    .policies
+                    .iter()
+                    .filter(|(n, _)| role.policies.contains(n))
+                    .any(|(_, hcl)| hcl.contains(&named));
+                if !granted {
+                    bail!(
+                        "jwt role {}: none of its policies ({}) has {named} {{ capabilities = [\"update\"] }}; \
+                         its tokens get no `default` policy, and zt-sidecar renews and revokes its own token",
+                        role.name,
+                        role.policies.join(", ")
                     );
                 }
             }
@@ -369,5 +392,24 @@ mod tests {
         .unwrap();
         let err = OpenBaoSetup::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("no backend.hcl"), "{err:#}");
+    }
+
+    #[test]
+    fn a_role_whose_policies_do_not_let_its_token_renew_and_revoke_itself_is_refused() {
+        assert!(OpenBaoSetup::load(&repository_policies()).is_ok());
+        for upkeep in TOKEN_UPKEEP {
+            let dir = tempfile::tempdir().unwrap();
+            for entry in std::fs::read_dir(repository_policies()).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap().replace(
+                    &format!("path \"{upkeep}\""),
+                    "path \"secret/data/elsewhere\"",
+                );
+                std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+            }
+            let err = OpenBaoSetup::load(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(upkeep), "{err}");
+            assert!(err.starts_with("jwt role backend:"), "{err}");
+        }
     }
 }

@@ -360,6 +360,16 @@ pub async fn logout(
     state: web::Data<AppState>,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, AppError> {
+    if !req
+        .cookie(SESSION_COOKIE)
+        .is_some_and(|c| !c.value().is_empty())
+    {
+        // No session to end (it expired while the page was open): nothing
+        // changes, so there is nothing to protect with the form's token.
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/login?msg=logged_out"))
+            .finish());
+    }
     check_csrf(&req, &state, &form.csrf_token, FormFor::Session)?;
     let mut revoked = true;
     if let Some(session) = Session::read(&req).valid() {

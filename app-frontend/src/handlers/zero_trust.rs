@@ -21,14 +21,21 @@ async fn view(req: &HttpRequest, state: &AppState, session: &Session) -> Result<
         state.backend.own_sidecar_status()
     );
     match &backend {
-        Ok(_) => state.accepted.record(session.token()),
+        // 403: a verified session that is not an operator's (the backend
+        // checks the token before the role).
+        Ok(_) | Err(BackendError::Api { status: 403, .. }) => {
+            state.accepted.record(session.token())
+        }
         Err(BackendError::Unauthorized) => {
             state.accepted.forget(session.token());
             return Err(AppError::login_required(req, true));
         }
+        Err(e @ BackendError::Api { .. }) => {
+            tracing::warn!(error = %e, "backend zero-trust status unavailable");
+        }
         Err(e) => {
             tracing::warn!(error = %e, "backend zero-trust status unavailable");
-            // Only the backend can verify the token: without it, the
+            // No answer: only the backend can verify the token, so the
             // degraded view is for sessions it accepted before.
             if !state.accepted.contains(session.token()) {
                 return Err(AppError::BackendUnavailable {

@@ -43,6 +43,8 @@ pub struct FakeState {
     pub rate_limited: bool,
     /// The frontend sidecar's /status answers 503.
     pub sidecar_down: bool,
+    /// Users who are not operators: `/api/zt/status` answers them 403.
+    pub not_operators: HashSet<String>,
     pub db_user: String,
     pub db_rotations: i64,
     pub seen: Vec<Seen>,
@@ -81,6 +83,7 @@ impl Default for FakeState {
             mesh_down: false,
             rate_limited: false,
             sidecar_down: false,
+            not_operators: HashSet::new(),
             db_user: "v-backend-role-x1y2z3a4b5-1795874910".to_string(),
             db_rotations: 0,
             seen: Vec::new(),
@@ -212,7 +215,7 @@ fn zt_status(s: &FakeState) -> Value {
             "spiffe_id": "spiffe://demo.local/ns/99-apps/sa/backend",
             "ready": true,
             "svid": {"expires_at": in_secs(2950), "serial": "5f3a9c", "rotations": 1},
-            "token": {"expires_at": in_secs(3300), "ttl_seconds": 3300, "policies": ["backend", "default"], "renewals": 3, "logins": 1},
+            "token": {"expires_at": in_secs(3300), "ttl_seconds": 3300, "policies": ["backend"], "renewals": 3, "logins": 1},
             "secrets": [
                 {"name": "db", "kind": "database", "role": "backend-role", "username": s.db_user,
                  "lease_id": "database/creds/backend-role/abc", "expires_at": in_secs(1800),
@@ -411,6 +414,11 @@ async fn handle(
                 "has_next": start + per < s.repos.len()
             }))
         }
+        ("GET", "/api/zt/status") if s.not_operators.contains(&username) => err(
+            403,
+            "forbidden",
+            "the zero-trust status is only for the platform's operators",
+        ),
         ("GET", "/api/zt/status") => HttpResponse::Ok().json(zt_status(&s)),
         ("POST", "/api/auth/logout") => {
             // Like the backend: this token is refused from now on.

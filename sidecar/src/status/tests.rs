@@ -52,11 +52,11 @@ pub(super) fn populated() -> State {
     state.set_svid(svid("5f3b"));
     state.token_login(TokenInfo {
         expires_at: at(1800),
-        policies: vec!["backend".into(), "default".into()],
+        policies: vec!["backend".into()],
     });
     state.token_renewed(TokenInfo {
         expires_at: at(2400) + Duration::from_millis(250),
-        policies: vec!["backend".into(), "default".into()],
+        policies: vec!["backend".into()],
     });
     state.declare_secret(
         "db",
@@ -146,10 +146,7 @@ fn the_status_document_has_its_shape() {
     assert_eq!(v["token"]["logins"], 1);
     let ttl = v["token"]["ttl_seconds"].as_i64().unwrap();
     assert!((2390..=2400).contains(&ttl), "{ttl}");
-    assert_eq!(
-        v["token"]["policies"],
-        serde_json::json!(["backend", "default"])
-    );
+    assert_eq!(v["token"]["policies"], serde_json::json!(["backend"]));
     let db = &v["secrets"][0];
     assert_eq!(db["kind"], "database");
     assert_eq!(db["name"], "db");
