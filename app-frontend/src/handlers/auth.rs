@@ -360,9 +360,9 @@ pub async fn logout(
     state: web::Data<AppState>,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, AppError> {
-    if !req
+    if req
         .cookie(SESSION_COOKIE)
-        .is_some_and(|c| !c.value().is_empty())
+        .is_none_or(|c| c.value().is_empty())
     {
         // No session to end (it expired while the page was open): nothing
         // changes, so there is nothing to protect with the form's token.
