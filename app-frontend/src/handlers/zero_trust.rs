@@ -21,11 +21,13 @@ async fn view(req: &HttpRequest, state: &AppState, session: &Session) -> Result<
         state.backend.own_sidecar_status()
     );
     match &backend {
-        // 403: a verified session that is not an operator's (the backend
-        // checks the token before the role).
-        Ok(_) | Err(BackendError::Api { status: 403, .. }) => {
-            state.accepted.record(session.token())
-        }
+        // 403 `forbidden`: a verified session that is not an operator's
+        // (the backend checks the token before the role; nothing else on
+        // the way answers that).
+        Ok(_) => state.accepted.record(session.token()),
+        Err(BackendError::Api {
+            status: 403, code, ..
+        }) if code == "forbidden" => state.accepted.record(session.token()),
         Err(BackendError::Unauthorized) => {
             state.accepted.forget(session.token());
             return Err(AppError::login_required(req, true));
