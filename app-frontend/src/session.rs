@@ -14,7 +14,9 @@
 //! (a fresh one would void the forms open in other tabs); the HMAC, not the
 //! cookie's SameSite, is what protects the form.
 
+use std::collections::HashMap;
 use std::future::{ready, Ready};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::dev::Payload;
@@ -127,13 +129,11 @@ pub const MAX_ACCEPTED_SESSIONS: usize = 10_000;
 /// the set starts over (those users then get the 503 page during an
 /// outage, as after a restart).
 #[derive(Debug, Default)]
-pub struct AcceptedSessions(std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>);
+pub struct AcceptedSessions(Mutex<HashMap<[u8; 32], i64>>);
 
 impl AcceptedSessions {
-    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], i64>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn map(&self) -> MutexGuard<'_, HashMap<[u8; 32], i64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The backend accepted (or issued) `token`.

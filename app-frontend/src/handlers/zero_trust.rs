@@ -21,10 +21,10 @@ async fn view(req: &HttpRequest, state: &AppState, session: &Session) -> Result<
         state.backend.own_sidecar_status()
     );
     match &backend {
+        Ok(_) => state.accepted.record(session.token()),
         // 403 `forbidden`: a verified session that is not an operator's
         // (the backend checks the token before the role; nothing else on
         // the way answers that).
-        Ok(_) => state.accepted.record(session.token()),
         Err(BackendError::Api {
             status: 403, code, ..
         }) if code == "forbidden" => state.accepted.record(session.token()),
@@ -32,14 +32,12 @@ async fn view(req: &HttpRequest, state: &AppState, session: &Session) -> Result<
             state.accepted.forget(session.token());
             return Err(AppError::login_required(req, true));
         }
-        Err(e @ BackendError::Api { .. }) => {
-            tracing::warn!(error = %e, "backend zero-trust status unavailable");
-        }
         Err(e) => {
             tracing::warn!(error = %e, "backend zero-trust status unavailable");
             // No answer: only the backend can verify the token, so the
             // degraded view is for sessions it accepted before.
-            if !state.accepted.contains(session.token()) {
+            let answered = matches!(e, BackendError::Api { .. });
+            if !answered && !state.accepted.contains(session.token()) {
                 return Err(AppError::BackendUnavailable {
                     detail: e.to_string(),
                     retry: Some("/zero-trust".into()),
