@@ -1,5 +1,7 @@
 //! The zt-sidecar's admin endpoint (docs/contracts.md, contract 3): its
-//! `/status` document for `GET /api/zt/status`. It holds no secret values.
+//! `/status` document for `GET /api/zt/status` (it holds no secret values),
+//! and `POST /release/<name>` to give back credentials the backend is done
+//! with.
 
 use std::time::Duration;
 
@@ -49,4 +51,40 @@ impl SidecarAdmin {
         // A JSON value that is not an object fails here too ("expected struct").
         serde_json::from_slice(&body).map_err(|e| format!("/status is not a sidecar status: {e}"))
     }
+
+    /// `POST /release/<name>`: the sidecar revokes the secret's lease,
+    /// removes its file and issues it no more. Ok when released (now or
+    /// before).
+    pub async fn release(&self, name: &str) -> Result<(), ReleaseError> {
+        let resp = self
+            .http
+            .post(format!("{}/release/{name}", self.base))
+            .header("x-zt-admin", "1")
+            .send()
+            .await
+            .map_err(|e| ReleaseError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = read_capped(resp, 4096).await.unwrap_or_default();
+        let why = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        Err(ReleaseError::Refused(format!(
+            "/release/{name} answered {status}: {why}"
+        )))
+    }
+}
+
+/// Why a release did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// No answer (the sidecar may be restarting).
+    #[error("the sidecar's admin endpoint did not answer: {0}")]
+    Unreachable(String),
+    /// The sidecar answered, and did not release (its words).
+    #[error("{0}")]
+    Refused(String),
 }

@@ -20,8 +20,9 @@ use crate::metrics::Metrics;
 use crate::openbao::SecretStore;
 use crate::secrets::{
     DbCredentials, DbCredentialsFile, FileError, SigningKeyFile, DB_FILE, MIGRATOR_FILE,
+    MIGRATOR_RELEASED_FILE, MIGRATOR_SECRET,
 };
-use crate::sidecar::SidecarAdmin;
+use crate::sidecar::{ReleaseError, SidecarAdmin};
 
 /// Where start-up is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +300,29 @@ impl AppState {
         }
     }
 
+    /// The migrations are done: give the schema owner's credentials back, so
+    /// that code running in this container later cannot use them. A sidecar
+    /// that cannot release them (an older one, a secret not marked
+    /// `releasable`) keeps them fresh for the pod's life: said once, loudly.
+    async fn release_migrator(&self) {
+        for attempt in 1..=3 {
+            match self.sidecar.release(MIGRATOR_SECRET).await {
+                Ok(()) => {
+                    tracing::info!("released the migrator credentials (the sidecar revokes them and issues them no more in this pod)");
+                    return;
+                }
+                Err(e @ ReleaseError::Unreachable(_)) if attempt < 3 => {
+                    tracing::debug!(error = %e, "cannot reach the sidecar to release the migrator credentials yet");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the migrator credentials: the sidecar keeps them fresh, so this container can act as the schema owner (mark the secret releasable: see sidecar/README.md)");
+                    return;
+                }
+            }
+        }
+    }
+
     async fn run_migrations(&self) -> Result<(), StartupError> {
         let wait = self.config.migrator_wait;
         let deadline = Instant::now() + wait;
@@ -310,6 +334,7 @@ impl AppState {
                     match migrate::migrate(&creds).await {
                         Ok(r) => {
                             tracing::info!(applied = ?r.applied, already = ?r.already, user = %creds.username, "schema migrations done (as app_owner)");
+                            self.release_migrator().await;
                             return Ok(());
                         }
                         Err(e @ MigrateError::Changed { .. }) => return Err(e.into()),
@@ -319,6 +344,16 @@ impl AppState {
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
+                }
+                Err(FileError::Missing { .. })
+                    if self
+                        .config
+                        .secrets_dir
+                        .join(MIGRATOR_RELEASED_FILE)
+                        .exists() =>
+                {
+                    tracing::info!("the migrator credentials were released by an earlier start in this pod (db-migrator.released): starting without running migrations (/readyz checks the schema version)");
+                    return Ok(());
                 }
                 Err(FileError::Missing { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(250)).await;

@@ -209,7 +209,39 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
         }
     });
 
-    // 4. A second start on the same database changes nothing.
+    // 4. The migrations done, the backend gave the schema owner's
+    //    credentials back: the sidecar revoked them and removed the file,
+    //    and a restart in the same pod starts at once without them.
+    let secrets = stack.layout.secrets_dir.clone();
+    assert!(
+        early.log().contains("released the migrator credentials"),
+        "{}",
+        early.log()
+    );
+    eventually(
+        Duration::from_secs(10),
+        "db-migrator.json removed and its user dropped",
+        || {
+            (!secrets.join("db-migrator.json").exists()
+                && secrets.join("db-migrator.released").exists()
+                && stack.psql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-%migrator%'")
+                    == "0")
+                .then_some(())
+        },
+    );
+    let restarted = stack.start_backend("restarted", &[("BACKEND_MIGRATOR_WAIT", "300s")]);
+    assert!(
+        restarted
+            .log()
+            .contains("released by an earlier start in this pod"),
+        "{}",
+        restarted.log()
+    );
+    drop(restarted);
+
+    // A second start (in a new pod: its sidecar issues the migrator's
+    // credentials again) on the same database changes nothing.
+    stack.new_pod_sidecar();
     let mut second = stack.start_backend("second", &[]);
     let log = second.log();
     assert!(log.contains("applied=[] already=[1, 2]"), "{log}");
@@ -263,6 +295,7 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     drop(behind);
 
     // 6. An applied migration edited afterwards: refuse to start (exit 1).
+    stack.new_pod_sidecar();
     stack.psql("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1");
     let mut tampered = stack.spawn_backend("tampered", &[]);
     let start = Instant::now();

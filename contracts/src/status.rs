@@ -125,8 +125,11 @@ pub struct DatabaseSecretStatus {
     pub revocations: u64,
     /// The file apps read.
     pub file: PathBuf,
-    /// Written and unexpired.
+    /// Written and unexpired, or released.
     pub ready: bool,
+    /// The app released it (`POST /release/<name>`): its lease is revoked,
+    /// its file removed, and it is not issued again in this pod.
+    pub released: bool,
 }
 
 /// A KV secret's public facts.

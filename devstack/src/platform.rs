@@ -279,6 +279,9 @@ impl Platform {
             &opts.revoke_grace,
             &inbound,
         );
+        // Each start is a new pod: a migrator released by the last run's
+        // backend is issued again (a new binary may bring migrations).
+        crate::sidecar::forget_releases(&layout.secrets_dir)?;
         let mut backend_sidecar =
             Sidecar::start("backend-sidecar", &backend_sc, &bdir, &cfg, layout.admin)?;
         backend_sidecar

@@ -192,6 +192,23 @@ impl Sidecar {
     }
 }
 
+/// Removes the markers of released secrets (`<name>.released`) from a
+/// secrets folder, as a new pod's empty folder would have none.
+pub fn forget_releases(secrets_dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(secrets_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "released") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Paths a backend sidecar uses under `dir`.
 #[derive(Debug, Clone)]
 pub struct BackendLayout {
@@ -258,6 +275,8 @@ port = {pg}
 database = "appdb"
 rotate_before = "{db_rotate_before}"
 revoke_grace = "{revoke_grace}"
+# The backend releases it once its migrations ran (POST /release/db-migrator).
+releasable = true
 
 [[secrets.kv]]
 name = "jwt-signing-key"

@@ -203,6 +203,8 @@ pub struct Database {
     pub revoke_grace: Option<String>,
     /// `required=`
     pub required: Option<bool>,
+    /// `releasable=`
+    pub releasable: Option<bool>,
 }
 
 /// `kv-<name>: <path>[, options]`
@@ -691,6 +693,7 @@ const DATABASE_OPTIONS: &[&str] = &[
     "rotate_before",
     "revoke_grace",
     "required",
+    "releasable",
 ];
 
 fn database(name: &str, value: &str) -> Result<Database, String> {
@@ -712,6 +715,10 @@ fn database(name: &str, value: &str) -> Result<Database, String> {
         required: o
             .get("required")
             .map(|v| boolean("required", v))
+            .transpose()?,
+        releasable: o
+            .get("releasable")
+            .map(|v| boolean("releasable", v))
             .transpose()?,
     })
 }

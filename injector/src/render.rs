@@ -248,6 +248,7 @@ fn render(a: &SidecarAnnotations, s: &Settings) -> Result<(String, Origins), Ref
                 db.revoke_grace.clone().map(Value::from),
             );
             opt(&mut t, "required", db.required.map(Value::from));
+            opt(&mut t, "releasable", db.releasable.map(Value::from));
             origins.add(
                 format!("secrets.database[{i}]"),
                 format!("{DATABASE}{}", db.name),

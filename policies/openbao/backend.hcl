@@ -16,9 +16,9 @@ path "secret/data/backend/*" {
 }
 
 # Dynamic PostgreSQL credentials: DML-only runtime role, and the short-lived
-# migrator role the backend uses at start-up for schema changes (its sidecar
-# keeps those fresh too, so the backend's container can always act as the
-# schema owner: README, "Why it is zero trust").
+# migrator role the backend uses at start-up for schema changes (then releases:
+# its sidecar revokes that lease and issues none again in the pod; README,
+# "Why it is zero trust").
 path "database/creds/backend-role" {
   capabilities = ["read"]
 }

@@ -1,5 +1,8 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status`, and
-//! `POST /rotate/<name>` (force a make-before-break rotation; loopback only).
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status`,
+//! `POST /rotate/<name>` (force a make-before-break rotation) and
+//! `POST /release/<name>` (the app is done with a `releasable` database
+//! secret: revoke it, remove its file, issue it no more); the two POSTs only
+//! on a loopback listener.
 //!
 //! The listener is on loopback, which every web page the machine's browser
 //! opens can also reach. So (issue 16, 5):
@@ -7,7 +10,7 @@
 //!   port through DNS rebinding arrives under its own name and may not read
 //!   `/status`;
 //! - an `Origin`, when a browser sends one, must be this listener's own;
-//! - `POST /rotate/<name>` needs the header [`ADMIN_HEADER`]: a page cannot
+//! - the POSTs need the header [`ADMIN_HEADER`]: a page cannot
 //!   add a custom header without a CORS preflight, which is never granted,
 //!   so a plain form post or `fetch` from another origin cannot trigger it;
 //! - forced rotations of one secret are at least
@@ -23,9 +26,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::status::{RotationRequest, State, FORCED_ROTATION_INTERVAL};
+use crate::status::{ReleaseRequest, RotationRequest, State, FORCED_ROTATION_INTERVAL};
 
-/// The header `POST /rotate/<name>` requires (any value; send `1`).
+/// The header the POSTs require (any value; send `1`).
 pub(crate) const ADMIN_HEADER: &str = "x-zt-admin";
 
 /// Whether `host` (a `Host` value) is an IP literal or `localhost`, with an
@@ -78,6 +81,28 @@ fn answer(
     (status, ctype, body, None)
 }
 
+/// Why a POST (rotate, release) is refused, if it is: they change what the
+/// app holds, so only on a loopback listener and only with [`ADMIN_HEADER`].
+fn post_refused(state: &State, headers: &HeaderMap) -> Option<String> {
+    if !state.admin_is_loopback() {
+        Some("is only available when admin.listen is a loopback address".into())
+    } else if !headers.contains_key(ADMIN_HEADER) {
+        Some(format!(
+            "needs the header `{ADMIN_HEADER}: 1` (a web page cannot send it)"
+        ))
+    } else {
+        None
+    }
+}
+
+fn unknown_secret(name: &str) -> (StatusCode, &'static str, String, Option<u64>) {
+    answer(
+        StatusCode::NOT_FOUND,
+        "application/json",
+        json!({"error": format!("no database secret named {name:?}")}).to_string(),
+    )
+}
+
 /// Answers one admin request.
 pub(crate) async fn handle(
     state: State,
@@ -112,29 +137,30 @@ pub(crate) async fn handle(
                     json!({"error": format!("cannot render the status: {e}")}).to_string(),
                 ),
             },
-            ("POST", path) if path.starts_with("/rotate/") => {
-                let name = &path["/rotate/".len()..];
-                if !state.admin_is_loopback() {
-                    answer(
-                        StatusCode::FORBIDDEN,
-                        json_ct,
-                        json!({"error": "forced rotation is only available when admin.listen is a loopback address"}).to_string(),
-                    )
-                } else if !req.headers().contains_key(ADMIN_HEADER) {
-                    answer(
-                        StatusCode::FORBIDDEN,
-                        json_ct,
-                        json!({"error": format!("POST /rotate/<name> needs the header `{ADMIN_HEADER}: 1` (a web page cannot send it)")}).to_string(),
-                    )
-                } else {
+            ("POST", path) if path.starts_with("/rotate/") || path.starts_with("/release/") => {
+                let (action, name) = path[1..].split_once('/').unwrap_or_default();
+                if let Some(why) = post_refused(&state, req.headers()) {
+                    answer(StatusCode::FORBIDDEN, json_ct, json!({"error": format!("POST /{action}/<name> {why}")}).to_string())
+                } else if action == "rotate" {
                     match state.request_rotation(name, Instant::now()) {
                         RotationRequest::Accepted => answer(StatusCode::ACCEPTED, json_ct, json!({"rotating": name}).to_string()),
-                        RotationRequest::Unknown => answer(StatusCode::NOT_FOUND, json_ct, json!({"error": format!("no database secret named {name:?}")}).to_string()),
+                        RotationRequest::Unknown => unknown_secret(name),
                         RotationRequest::TooSoon(secs) => (
                             StatusCode::TOO_MANY_REQUESTS,
                             json_ct,
                             json!({"error": format!("{name:?} was rotated on request less than {} s ago; retry in {secs} s", FORCED_ROTATION_INTERVAL.as_secs())}).to_string(),
                             Some(secs),
+                        ),
+                    }
+                } else {
+                    match state.request_release(name) {
+                        ReleaseRequest::Accepted => answer(StatusCode::ACCEPTED, json_ct, json!({"releasing": name}).to_string()),
+                        ReleaseRequest::AlreadyReleased => answer(StatusCode::OK, json_ct, json!({"released": name}).to_string()),
+                        ReleaseRequest::Unknown => unknown_secret(name),
+                        ReleaseRequest::NotReleasable => answer(
+                            StatusCode::CONFLICT,
+                            json_ct,
+                            json!({"error": format!("{name:?} is not releasable: its [[secrets.database]] entry needs `releasable = true`")}).to_string(),
                         ),
                     }
                 }
@@ -147,7 +173,7 @@ pub(crate) async fn handle(
             _ => answer(
                 StatusCode::NOT_FOUND,
                 json_ct,
-                json!({"error": "not found", "endpoints": ["GET /healthz", "GET /readyz", "GET /metrics", "GET /status", format!("POST /rotate/<database secret> (with {ADMIN_HEADER}: 1)")]}).to_string(),
+                json!({"error": "not found", "endpoints": ["GET /healthz", "GET /readyz", "GET /metrics", "GET /status", format!("POST /rotate/<database secret> (with {ADMIN_HEADER}: 1)"), format!("POST /release/<releasable database secret> (with {ADMIN_HEADER}: 1)")]}).to_string(),
             ),
         }
     };

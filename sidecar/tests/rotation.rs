@@ -411,6 +411,129 @@ async fn forced_rotation_through_the_admin_endpoint() {
     assert_eq!(admin_post(&h, "/rotate/jwt-signing-key").0, 404);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_releases_the_migrator_credentials_and_they_are_not_issued_again() {
+    let mut h = Harness::start(Setup::default());
+    let dir = h.layout.secrets_dir.clone();
+    let file = dir.join("db-migrator.json");
+    let marker = dir.join("db-migrator.released");
+    let migrator: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let user = migrator["username"].as_str().unwrap().to_string();
+    let lease_id = migrator["lease_id"].as_str().unwrap().to_string();
+    let admin_addr = h.sidecar.admin;
+    let host = admin_addr.to_string();
+
+    // Refusals change nothing: without the header (what a web page sends),
+    // an unknown or KV secret, a secret not marked releasable.
+    let (code, _, body) = raw_http(
+        admin_addr,
+        "POST",
+        "/release/db-migrator",
+        &[("Host", host.as_str())],
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("x-zt-admin"), "{body}");
+    assert_eq!(admin_post(&h, "/release/nope").0, 404);
+    assert_eq!(admin_post(&h, "/release/jwt-signing-key").0, 404);
+    let (code, body) = admin_post(&h, "/release/db");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("releasable = true"), "{body}");
+    assert!(h.db_file().exists() && file.exists() && !marker.exists());
+
+    let (code, body) = admin_post(&h, "/release/db-migrator");
+    assert_eq!(code, 202, "{body}");
+    let pg = h.pg_admin().await;
+    let bao = h.stack.root_bao();
+    let start = Instant::now();
+    loop {
+        let role_gone = pg
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+            .await
+            .unwrap()
+            .is_none();
+        let lease_gone = bao
+            .write("sys/leases/lookup", &json!({ "lease_id": lease_id }))
+            .is_err();
+        if role_gone && lease_gone && !file.exists() && marker.exists() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "after the release: user dropped {role_gone}, lease revoked {lease_gone}, file removed {}, marker {}",
+            !file.exists(),
+            marker.exists()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secret = |status: &Value, name: &str| {
+        status["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let status = h.sidecar.status().unwrap();
+    let s = secret(&status, "db-migrator");
+    assert_eq!(s["released"], true, "{s}");
+    assert_eq!(s["ready"], true, "{s}");
+    assert!(s["username"].is_null() && s["lease_id"].is_null(), "{s}");
+    assert_eq!(secret(&status, "db")["released"], false);
+    assert_eq!(
+        status["ready"], true,
+        "a released secret keeps the sidecar ready"
+    );
+    let (_, metrics) = h.sidecar.admin_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("zt_secret_released{secret=\"db-migrator\"} 1"),
+        "{metrics}"
+    );
+    // Asking again is answered, and changes nothing.
+    let (code, body) = admin_post(&h, "/release/db-migrator");
+    assert_eq!(code, 200, "{body}");
+    // The runtime credentials are untouched.
+    let db_user = h.read_db_file()["username"].as_str().unwrap().to_string();
+    assert!(pg
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&db_user])
+        .await
+        .unwrap()
+        .is_some());
+
+    // A sidecar restarted in the same pod (the secrets folder stays) does not
+    // issue it again, crash or clean stop alike.
+    let migrator_users = || async {
+        pg.query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-%migrator%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    assert_eq!(migrator_users().await, 0);
+    h.sidecar.kill();
+    h.sidecar.restart().unwrap();
+    h.sidecar.wait_ready(Duration::from_secs(60)).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!file.exists(), "issued again after a restart");
+    assert_eq!(
+        migrator_users().await,
+        0,
+        "a new migrator user after a restart"
+    );
+    let s = secret(&h.sidecar.status().unwrap(), "db-migrator");
+    assert_eq!(s["released"], true, "{s}");
+    assert!(h.sidecar.log().contains("released earlier in this pod"));
+
+    // The documented way back: remove the marker, restart the sidecar.
+    std::fs::remove_file(&marker).unwrap();
+    h.sidecar.restart().unwrap();
+    h.sidecar.wait_ready(Duration::from_secs(60)).unwrap();
+    assert!(file.exists(), "issued again once the marker is removed");
+    assert_eq!(migrator_users().await, 1);
+}
+
 /// A raw HTTP/1.1 request (so `Host` is exactly what is given, or absent):
 /// (status, head, body).
 fn raw_http(

@@ -13,6 +13,11 @@ pub use zt_contracts::{DbCredentials, Sensitive};
 pub const DB_FILE: &str = "db.json";
 /// File name of the migrator (schema owner) credentials.
 pub const MIGRATOR_FILE: &str = "db-migrator.json";
+/// The secret name of [`MIGRATOR_FILE`] in the sidecar (`POST /release/<name>`).
+pub const MIGRATOR_SECRET: &str = "db-migrator";
+/// Left by the sidecar once the migrator credentials were released: they
+/// will not come again in this pod.
+pub const MIGRATOR_RELEASED_FILE: &str = "db-migrator.released";
 /// File name of the JWT signing key.
 pub const SIGNING_KEY_FILE: &str = "jwt-signing-key.json";
 /// Largest secrets file read (they are a few hundred bytes).

@@ -9,5 +9,5 @@ pub mod watch;
 
 pub use files::{
     DbCredentials, DbCredentialsFile, FileError, Sensitive, SigningKeyFile, DB_FILE, MIGRATOR_FILE,
-    SIGNING_KEY_FILE,
+    MIGRATOR_RELEASED_FILE, MIGRATOR_SECRET, SIGNING_KEY_FILE,
 };

@@ -236,6 +236,17 @@ impl Stack {
         self.sidecar = Some(sidecar);
     }
 
+    /// What a new pod's sidecar would be: the sidecar stopped (it revokes
+    /// its leases) and started again on a secrets folder without the
+    /// marker of a released migrator, so that it issues those again.
+    pub fn new_pod_sidecar(&mut self) {
+        if let Some(mut s) = self.sidecar.take() {
+            s.terminate(Duration::from_secs(15));
+        }
+        devstack::sidecar::forget_releases(&self.layout.secrets_dir).unwrap();
+        self.start_sidecar();
+    }
+
     pub fn sidecar(&self) -> &Sidecar {
         self.sidecar.as_ref().expect("sidecar started")
     }

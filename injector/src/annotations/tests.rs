@@ -92,7 +92,7 @@ fn every_annotation_is_read_into_its_typed_value() {
         ("database-db", "backend-role"),
         (
             "database-db-migrator",
-            "backend-migrator, rotate_before=2m, revoke_grace=10s, port=5433, host=pg, database=other, mount=db2, format=env, required=false",
+            "backend-migrator, rotate_before=2m, revoke_grace=10s, port=5433, host=pg, database=other, mount=db2, format=env, required=false, releasable=true",
         ),
         ("kv-jwt-signing-key", "backend/jwt-signing-key, mount=kv, refresh_interval=1m, required=true"),
         (
@@ -131,6 +131,7 @@ fn every_annotation_is_read_into_its_typed_value() {
                 rotate_before: Some("2m".into()),
                 revoke_grace: Some("10s".into()),
                 required: Some(false),
+                releasable: Some(true),
             }
         ]
     );
@@ -277,7 +278,7 @@ fn every_malformed_annotation_is_refused_with_a_message_naming_it() {
         ),
         (
             vec![("inject", "true"), ("openbao-role", "backend"), ("database-db", "backend-role, colour=blue")],
-            "zt.demo.local/database-db: `colour` is not an option here; the options are mount, host, port, database, format, rotate_before, revoke_grace, required".into(),
+            "zt.demo.local/database-db: `colour` is not an option here; the options are mount, host, port, database, format, rotate_before, revoke_grace, required, releasable".into(),
         ),
         (
             vec![("inject", "true"), ("openbao-role", "backend"), ("database-db", "backend-role, port=5432, port=5433")],
@@ -289,11 +290,15 @@ fn every_malformed_annotation_is_refused_with_a_message_naming_it() {
         ),
         (
             vec![("inject", "true"), ("openbao-role", "backend"), ("database-db", "role=backend-role")],
-            "zt.demo.local/database-db: must start with the main value, then `key=value` options (any of mount, host, port, database, format, rotate_before, revoke_grace, required)".into(),
+            "zt.demo.local/database-db: must start with the main value, then `key=value` options (any of mount, host, port, database, format, rotate_before, revoke_grace, required, releasable)".into(),
         ),
         (
             vec![("inject", "true"), ("openbao-role", "backend"), ("database-db", "backend-role, required=yes")],
             "zt.demo.local/database-db: required: `yes` is not true or false".into(),
+        ),
+        (
+            vec![("inject", "true"), ("openbao-role", "backend"), ("database-db", "backend-role, releasable=later")],
+            "zt.demo.local/database-db: releasable: `later` is not true or false".into(),
         ),
         (
             vec![("inject", "true"), ("openbao-role", "backend"), ("database-db", "backend-role, port=http")],

@@ -122,7 +122,7 @@ pub const BACKEND: &[(&str, &str)] = &[
     ("database-db", "backend-role"),
     (
         "database-db-migrator",
-        "backend-migrator, rotate_before=2m, revoke_grace=10s",
+        "backend-migrator, rotate_before=2m, revoke_grace=10s, releasable=true",
     ),
     ("kv-jwt-signing-key", "backend/jwt-signing-key"),
     (

@@ -57,6 +57,7 @@ pub(super) struct RawDatabase {
     rotate_before: Option<String>,
     revoke_grace: Option<String>,
     required: Option<bool>,
+    releasable: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +123,11 @@ pub struct DatabaseSecret {
     pub revoke_grace: Duration,
     /// Readiness depends on this secret.
     pub required: bool,
+    /// The app may release it (`POST /release/<name>` on the admin
+    /// listener) once it no longer needs it: its lease is revoked, its file
+    /// removed, and it is not issued again while the secrets folder holds
+    /// the marker `<name>.released`.
+    pub releasable: bool,
 }
 
 /// `[[secrets.kv]]`
@@ -242,6 +248,7 @@ fn validate_present(s: RawSecrets) -> Result<SecretsConfig, ConfigError> {
             rotate_before,
             revoke_grace,
             required: d.required.unwrap_or(true),
+            releasable: d.releasable.unwrap_or(false),
         });
     }
     let mut kv = Vec::new();

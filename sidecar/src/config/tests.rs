@@ -43,6 +43,8 @@ fn the_example_config_parses() {
     .unwrap();
     let c = parse(&text).unwrap();
     assert_eq!(c.secrets.database.len(), 2);
+    assert!(!c.secrets.database[0].releasable);
+    assert!(c.secrets.database[1].releasable, "db-migrator");
     assert_eq!(c.secrets.file_mode, 0o440);
     assert_eq!(c.proxy.as_ref().unwrap().allow.len(), 2);
     assert_eq!(c.mtls.inbound[0].peer_id_header, "x-spiffe-peer-id");
@@ -57,6 +59,7 @@ fn defaults_apply() {
     assert_eq!(db.mount, "database");
     assert_eq!(db.format, FileFormat::Json);
     assert!(db.required);
+    assert!(!db.releasable);
     assert_eq!(c.secrets.file_mode, 0o400);
     let o = c.openbao.unwrap();
     assert_eq!(o.auth_mount, "jwt");
@@ -116,6 +119,8 @@ fn unknown_keys_are_refused_with_their_name() {
 fn wrong_types_are_refused() {
     let msg = err(&MIN_DB.replace("port = 5432", "port = \"5432\""));
     assert!(msg.contains("port") || msg.contains("integer"), "{msg}");
+    let msg = err(&format!("{MIN_DB}releasable = \"yes\"\n"));
+    assert!(msg.contains("releasable"), "{msg}");
 }
 
 #[test]

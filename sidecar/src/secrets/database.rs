@@ -7,6 +7,12 @@
 //!        revoke old lease ◀── wait revoke_grace ◀── write v2 ◀┘ (new lease first)
 //! ```
 //!
+//! A `releasable` secret (the migrator's) is given back by the app once it
+//! is done with it (`POST /release/<name>`): its leases are revoked at once,
+//! its file removed, and the marker `<name>.released` left in the secrets
+//! folder, so that a sidecar restarted in the same pod does not issue it
+//! again.
+//!
 //! When to do what is decided by the pure functions of `lease_schedule.rs`
 //! (tested as tables); this file carries the steps out against OpenBao and
 //! the file system.
@@ -73,6 +79,8 @@ pub(crate) struct LeaseRotator {
     state: State,
     policy: FilePolicy,
     file: PathBuf,
+    /// `<dir>/<name>.released` (releasable secrets).
+    marker: PathBuf,
     backoff: BackoffConfig,
     check: TokenCheck,
     version: u64,
@@ -95,6 +103,7 @@ impl LeaseRotator {
             FileFormat::Env => "env",
         };
         let file = env.dir.join(format!("{}.{ext}", cfg.name));
+        let marker = released_marker(&env.dir, &cfg.name);
         env.declare(
             &cfg.name,
             SecretKind::Database,
@@ -110,6 +119,7 @@ impl LeaseRotator {
             state: env.state,
             policy: env.policy,
             file,
+            marker,
             backoff: env.backoff,
             check: env.check,
             version: 0,
@@ -127,21 +137,31 @@ impl LeaseRotator {
         let mut pending: Vec<Pending> = self.previous_lease().into_iter().collect();
         let mut retry_at: Option<Instant> = None;
         let trigger = self.state.rotation_trigger(&name);
+        let release = self.state.release_trigger(&name);
         let mut forced = false;
+        let mut released = self.cfg.releasable && self.marker.exists();
+        if released {
+            tracing::info!(secret = %name, marker = %self.marker.display(), "released earlier in this pod (the marker is there): not issued again");
+            self.released(&mut pending, &mut current);
+        }
 
         loop {
             let tokens = self.tokens.borrow().clone();
-            let step = schedule::next_step(&Situation {
-                now: Instant::now(),
-                now_wall: SystemTime::now(),
-                current: current
-                    .as_ref()
-                    .map(|c| (c.timing, schedule::parent(&tokens, c.timing.generation))),
-                pending: &pending,
-                retry_at,
-                forced,
-                rotate_before: self.cfg.rotate_before,
-            });
+            let step = if released {
+                schedule::released_step(&pending, Instant::now())
+            } else {
+                schedule::next_step(&Situation {
+                    now: Instant::now(),
+                    now_wall: SystemTime::now(),
+                    current: current
+                        .as_ref()
+                        .map(|c| (c.timing, schedule::parent(&tokens, c.timing.generation))),
+                    pending: &pending,
+                    retry_at,
+                    forced,
+                    rotate_before: self.cfg.rotate_before,
+                })
+            };
             match step {
                 LeaseStep::Acquire => {
                     let Some(token) = current_token(&mut self.tokens, &cancel).await else {
@@ -225,6 +245,11 @@ impl LeaseRotator {
                             tracing::info!(secret = %name, "rotation requested through the admin endpoint");
                             forced = true;
                         }
+                        () = release.notified(), if self.cfg.releasable && !released => {
+                            tracing::info!(secret = %name, "released by the app through the admin endpoint: revoking its lease and removing its file");
+                            released = true;
+                            self.released(&mut pending, &mut current);
+                        }
                         () = cancel.cancelled() => break,
                     }
                 }
@@ -237,6 +262,37 @@ impl LeaseRotator {
             lease_ids,
             file: Some(self.file.clone()),
         }
+    }
+
+    /// The app needs the secret no more: leave the marker first (a sidecar
+    /// restarted after this point does not issue it again), remove the
+    /// file, and revoke every lease now.
+    fn released(&mut self, pending: &mut Vec<Pending>, current: &mut Option<Current>) {
+        let note = format!(
+            "released at {} on the app's request; remove this file to have it issued again\n",
+            rfc3339(SystemTime::now())
+        );
+        if let Err(e) = write_atomic(&self.marker, note.as_bytes(), self.policy) {
+            self.state.failure("file");
+            tracing::warn!(secret = %self.cfg.name, file = %self.marker.display(), error = %e, "cannot leave the release marker: a restarted sidecar would issue this secret again");
+        }
+        if let Err(e) = remove(&self.file) {
+            self.state.failure("file");
+            tracing::error!(secret = %self.cfg.name, file = %self.file.display(), error = %e, "cannot remove the released credentials file (its lease is revoked all the same)");
+        }
+        schedule::release(
+            pending,
+            current
+                .take()
+                .map(|c| (c.lease.lease_id, c.timing.expires_at)),
+            Instant::now(),
+        );
+        self.state.update_secret(&self.cfg.name, |s| {
+            s.released = true;
+            s.username = None;
+            s.lease_id = None;
+            s.expires_at = None;
+        });
     }
 
     fn previous_lease(&self) -> Option<Pending> {
@@ -405,6 +461,11 @@ impl LeaseRotator {
         };
         write_atomic(&self.file, &bytes, self.policy)
     }
+}
+
+/// The marker a released secret leaves in the secrets folder.
+pub(crate) fn released_marker(dir: &std::path::Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.released"))
 }
 
 /// Single-quotes a value for POSIX shells.

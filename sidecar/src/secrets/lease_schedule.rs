@@ -194,6 +194,37 @@ pub(crate) fn next_step(s: &Situation<'_>) -> LeaseStep {
     LeaseStep::Sleep { until }
 }
 
+/// The next step of a released secret (the app said it needs it no more):
+/// only the revocations of its old leases remain, each retried until done.
+pub(crate) fn released_step(pending: &[Pending], now: Instant) -> LeaseStep {
+    if let Some(i) = pending.iter().position(|p| p.revoke_at <= now) {
+        return LeaseStep::Revoke(i);
+    }
+    let until = pending
+        .iter()
+        .map(|p| p.revoke_at)
+        .fold(now + IDLE_WAKE, Instant::min);
+    LeaseStep::Sleep { until }
+}
+
+/// The app released the secret: the current lease joins the pending ones
+/// and every pending lease is revoked now (no grace: the app said it is
+/// done with them).
+pub(crate) fn release(
+    pending: &mut Vec<Pending>,
+    current: Option<(String, SystemTime)>,
+    now: Instant,
+) {
+    pending.extend(current.map(|(lease_id, expires_at)| Pending {
+        lease_id,
+        revoke_at: now,
+        expires_at,
+    }));
+    for p in pending.iter_mut() {
+        p.revoke_at = now;
+    }
+}
+
 /// New credentials are written: the lease they replace (if any) and every
 /// lease left by a previous run are revoked after `grace`.
 pub(crate) fn schedule_revocations(
@@ -643,6 +674,41 @@ mod tests {
             tweak(&mut s);
             assert_eq!(next_step(&s), want, "{case}");
         }
+    }
+
+    #[test]
+    fn a_released_secret_only_revokes_its_old_leases_and_never_acquires() {
+        let (w, t) = clocks();
+        // Nothing pending: sleep, never Acquire (a new lease would undo the release).
+        assert_eq!(
+            released_step(&[], t),
+            LeaseStep::Sleep {
+                until: t + IDLE_WAKE
+            }
+        );
+        // The release revokes the current lease and the pending ones at once.
+        let mut pending = vec![pending(30 * S)];
+        release(
+            &mut pending,
+            Some(("database/creds/r/cur".into(), w + MIN)),
+            t,
+        );
+        assert_eq!(pending.len(), 2);
+        assert!(pending.iter().all(|p| p.revoke_at == t));
+        assert_eq!(pending[1].lease_id, "database/creds/r/cur");
+        assert_eq!(released_step(&pending, t), LeaseStep::Revoke(0));
+        // A failed revocation retried later: sleep until then, not longer.
+        pending.truncate(1);
+        pending[0].revoke_at = t + 2 * S;
+        assert_eq!(
+            released_step(&pending, t),
+            LeaseStep::Sleep { until: t + 2 * S }
+        );
+        assert_eq!(released_step(&pending, t + 2 * S), LeaseStep::Revoke(0));
+        // Released before anything was written: nothing to revoke.
+        let mut none = Vec::new();
+        release(&mut none, None, t);
+        assert!(none.is_empty());
     }
 
     #[test]

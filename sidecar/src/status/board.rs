@@ -69,6 +69,8 @@ pub(crate) struct SecretStatus {
     pub renewals: u64,
     /// Old leases revoked so far.
     pub revocations: u64,
+    /// The app released it (database only): no lease, no file, none again.
+    pub released: bool,
 }
 
 impl SecretStatus {
@@ -92,6 +94,7 @@ impl SecretStatus {
             rotations: 0,
             renewals: 0,
             revocations: 0,
+            released: false,
         }
     }
 }
@@ -152,11 +155,25 @@ pub(crate) enum RotationRequest {
     TooSoon(u64),
 }
 
+/// What became of a release request (`POST /release/<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReleaseRequest {
+    /// The rotator was asked to release it now.
+    Accepted,
+    /// Released before.
+    AlreadyReleased,
+    /// No database secret has that name.
+    Unknown,
+    /// Its configuration does not say `releasable = true`.
+    NotReleasable,
+}
+
 /// Shared state, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct State {
     inner: Arc<Mutex<Inner>>,
     rotate: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>>,
+    release: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>>,
     /// When each secret's last forced rotation was accepted.
     forced: Arc<Mutex<BTreeMap<String, Instant>>>,
     config: Arc<Config>,
@@ -179,6 +196,7 @@ impl State {
             outbound: mk(config.mtls.outbound.len()),
             inner: Arc::default(),
             rotate: Arc::default(),
+            release: Arc::default(),
             forced: Arc::default(),
             config,
         }
@@ -192,6 +210,39 @@ impl State {
             .entry(name.to_string())
             .or_default()
             .clone()
+    }
+
+    /// The trigger a releasable database secret's rotator waits on.
+    pub(crate) fn release_trigger(&self, name: &str) -> Arc<tokio::sync::Notify> {
+        self.release
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Asks the rotator of database secret `name` to release it: revoke its
+    /// lease, remove its file and issue it no more.
+    pub(crate) fn request_release(&self, name: &str) -> ReleaseRequest {
+        let released = match self.lock().secrets.get(name) {
+            Some(s) if s.kind == SecretKind::Database => s.released,
+            _ => return ReleaseRequest::Unknown,
+        };
+        let releasable = self
+            .config
+            .secrets
+            .database
+            .iter()
+            .any(|d| d.name == name && d.releasable);
+        if !releasable {
+            ReleaseRequest::NotReleasable
+        } else if released {
+            ReleaseRequest::AlreadyReleased
+        } else {
+            self.release_trigger(name).notify_one();
+            ReleaseRequest::Accepted
+        }
     }
 
     /// Asks the rotator of database secret `name` to rotate now, at most
@@ -309,7 +360,8 @@ impl State {
             Some(_) => {}
         }
         for (name, s) in &g.secrets {
-            if !s.required {
+            // A released secret was used and given back: it stays ready.
+            if !s.required || s.released {
                 continue;
             }
             if !s.written {
@@ -346,7 +398,8 @@ impl State {
                         renewals: s.renewals,
                         revocations: s.revocations,
                         file: s.file.clone(),
-                        ready: s.written && s.expires_at.is_some_and(|e| e > now),
+                        ready: s.released || (s.written && s.expires_at.is_some_and(|e| e > now)),
+                        released: s.released,
                     })
                 }
                 SecretKind::Kv => contract::SecretStatus::Kv(contract::KvSecretStatus {

@@ -81,6 +81,12 @@ impl State {
             move |s: &SecretStatus| (s.kind == SecretKind::Database).then(|| count(f(s)))
         };
         per_secret(
+            "zt_secret_released",
+            MetricType::Gauge,
+            "1 once the app released the secret (its lease revoked, its file removed)",
+            &|s| (s.kind == SecretKind::Database).then_some(i64::from(s.released)),
+        );
+        per_secret(
             "zt_lease_renewals_total",
             MetricType::Counter,
             "lease renewals",

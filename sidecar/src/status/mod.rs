@@ -11,7 +11,8 @@ mod metrics;
 
 pub use board::{ListenerStats, State};
 pub(crate) use board::{
-    RotationRequest, SecretKind, SecretStatus, SvidInfo, TokenInfo, FORCED_ROTATION_INTERVAL,
+    ReleaseRequest, RotationRequest, SecretKind, SecretStatus, SvidInfo, TokenInfo,
+    FORCED_ROTATION_INTERVAL,
 };
 
 #[cfg(test)]

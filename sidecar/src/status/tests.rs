@@ -211,6 +211,10 @@ zt_secret_lease_ttl_seconds{secret="db"} <t>
 zt_secret_version{secret="db"} 3
 zt_secret_version{secret="db-migrator"} 0
 zt_secret_version{secret="jwt-signing-key"} 7
+# HELP zt_secret_released 1 once the app released the secret (its lease revoked, its file removed)
+# TYPE zt_secret_released gauge
+zt_secret_released{secret="db"} 0
+zt_secret_released{secret="db-migrator"} 0
 # HELP zt_lease_renewals_total lease renewals
 # TYPE zt_lease_renewals_total counter
 zt_lease_renewals_total{secret="db"} 5
@@ -286,4 +290,52 @@ fn the_metrics_page_is_pinned() {
     };
     assert!((2390..=2400).contains(&ttl("zt_token_ttl_seconds ")));
     assert!((590..=600).contains(&ttl("zt_secret_lease_ttl_seconds{secret=\"db\"} ")));
+}
+
+#[test]
+fn a_release_is_accepted_once_only_for_a_releasable_database_secret_and_keeps_readiness() {
+    // The example configuration marks `db-migrator` releasable, not `db`.
+    let state = populated();
+    assert_eq!(state.request_release("nope"), ReleaseRequest::Unknown);
+    assert_eq!(
+        state.request_release("jwt-signing-key"),
+        ReleaseRequest::Unknown
+    );
+    assert_eq!(state.request_release("db"), ReleaseRequest::NotReleasable);
+    assert!(
+        state
+            .readiness()
+            .unwrap_err()
+            .contains(&"secret db-migrator not written yet".to_string()),
+        "{:?}",
+        state.readiness()
+    );
+    assert_eq!(
+        state.request_release("db-migrator"),
+        ReleaseRequest::Accepted
+    );
+    // The rotator carries it out and marks it; then a request is answered
+    // as done, and the secret no longer holds readiness back.
+    state.update_secret("db-migrator", |s| s.released = true);
+    assert_eq!(
+        state.request_release("db-migrator"),
+        ReleaseRequest::AlreadyReleased
+    );
+    let missing = state.readiness().err().unwrap_or_default();
+    assert!(
+        !missing.iter().any(|m| m.contains("db-migrator")),
+        "{missing:?}"
+    );
+    let v = serde_json::to_value(state.status()).unwrap();
+    let migrator = v["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "db-migrator")
+        .unwrap();
+    assert_eq!(migrator["released"], true);
+    assert_eq!(migrator["ready"], true);
+    assert!(state
+        .metrics_text()
+        .contains("zt_secret_released{secret=\"db-migrator\"} 1"));
 }
