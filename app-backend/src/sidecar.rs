@@ -28,6 +28,9 @@ impl SidecarAdmin {
             http: reqwest::Client::builder()
                 .timeout(STATUS_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
+                // Loopback: an HTTP(S)_PROXY from the environment must not
+                // receive (and could fake answers to) these calls.
+                .no_proxy()
                 .build()?,
             base: base.trim_end_matches('/').to_string(),
         })
@@ -72,9 +75,12 @@ impl SidecarAdmin {
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or_default();
-        Err(ReleaseError::Refused(format!(
-            "/release/{name} answered {status}: {why}"
-        )))
+        let why = format!("/release/{name} answered {status}: {why}");
+        Err(if status.is_server_error() {
+            ReleaseError::NotYet(why)
+        } else {
+            ReleaseError::Refused(why)
+        })
     }
 }
 
@@ -84,7 +90,17 @@ pub enum ReleaseError {
     /// No answer (the sidecar may be restarting).
     #[error("the sidecar's admin endpoint did not answer: {0}")]
     Unreachable(String),
-    /// The sidecar answered, and did not release (its words).
+    /// The sidecar could not record it this time (its words); worth a retry.
+    #[error("{0}")]
+    NotYet(String),
+    /// The sidecar answered, and will not release it (its words).
     #[error("{0}")]
     Refused(String),
+}
+
+impl ReleaseError {
+    /// Whether asking again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
 }

@@ -22,7 +22,11 @@ use crate::secrets::{
     DbCredentials, DbCredentialsFile, FileError, SigningKeyFile, DB_FILE, MIGRATOR_FILE,
     MIGRATOR_RELEASED_FILE, MIGRATOR_SECRET,
 };
-use crate::sidecar::{ReleaseError, SidecarAdmin};
+use crate::sidecar::SidecarAdmin;
+
+/// How long the backend keeps asking an unreachable sidecar to release the
+/// migrator credentials.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Where start-up is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,9 @@ pub enum Phase {
         have: i64,
         /// Version needed.
         need: i64,
+        /// The migrator credentials were released in this pod
+        /// (`db-migrator.released`): only a new pod migrates.
+        released: bool,
     },
     /// Inserting the seed users.
     Seeding,
@@ -54,8 +61,11 @@ impl Phase {
             Phase::WaitingForMigrator => "waiting for db-migrator.json".into(),
             Phase::Migrating => "applying migrations".into(),
             Phase::WaitingForDatabase => "waiting for db.json and a working database pool".into(),
-            Phase::SchemaBehind { have, need } => format!(
+            Phase::SchemaBehind { have, need, released: false } => format!(
                 "schema is at version {have}, this binary needs {need}: migrations have not run (is db-migrator.json provided?)"
+            ),
+            Phase::SchemaBehind { have, need, released: true } => format!(
+                "schema is at version {have}, this binary needs {need}: migrations have not run, and the migrator credentials were released earlier in this pod (db-migrator.released); start a new pod (kubectl rollout restart) to migrate"
             ),
             Phase::Seeding => "seeding demo users".into(),
             Phase::Ready => "ok".into(),
@@ -241,10 +251,16 @@ impl AppState {
                 match migrate::schema_version(&self.db).await {
                     Ok(have) if have >= need => break,
                     Ok(have) => {
-                        if self.phase() != (Phase::SchemaBehind { have, need }) {
-                            tracing::error!(have, need, "the database schema is older than this binary needs and no migrator credentials were provided; not ready");
+                        let released = self.migrator_released();
+                        let behind = Phase::SchemaBehind {
+                            have,
+                            need,
+                            released,
+                        };
+                        if self.phase() != behind {
+                            tracing::error!(have, need, migrator_released = released, "the database schema is older than this binary needs and no migrator credentials were provided; not ready");
                         }
-                        self.set_phase(Phase::SchemaBehind { have, need });
+                        self.set_phase(behind);
                     }
                     Err(e) => {
                         let s = e.to_string();
@@ -300,27 +316,44 @@ impl AppState {
         }
     }
 
-    /// The migrations are done: give the schema owner's credentials back, so
-    /// that code running in this container later cannot use them. A sidecar
-    /// that cannot release them (an older one, a secret not marked
-    /// `releasable`) keeps them fresh for the pod's life: said once, loudly.
-    async fn release_migrator(&self) {
-        for attempt in 1..=3 {
-            match self.sidecar.release(MIGRATOR_SECRET).await {
-                Ok(()) => {
-                    tracing::info!("released the migrator credentials (the sidecar revokes them and issues them no more in this pod)");
-                    return;
-                }
-                Err(e @ ReleaseError::Unreachable(_)) if attempt < 3 => {
-                    tracing::debug!(error = %e, "cannot reach the sidecar to release the migrator credentials yet");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not release the migrator credentials: the sidecar keeps them fresh, so this container can act as the schema owner (mark the secret releasable: see sidecar/README.md)");
-                    return;
+    /// The migrations are done (or will not run here): give the schema
+    /// owner's credentials back, so that code running in this container
+    /// later cannot use them, in the background (readiness does not wait).
+    /// A sidecar that cannot release them (an older one, a secret not marked
+    /// `releasable`) keeps them fresh for the pod's life: said loudly.
+    fn release_migrator(&self) {
+        let sidecar = self.sidecar.clone();
+        actix_web::rt::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            let give_up = Instant::now() + RELEASE_PATIENCE;
+            loop {
+                match sidecar.release(MIGRATOR_SECRET).await {
+                    Ok(()) => {
+                        tracing::info!("released the migrator credentials (the sidecar revokes them and issues them no more in this pod)");
+                        return;
+                    }
+                    Err(e) if e.is_transient() && Instant::now() + delay < give_up => {
+                        tracing::debug!(error = %e, retry_in_s = delay.as_secs(), "cannot release the migrator credentials yet");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not release the migrator credentials: the sidecar keeps them fresh, so this container can act as the schema owner (a sidecar without POST /release answers 404 `not found`: upgrade it; one whose db-migrator lacks `releasable = true` answers 409: see sidecar/README.md, \"Releasable secrets\")");
+                        return;
+                    }
                 }
             }
-        }
+        });
+    }
+
+    /// Whether the sidecar left `db-migrator.released`: the migrator
+    /// credentials will not come again in this pod.
+    fn migrator_released(&self) -> bool {
+        self.config
+            .secrets_dir
+            .join(MIGRATOR_RELEASED_FILE)
+            .symlink_metadata()
+            .is_ok()
     }
 
     async fn run_migrations(&self) -> Result<(), StartupError> {
@@ -334,7 +367,7 @@ impl AppState {
                     match migrate::migrate(&creds).await {
                         Ok(r) => {
                             tracing::info!(applied = ?r.applied, already = ?r.already, user = %creds.username, "schema migrations done (as app_owner)");
-                            self.release_migrator().await;
+                            self.release_migrator();
                             return Ok(());
                         }
                         Err(e @ MigrateError::Changed { .. }) => return Err(e.into()),
@@ -345,13 +378,7 @@ impl AppState {
                         }
                     }
                 }
-                Err(FileError::Missing { .. })
-                    if self
-                        .config
-                        .secrets_dir
-                        .join(MIGRATOR_RELEASED_FILE)
-                        .exists() =>
-                {
+                Err(FileError::Missing { .. }) if self.migrator_released() => {
                     tracing::info!("the migrator credentials were released by an earlier start in this pod (db-migrator.released): starting without running migrations (/readyz checks the schema version)");
                     return Ok(());
                 }
@@ -363,6 +390,9 @@ impl AppState {
                         wait = %humantime::format_duration(wait),
                         "db-migrator.json did not appear: starting without running migrations (the schema must already be in place; /readyz checks its version)"
                     );
+                    // Too late for this start: if they come now, they would
+                    // only stay readable. Released all the same.
+                    self.release_migrator();
                     return Ok(());
                 }
                 Err(e) if Instant::now() >= deadline => return Err(e.into()),

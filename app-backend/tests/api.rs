@@ -139,7 +139,7 @@ fn the_whole_api_against_the_real_stack() {
         seen: SecretsSeen::default(),
         client_n: 0,
     };
-    ctx.seen.add_files(&ctx.stack.layout.secrets_dir);
+    ctx.seen.add_stack(&ctx.stack);
     ctx.seen.add(DEMO_TOKEN);
     ctx.seen.add(SECOND_TOKEN);
 
@@ -1507,7 +1507,7 @@ fn openbao_briefly_down_only_affects_what_needs_it(ctx: &mut Ctx) {
 }
 
 fn no_secret_reaches_the_log(ctx: &mut Ctx) {
-    ctx.seen.add_files(&ctx.stack.layout.secrets_dir);
+    ctx.seen.add_stack(&ctx.stack);
     let log = ctx.backend.log();
     assert!(
         log.contains("database pool ready"),

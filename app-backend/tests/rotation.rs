@@ -39,12 +39,12 @@ fn rotations_under_load_and_signing_key_change_fail_no_request() {
         ],
     );
     let mut seen = SecretsSeen::default();
-    seen.add_files(&stack.layout.secrets_dir);
+    seen.add_stack(&stack);
 
     database_rotations_under_load_fail_no_request(&stack, &backend, &mut seen);
     signing_key_change_keeps_old_tokens_until_the_previous_key_goes(&stack, &backend, &mut seen);
 
-    seen.add_files(&stack.layout.secrets_dir);
+    seen.add_stack(&stack);
     seen.assert_absent("the backend's log", &backend.log());
 }
 
@@ -142,7 +142,7 @@ fn database_rotations_under_load_fail_no_request(
     let start = Instant::now();
     let target = v0 + 3;
     loop {
-        seen.add_files(&stack.layout.secrets_dir);
+        seen.add_stack(stack);
         let f = stack.db_file();
         file_users.insert(f["username"].as_str().unwrap().to_string());
         let (s, z) = call(

@@ -94,6 +94,9 @@ fn secrets(stack: &Stack) -> Vec<Secret> {
             });
         }
     };
+    for p in &stack.migrator_passwords {
+        add("a database password", p);
+    }
     let dir = &stack.layout.secrets_dir;
     for name in ["db.json", "db-migrator.json"] {
         if let Some(p) = read_json(&dir.join(name))["password"].as_str() {

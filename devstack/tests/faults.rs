@@ -133,7 +133,7 @@ impl Fault {
             Fault::PostgresRestart => "the server takes queries when the fault ends; waiting requests retry on a new connection within 0.5 s (the backend's backoff cap)",
             Fault::OpenBaoRestart | Fault::OpenBaoSealed => "the failed renewal is retried after at most backoff.max (2 s) and may take up to request_timeout (5 s)",
             Fault::SpireServerStopped => "the agent syncs again at the end of its current backoff, which grows x1.5 (+-10 % jitter) per failed sync from its sync_interval (1 s here; SPIRE's default is 5 s, capped at 48 times that) — after 20 s of failures at most ~12.6 s; the Workload API stream then delivers the SVID at once",
-            Fault::SidecarKilled => "a new sidecar needs an SVID from the agent, an OpenBao login, two leases and its files: about 0.5 s here, 5 s leaves room for a loaded machine",
+            Fault::SidecarKilled => "a new sidecar needs an SVID from the agent, an OpenBao login, its lease (the migrator stays released) and its files: about 0.5 s here, 5 s leaves room for a loaded machine",
             Fault::SecretsDirFull => "the refused rotation is retried after at most backoff.max (2 s), plus the write",
         }
     }

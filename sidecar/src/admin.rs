@@ -145,6 +145,11 @@ pub(crate) async fn handle(
                     match state.request_rotation(name, Instant::now()) {
                         RotationRequest::Accepted => answer(StatusCode::ACCEPTED, json_ct, json!({"rotating": name}).to_string()),
                         RotationRequest::Unknown => unknown_secret(name),
+                        RotationRequest::Released => answer(
+                            StatusCode::CONFLICT,
+                            json_ct,
+                            json!({"error": format!("{name:?} was released by the app: there is nothing to rotate")}).to_string(),
+                        ),
                         RotationRequest::TooSoon(secs) => (
                             StatusCode::TOO_MANY_REQUESTS,
                             json_ct,
@@ -157,6 +162,11 @@ pub(crate) async fn handle(
                         ReleaseRequest::Accepted => answer(StatusCode::ACCEPTED, json_ct, json!({"releasing": name}).to_string()),
                         ReleaseRequest::AlreadyReleased => answer(StatusCode::OK, json_ct, json!({"released": name}).to_string()),
                         ReleaseRequest::Unknown => unknown_secret(name),
+                        ReleaseRequest::NotRecorded(e) => answer(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            json_ct,
+                            json!({"error": format!("cannot write {name}.released in the secrets folder ({e}): nothing was released; retry")}).to_string(),
+                        ),
                         ReleaseRequest::NotReleasable => answer(
                             StatusCode::CONFLICT,
                             json_ct,

@@ -92,11 +92,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let keeper: JoinHandle<Tokens> =
         tokio::spawn(keeper.run(cancel.clone()).instrument(span.clone()));
 
-    let policy = FilePolicy {
-        mode: config.secrets.file_mode,
-        owner: config.secrets.owner,
-        group: config.secrets.group,
-    };
+    let policy = FilePolicy::of(&config.secrets);
     let mut rotators: Vec<JoinHandle<Leftovers>> = Vec::new();
     if let Some(dir) = config.secrets_dir() {
         let env = SecretsEnv {

@@ -526,12 +526,49 @@ async fn the_app_releases_the_migrator_credentials_and_they_are_not_issued_again
     assert_eq!(s["released"], true, "{s}");
     assert!(h.sidecar.log().contains("released earlier in this pod"));
 
+    // The revoked lease the marker names is revoked again without a fuss.
+    assert!(
+        !h.sidecar.log().contains("cannot revoke old lease yet"),
+        "{}",
+        h.sidecar.log()
+    );
+    // Rotating a released secret is refused, not pretended.
+    let (code, body) = admin_post(&h, "/rotate/db-migrator");
+    assert_eq!(code, 409, "{body}");
+
     // The documented way back: remove the marker, restart the sidecar.
     std::fs::remove_file(&marker).unwrap();
     h.sidecar.restart().unwrap();
     h.sidecar.wait_ready(Duration::from_secs(60)).unwrap();
     assert!(file.exists(), "issued again once the marker is removed");
     assert_eq!(migrator_users().await, 1);
+
+    // A crash after the marker was written and the file removed, before the
+    // revocation: the restarted sidecar revokes the lease the marker names.
+    let again: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let lease = again["lease_id"].as_str().unwrap().to_string();
+    h.sidecar.kill();
+    std::fs::write(
+        &marker,
+        format!("released at 2026-12-02T12:00:00Z on the app's request\nlease {lease}\n"),
+    )
+    .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    h.sidecar.restart().unwrap();
+    h.sidecar.wait_ready(Duration::from_secs(60)).unwrap();
+    let start = Instant::now();
+    while migrator_users().await != 0
+        || bao
+            .write("sys/leases/lookup", &json!({ "lease_id": lease }))
+            .is_ok()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the lease the marker names was not revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!file.exists());
 }
 
 /// A raw HTTP/1.1 request (so `Host` is exactly what is given, or absent):

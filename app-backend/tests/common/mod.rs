@@ -69,6 +69,9 @@ pub struct Stack {
     /// Kept (not removed) when a test fails.
     tmp: Option<tempfile::TempDir>,
     pub dir: PathBuf,
+    /// Every migrator password the sidecar wrote (read when it became
+    /// ready: the backend releases them soon after, and the file goes).
+    pub migrator_passwords: Vec<String>,
 }
 
 impl Drop for Stack {
@@ -178,6 +181,7 @@ impl Stack {
             mesh: None,
             tmp: Some(dir),
             dir: path,
+            migrator_passwords: Vec::new(),
         };
         if setup.start_sidecar {
             s.start_sidecar();
@@ -232,6 +236,10 @@ impl Stack {
                 "sidecar not ready: {e:#}\n--- sidecar log ---\n{}",
                 tail(&sidecar.log(), 60)
             );
+        }
+        let migrator = read_json(&self.layout.secrets_dir.join("db-migrator.json"));
+        if let Some(p) = migrator["password"].as_str() {
+            self.migrator_passwords.push(p.to_string());
         }
         self.sidecar = Some(sidecar);
     }
@@ -395,6 +403,14 @@ impl SecretsSeen {
         if s.len() >= 6 {
             self.0.insert(s.to_string());
         }
+    }
+
+    /// Every migrator password `stack` saw, and [`Self::add_files`].
+    pub fn add_stack(&mut self, stack: &Stack) {
+        for p in &stack.migrator_passwords {
+            self.add(p);
+        }
+        self.add_files(&stack.layout.secrets_dir);
     }
 
     /// Passwords of every credentials file and the signing keys, now.

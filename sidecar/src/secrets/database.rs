@@ -8,10 +8,11 @@
 //! ```
 //!
 //! A `releasable` secret (the migrator's) is given back by the app once it
-//! is done with it (`POST /release/<name>`): its leases are revoked at once,
-//! its file removed, and the marker `<name>.released` left in the secrets
-//! folder, so that a sidecar restarted in the same pod does not issue it
-//! again.
+//! is done with it (`POST /release/<name>`): the admin endpoint leaves the
+//! marker `<name>.released` (`release.rs`) before it answers; the rotator
+//! then names every lease in it, removes the file and revokes the leases at
+//! once. A sidecar restarted in the same pod sees the marker, issues nothing,
+//! and finishes the revocations it names.
 //!
 //! When to do what is decided by the pure functions of `lease_schedule.rs`
 //! (tested as tables); this file carries the steps out against OpenBao and
@@ -35,6 +36,9 @@ use crate::clock::rfc3339;
 use crate::config::{BackoffConfig, DatabaseSecret, FileFormat};
 use crate::openbao::{current_token, LeaseBook, Token, TokenCheck, Tokens};
 use crate::openbao::{BaoError, DbLease, OpenBao};
+use crate::secrets::release::{
+    leave_marker, marker_leases, marker_path, marker_present, our_lease_id,
+};
 use crate::secrets::SecretsEnv;
 use crate::secrets::{remove, write_atomic, FilePolicy};
 use crate::status::{SecretKind, State};
@@ -103,7 +107,7 @@ impl LeaseRotator {
             FileFormat::Env => "env",
         };
         let file = env.dir.join(format!("{}.{ext}", cfg.name));
-        let marker = released_marker(&env.dir, &cfg.name);
+        let marker = marker_path(&env.dir, &cfg.name);
         env.declare(
             &cfg.name,
             SecretKind::Database,
@@ -139,10 +143,24 @@ impl LeaseRotator {
         let trigger = self.state.rotation_trigger(&name);
         let release = self.state.release_trigger(&name);
         let mut forced = false;
-        let mut released = self.cfg.releasable && self.marker.exists();
+        let mut released = self.cfg.releasable && marker_present(&self.marker);
         if released {
             tracing::info!(secret = %name, marker = %self.marker.display(), "released earlier in this pod (the marker is there): not issued again");
-            self.released(&mut pending, &mut current);
+            let text = std::fs::read_to_string(&self.marker).unwrap_or_default();
+            let named = marker_leases(&text, &self.cfg.mount, &self.cfg.role);
+            // A file left next to the marker (a crash between the two)
+            // names a lease the marker does not: only then rewrite it.
+            let unnamed = pending.iter().any(|p| !named.contains(&p.lease_id));
+            for lease_id in named {
+                if !pending.iter().any(|p| p.lease_id == lease_id) {
+                    pending.push(Pending::leftover(
+                        lease_id,
+                        SystemTime::now(),
+                        Instant::now(),
+                    ));
+                }
+            }
+            self.released(&mut pending, &mut current, unnamed);
         }
 
         loop {
@@ -248,7 +266,7 @@ impl LeaseRotator {
                         () = release.notified(), if self.cfg.releasable && !released => {
                             tracing::info!(secret = %name, "released by the app through the admin endpoint: revoking its lease and removing its file");
                             released = true;
-                            self.released(&mut pending, &mut current);
+                            self.released(&mut pending, &mut current, true);
                         }
                         () = cancel.cancelled() => break,
                     }
@@ -264,22 +282,15 @@ impl LeaseRotator {
         }
     }
 
-    /// The app needs the secret no more: leave the marker first (a sidecar
-    /// restarted after this point does not issue it again), remove the
-    /// file, and revoke every lease now.
-    fn released(&mut self, pending: &mut Vec<Pending>, current: &mut Option<Current>) {
-        let note = format!(
-            "released at {} on the app's request; remove this file to have it issued again\n",
-            rfc3339(SystemTime::now())
-        );
-        if let Err(e) = write_atomic(&self.marker, note.as_bytes(), self.policy) {
-            self.state.failure("file");
-            tracing::warn!(secret = %self.cfg.name, file = %self.marker.display(), error = %e, "cannot leave the release marker: a restarted sidecar would issue this secret again");
-        }
-        if let Err(e) = remove(&self.file) {
-            self.state.failure("file");
-            tracing::error!(secret = %self.cfg.name, file = %self.file.display(), error = %e, "cannot remove the released credentials file (its lease is revoked all the same)");
-        }
+    /// The app needs the secret no more: name every lease in the marker (a
+    /// sidecar restarted before they are revoked revokes them) unless it
+    /// names them already, remove the file, and revoke every lease now.
+    fn released(
+        &mut self,
+        pending: &mut Vec<Pending>,
+        current: &mut Option<Current>,
+        name_leases: bool,
+    ) {
         schedule::release(
             pending,
             current
@@ -287,6 +298,20 @@ impl LeaseRotator {
                 .map(|c| (c.lease.lease_id, c.timing.expires_at)),
             Instant::now(),
         );
+        let ids: Vec<String> = pending.iter().map(|p| p.lease_id.clone()).collect();
+        let named = if name_leases {
+            leave_marker(&self.marker, &ids, self.policy)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = named {
+            self.state.failure("file");
+            tracing::warn!(secret = %self.cfg.name, file = %self.marker.display(), error = %e, "cannot name the released leases in the marker: a sidecar restarted before they are revoked would leave them to expire");
+        }
+        if let Err(e) = remove(&self.file) {
+            self.state.failure("file");
+            tracing::error!(secret = %self.cfg.name, file = %self.file.display(), error = %e, "cannot remove the released credentials file (its lease is revoked all the same)");
+        }
         self.state.update_secret(&self.cfg.name, |s| {
             s.released = true;
             s.username = None;
@@ -463,11 +488,6 @@ impl LeaseRotator {
     }
 }
 
-/// The marker a released secret leaves in the secrets folder.
-pub(crate) fn released_marker(dir: &std::path::Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.released"))
-}
-
 /// Single-quotes a value for POSIX shells.
 fn shell_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "'\\''"))
@@ -487,8 +507,7 @@ fn leftover_lease_id(text: &str, format: FileFormat, mount: &str, role: &str) ->
             .trim_matches('\'')
             .to_string(),
     };
-    let id = lease_id.strip_prefix(&format!("{mount}/creds/{role}/"))?;
-    (!id.contains('/') && crate::openbao::is_lease_id(&lease_id)).then_some(lease_id)
+    our_lease_id(&lease_id, mount, role)
 }
 
 pub(crate) async fn revoke_leftovers(bao: &OpenBao, token: &Token, leftovers: &[Leftovers]) {

@@ -19,6 +19,17 @@ pub(crate) struct FilePolicy {
     pub group: Option<u32>,
 }
 
+impl FilePolicy {
+    /// The policy `[secrets]` gives its files.
+    pub(crate) fn of(secrets: &crate::config::SecretsConfig) -> Self {
+        Self {
+            mode: secrets.file_mode,
+            owner: secrets.owner,
+            group: secrets.group,
+        }
+    }
+}
+
 /// Writes `bytes` to `path`: a temp file in the same folder created with
 /// `mode` (0600 while writing), chowned, fsynced, renamed over `path`, and
 /// the folder fsynced so the rename survives a crash.

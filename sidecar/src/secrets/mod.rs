@@ -5,6 +5,7 @@ mod database;
 mod files;
 mod kv;
 mod lease_schedule;
+pub(crate) mod release;
 mod shared;
 
 pub(crate) use database::{revoke_leftovers, LeaseRotator, Leftovers};

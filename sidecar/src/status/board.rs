@@ -151,15 +151,20 @@ pub(crate) enum RotationRequest {
     Accepted,
     /// No database secret has that name.
     Unknown,
+    /// The app released it: there is nothing to rotate.
+    Released,
     /// The last forced rotation was too recent; retry after this many seconds.
     TooSoon(u64),
 }
 
 /// What became of a release request (`POST /release/<name>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReleaseRequest {
-    /// The rotator was asked to release it now.
+    /// The marker is written (nothing in this pod issues it again) and the
+    /// rotator was asked to revoke it and remove its file now.
     Accepted,
+    /// The marker could not be written: nothing was released (the error).
+    NotRecorded(String),
     /// Released before.
     AlreadyReleased,
     /// No database secret has that name.
@@ -222,11 +227,12 @@ impl State {
             .clone()
     }
 
-    /// Asks the rotator of database secret `name` to release it: revoke its
-    /// lease, remove its file and issue it no more.
+    /// Releases database secret `name`: leaves its marker (naming the
+    /// current lease), then asks its rotator to revoke the lease, remove
+    /// the file and issue it no more.
     pub(crate) fn request_release(&self, name: &str) -> ReleaseRequest {
-        let released = match self.lock().secrets.get(name) {
-            Some(s) if s.kind == SecretKind::Database => s.released,
+        let (released, lease_id) = match self.lock().secrets.get(name) {
+            Some(s) if s.kind == SecretKind::Database => (s.released, s.lease_id.clone()),
             _ => return ReleaseRequest::Unknown,
         };
         let releasable = self
@@ -240,21 +246,28 @@ impl State {
         } else if released {
             ReleaseRequest::AlreadyReleased
         } else {
-            self.release_trigger(name).notify_one();
-            ReleaseRequest::Accepted
+            match crate::secrets::release::acknowledge(&self.config, name, lease_id) {
+                Ok(_) => {
+                    self.release_trigger(name).notify_one();
+                    ReleaseRequest::Accepted
+                }
+                Err(e) => {
+                    self.failure("file");
+                    ReleaseRequest::NotRecorded(e.to_string())
+                }
+            }
         }
     }
 
     /// Asks the rotator of database secret `name` to rotate now, at most
     /// once per [`FORCED_ROTATION_INTERVAL`] per secret.
     pub(crate) fn request_rotation(&self, name: &str, now: Instant) -> RotationRequest {
-        let known = self
-            .lock()
-            .secrets
-            .get(name)
-            .is_some_and(|s| s.kind == SecretKind::Database);
-        if !known {
-            return RotationRequest::Unknown;
+        match self.lock().secrets.get(name) {
+            Some(s) if s.kind == SecretKind::Database && s.released => {
+                return RotationRequest::Released
+            }
+            Some(s) if s.kind == SecretKind::Database => {}
+            _ => return RotationRequest::Unknown,
         }
         {
             let mut last = self.forced.lock().unwrap_or_else(|p| p.into_inner());

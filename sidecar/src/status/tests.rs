@@ -294,8 +294,26 @@ fn the_metrics_page_is_pinned() {
 
 #[test]
 fn a_release_is_accepted_once_only_for_a_releasable_database_secret_and_keeps_readiness() {
-    // The example configuration marks `db-migrator` releasable, not `db`.
+    // The example configuration marks `db-migrator` releasable, not `db`;
+    // its secrets folder does not exist here: nothing can be recorded.
     let state = populated();
+    assert!(
+        matches!(state.request_release("db-migrator"), ReleaseRequest::NotRecorded(e) if !e.is_empty())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config();
+    config.secrets.dir = Some(dir.path().to_path_buf());
+    let state = State::new(Arc::new(config));
+    for (name, kind, file) in [
+        ("db", SecretKind::Database, "db.json"),
+        ("db-migrator", SecretKind::Database, "db-migrator.json"),
+        ("jwt-signing-key", SecretKind::Kv, "jwt-signing-key.json"),
+    ] {
+        state.declare_secret(name, secret(kind, "src", file));
+    }
+    state.update_secret("db-migrator", |s| {
+        s.lease_id = Some("database/creds/backend-migrator/Mig1".into());
+    });
     assert_eq!(state.request_release("nope"), ReleaseRequest::Unknown);
     assert_eq!(
         state.request_release("jwt-signing-key"),
@@ -314,12 +332,22 @@ fn a_release_is_accepted_once_only_for_a_releasable_database_secret_and_keeps_re
         state.request_release("db-migrator"),
         ReleaseRequest::Accepted
     );
+    // The marker is there before the answer, naming the current lease.
+    let marker = std::fs::read_to_string(dir.path().join("db-migrator.released")).unwrap();
+    assert!(
+        marker.contains("lease database/creds/backend-migrator/Mig1"),
+        "{marker}"
+    );
     // The rotator carries it out and marks it; then a request is answered
     // as done, and the secret no longer holds readiness back.
     state.update_secret("db-migrator", |s| s.released = true);
     assert_eq!(
         state.request_release("db-migrator"),
         ReleaseRequest::AlreadyReleased
+    );
+    assert_eq!(
+        state.request_rotation("db-migrator", std::time::Instant::now()),
+        RotationRequest::Released
     );
     let missing = state.readiness().err().unwrap_or_default();
     assert!(
