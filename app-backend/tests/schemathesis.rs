@@ -99,7 +99,7 @@ fn secrets(stack: &Stack) -> Vec<Secret> {
     }
     let dir = &stack.layout.secrets_dir;
     for name in ["db.json", "db-migrator.json"] {
-        if let Some(p) = read_json(&dir.join(name))["password"].as_str() {
+        if let Some(p) = read_json_if_present(&dir.join(name))["password"].as_str() {
             add("a database password", p);
         }
     }

@@ -246,7 +246,9 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     assert_eq!(stack.psql("SELECT count(*) FROM users"), "6");
 
     // 5. No migrator credentials and a schema that is behind: not ready,
-    //    saying so; ready as soon as the schema is there.
+    //    saying so; ready as soon as the schema is there. (A new pod's
+    //    sidecar holds migrator credentials this backend does not see.)
+    stack.new_pod_sidecar();
     let saved = stack.psql(
         "SELECT string_agg(version || '|' || name || '|' || checksum, ';' ORDER BY version) FROM schema_migrations",
     );
@@ -281,6 +283,46 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     );
     assert_eq!(r["checks"]["database"], "ok");
     assert!(behind.log().contains("db-migrator.json did not appear"));
+    // Credentials that came too late would only stay readable: released
+    // all the same.
+    eventually(
+        Duration::from_secs(30),
+        "the late migrator credentials released",
+        || {
+            (behind.log().contains("released the migrator credentials")
+                && !secrets.join("db-migrator.json").exists()
+                && secrets.join("db-migrator.released").exists())
+            .then_some(())
+        },
+    );
+    // A restart in that pod: no wait, and /readyz says why only a new pod
+    // will migrate.
+    std::fs::copy(
+        secrets.join("db-migrator.released"),
+        nomig.join("db-migrator.released"),
+    )
+    .unwrap();
+    let mut released = stack.spawn_backend(
+        "released",
+        &[
+            ("ZT_SECRETS_DIR", nomig.to_str().unwrap()),
+            ("BACKEND_MIGRATOR_WAIT", "300s"),
+        ],
+    );
+    eventually(
+        Duration::from_secs(60),
+        "readyz says the migrator was released in this pod",
+        || {
+            let (s, r) = try_call(http().get(format!("{}/readyz", released.url)))?;
+            (s == 503
+                && r["checks"]["startup"].as_str().is_some_and(|m| {
+                    m.contains("schema is at version 0, this binary needs 2")
+                        && m.contains("released earlier in this pod")
+                        && m.contains("rollout restart")
+                }))
+            .then_some(())
+        },
+    );
     for row in &saved {
         stack.psql(&format!(
             "INSERT INTO schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
@@ -288,7 +330,9 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
         ));
     }
     wait_ready(&mut behind, Duration::from_secs(30));
+    wait_ready(&mut released, Duration::from_secs(30));
     drop(behind);
+    drop(released);
 
     // 6. An applied migration edited afterwards: refuse to start (exit 1).
     stack.new_pod_sidecar();

@@ -526,12 +526,11 @@ async fn the_app_releases_the_migrator_credentials_and_they_are_not_issued_again
     assert_eq!(s["released"], true, "{s}");
     assert!(h.sidecar.log().contains("released earlier in this pod"));
 
-    // The revoked lease the marker names is revoked again without a fuss.
-    assert!(
-        !h.sidecar.log().contains("cannot revoke old lease yet"),
-        "{}",
-        h.sidecar.log()
-    );
+    // The revocation done, the marker names no lease: a restart revokes
+    // nothing again.
+    let marker_text = std::fs::read_to_string(&marker).unwrap();
+    assert!(!marker_text.contains("lease "), "{marker_text}");
+    assert_eq!(s["revocations"], 0, "{s}");
     // Rotating a released secret is refused, not pretended.
     let (code, body) = admin_post(&h, "/rotate/db-migrator");
     assert_eq!(code, 409, "{body}");
@@ -543,17 +542,25 @@ async fn the_app_releases_the_migrator_credentials_and_they_are_not_issued_again
     assert!(file.exists(), "issued again once the marker is removed");
     assert_eq!(migrator_users().await, 1);
 
-    // A crash after the marker was written and the file removed, before the
-    // revocation: the restarted sidecar revokes the lease the marker names.
+    // Released while OpenBao cannot be reached (sealed), then the sidecar
+    // killed before it could revoke: the marker, written before the 202,
+    // names the lease, and the restarted sidecar revokes it.
     let again: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let lease = again["lease_id"].as_str().unwrap().to_string();
+    h.stack.openbao.seal().unwrap();
+    let (code, body) = admin_post(&h, "/release/db-migrator");
+    assert_eq!(code, 202, "{body}");
+    let named = common::eventually(Duration::from_secs(10), "the file removed", || {
+        (!file.exists()).then(|| std::fs::read_to_string(&marker).unwrap())
+    });
+    assert!(named.contains(&format!("lease {lease}")), "{named}");
+    assert_eq!(
+        migrator_users().await,
+        1,
+        "not revoked yet: OpenBao is sealed"
+    );
     h.sidecar.kill();
-    std::fs::write(
-        &marker,
-        format!("released at 2026-12-02T12:00:00Z on the app's request\nlease {lease}\n"),
-    )
-    .unwrap();
-    std::fs::remove_file(&file).unwrap();
+    h.stack.openbao.unseal().unwrap();
     h.sidecar.restart().unwrap();
     h.sidecar.wait_ready(Duration::from_secs(60)).unwrap();
     let start = Instant::now();
@@ -561,6 +568,7 @@ async fn the_app_releases_the_migrator_credentials_and_they_are_not_issued_again
         || bao
             .write("sys/leases/lookup", &json!({ "lease_id": lease }))
             .is_ok()
+        || std::fs::read_to_string(&marker).unwrap().contains("lease ")
     {
         assert!(
             start.elapsed() < Duration::from_secs(10),
@@ -568,7 +576,32 @@ async fn the_app_releases_the_migrator_credentials_and_they_are_not_issued_again
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!file.exists());
+
+    // A release sent while the sidecar waits for OpenBao (before it holds
+    // any credentials) is kept: nothing is issued once OpenBao answers.
+    h.sidecar.kill();
+    std::fs::remove_file(&marker).unwrap();
+    h.stack.openbao.seal().unwrap();
+    h.sidecar.restart().unwrap();
+    common::eventually(Duration::from_secs(30), "the admin listener", || {
+        h.sidecar
+            .admin_get("/healthz")
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    });
+    let (code, body) = admin_post(&h, "/release/db-migrator");
+    assert_eq!(code, 202, "{body}");
+    h.stack.openbao.unseal().unwrap();
+    h.sidecar.wait_ready(Duration::from_secs(60)).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!file.exists(), "issued after a release");
+    assert_eq!(migrator_users().await, 0, "a migrator user after a release");
+    let s = secret(&h.sidecar.status().unwrap(), "db-migrator");
+    assert_eq!(s["released"], true, "{s}");
+    assert_eq!(
+        s["version"], 0,
+        "credentials were written after the 202: {s}"
+    );
 }
 
 /// A raw HTTP/1.1 request (so `Host` is exactly what is given, or absent):

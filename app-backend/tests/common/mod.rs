@@ -237,7 +237,8 @@ impl Stack {
                 tail(&sidecar.log(), 60)
             );
         }
-        let migrator = read_json(&self.layout.secrets_dir.join("db-migrator.json"));
+        // A backend already waiting may have used and released it by now.
+        let migrator = read_json_if_present(&self.layout.secrets_dir.join("db-migrator.json"));
         if let Some(p) = migrator["password"].as_str() {
             self.migrator_passwords.push(p.to_string());
         }
@@ -338,6 +339,16 @@ impl Stack {
 
 pub fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// [`read_json`] of a file that may be gone (`db-migrator.json` once the
+/// backend released it): `null` then.
+pub fn read_json_if_present(p: &Path) -> Value {
+    match std::fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b).unwrap(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Null,
+        Err(e) => panic!("{}: {e}", p.display()),
+    }
 }
 
 pub fn wait_ready(b: &mut Backend, timeout: Duration) {

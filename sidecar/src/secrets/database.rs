@@ -143,27 +143,41 @@ impl LeaseRotator {
         let trigger = self.state.rotation_trigger(&name);
         let release = self.state.release_trigger(&name);
         let mut forced = false;
-        let mut released = self.cfg.releasable && marker_present(&self.marker);
-        if released {
-            tracing::info!(secret = %name, marker = %self.marker.display(), "released earlier in this pod (the marker is there): not issued again");
-            let text = std::fs::read_to_string(&self.marker).unwrap_or_default();
-            let named = marker_leases(&text, &self.cfg.mount, &self.cfg.role);
-            // A file left next to the marker (a crash between the two)
-            // names a lease the marker does not: only then rewrite it.
-            let unnamed = pending.iter().any(|p| !named.contains(&p.lease_id));
-            for lease_id in named {
-                if !pending.iter().any(|p| p.lease_id == lease_id) {
-                    pending.push(Pending::leftover(
-                        lease_id,
-                        SystemTime::now(),
-                        Instant::now(),
-                    ));
-                }
-            }
-            self.released(&mut pending, &mut current, unnamed);
-        }
+        let mut released = false;
+        // A file left by a previous run whose marker does not name its
+        // lease: only then is the marker rewritten at start (it keeps the
+        // time of the release either way).
+        let mut at_start = true;
 
         loop {
+            // The marker, not the wake-up, decides: the admin endpoint
+            // writes it before it answers, so an acquisition or a forced
+            // rotation that was already under way cannot issue anything
+            // after the release (a `stat` per turn; turns are events).
+            if !released && self.cfg.releasable && marker_present(&self.marker) {
+                released = true;
+                let text = std::fs::read_to_string(&self.marker).unwrap_or_default();
+                let named = marker_leases(&text, &self.cfg.mount, &self.cfg.role);
+                let rename = !at_start
+                    || current.is_some()
+                    || pending.iter().any(|p| !named.contains(&p.lease_id));
+                for lease_id in named {
+                    if !pending.iter().any(|p| p.lease_id == lease_id) {
+                        pending.push(Pending::leftover(
+                            lease_id,
+                            SystemTime::now(),
+                            Instant::now(),
+                        ));
+                    }
+                }
+                if at_start {
+                    tracing::info!(secret = %name, marker = %self.marker.display(), "released earlier in this pod (the marker is there): not issued again");
+                } else {
+                    tracing::info!(secret = %name, "released by the app through the admin endpoint: revoking its lease and removing its file");
+                }
+                self.released(&mut pending, &mut current, rename);
+            }
+            at_start = false;
             let tokens = self.tokens.borrow().clone();
             let step = if released {
                 schedule::released_step(&pending, Instant::now())
@@ -254,6 +268,13 @@ impl LeaseRotator {
                             FailedRevocation::Forget => self.book.remove(&p.lease_id),
                         }
                     }
+                    if released && pending.is_empty() {
+                        // Done: the marker need name no lease any more
+                        // (a restart would revoke them again).
+                        if let Err(e) = leave_marker(&self.marker, &[], self.policy) {
+                            tracing::debug!(secret = %name, error = %e, "cannot clear the leases from the marker");
+                        }
+                    }
                 }
                 LeaseStep::Sleep { until } => {
                     tokio::select! {
@@ -263,11 +284,8 @@ impl LeaseRotator {
                             tracing::info!(secret = %name, "rotation requested through the admin endpoint");
                             forced = true;
                         }
-                        () = release.notified(), if self.cfg.releasable && !released => {
-                            tracing::info!(secret = %name, "released by the app through the admin endpoint: revoking its lease and removing its file");
-                            released = true;
-                            self.released(&mut pending, &mut current, true);
-                        }
+                        // The release itself is read from the marker at the top of the loop.
+                        () = release.notified(), if self.cfg.releasable && !released => {}
                         () = cancel.cancelled() => break,
                     }
                 }

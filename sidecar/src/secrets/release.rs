@@ -21,16 +21,23 @@ pub(crate) fn marker_present(path: &Path) -> bool {
     path.symlink_metadata().is_ok()
 }
 
-/// Writes the marker, naming `lease_ids` (revoked next).
+/// Writes the marker, naming `lease_ids` (revoked next); the time of the
+/// release stays the first one's.
 pub(crate) fn leave_marker(
     path: &Path,
     lease_ids: &[String],
     policy: FilePolicy,
 ) -> std::io::Result<()> {
-    let mut text = format!(
-        "released at {} on the app's request; delete this file to have it issued again\n",
-        rfc3339(SystemTime::now())
-    );
+    let first = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_string))
+        .filter(|l| l.starts_with("released at "));
+    let mut text = first.map(|l| l + "\n").unwrap_or_else(|| {
+        format!(
+            "released at {} on the app's request; it is not issued again in this pod (on Kubernetes: start a new pod; elsewhere: delete this file and restart the sidecar)\n",
+            rfc3339(SystemTime::now())
+        )
+    });
     for id in lease_ids {
         text.push_str(&format!("lease {id}\n"));
     }
@@ -38,7 +45,9 @@ pub(crate) fn leave_marker(
 }
 
 /// The admin endpoint accepted a release of database secret `name`: leave
-/// its marker, naming the current lease, before answering.
+/// its marker, naming the current lease, before answering. A marker already
+/// there (a release being carried out) is left as it is: the rotator's
+/// names every lease it revokes.
 pub(crate) fn acknowledge(
     config: &Config,
     name: &str,
@@ -48,6 +57,9 @@ pub(crate) fn acknowledge(
         .secrets_dir()
         .ok_or_else(|| std::io::Error::other("no secrets.dir"))?;
     let path = marker_path(dir, name);
+    if marker_present(&path) {
+        return Ok(path);
+    }
     leave_marker(
         &path,
         &lease_id.into_iter().collect::<Vec<_>>(),

@@ -230,18 +230,20 @@ impl State {
     /// Releases database secret `name`: leaves its marker (naming the
     /// current lease), then asks its rotator to revoke the lease, remove
     /// the file and issue it no more.
+    ///
+    /// The configuration decides what is releasable, not the board: a
+    /// sidecar still waiting for its identity has not declared its secrets
+    /// yet, and a release sent then must not be lost (the rotator finds the
+    /// marker when it starts).
     pub(crate) fn request_release(&self, name: &str) -> ReleaseRequest {
-        let (released, lease_id) = match self.lock().secrets.get(name) {
-            Some(s) if s.kind == SecretKind::Database => (s.released, s.lease_id.clone()),
-            _ => return ReleaseRequest::Unknown,
+        let Some(cfg) = self.config.secrets.database.iter().find(|d| d.name == name) else {
+            return ReleaseRequest::Unknown;
         };
-        let releasable = self
-            .config
-            .secrets
-            .database
-            .iter()
-            .any(|d| d.name == name && d.releasable);
-        if !releasable {
+        let (released, lease_id) = match self.lock().secrets.get(name) {
+            Some(s) => (s.released, s.lease_id.clone()),
+            None => (false, None),
+        };
+        if !cfg.releasable {
             ReleaseRequest::NotReleasable
         } else if released {
             ReleaseRequest::AlreadyReleased

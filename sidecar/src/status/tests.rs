@@ -303,7 +303,22 @@ fn a_release_is_accepted_once_only_for_a_releasable_database_secret_and_keeps_re
     let dir = tempfile::tempdir().unwrap();
     let mut config = config();
     config.secrets.dir = Some(dir.path().to_path_buf());
-    let state = State::new(Arc::new(config));
+    let config = Arc::new(config);
+    // A sidecar still waiting for its identity has declared no secret yet:
+    // the configuration decides, and the release is kept in the marker.
+    let early = State::new(config.clone());
+    assert_eq!(early.request_release("nope"), ReleaseRequest::Unknown);
+    assert_eq!(early.request_release("db"), ReleaseRequest::NotReleasable);
+    assert_eq!(
+        early.request_release("db-migrator"),
+        ReleaseRequest::Accepted
+    );
+    let marker = dir.path().join("db-migrator.released");
+    assert!(std::fs::read_to_string(&marker)
+        .unwrap()
+        .starts_with("released at "));
+    std::fs::remove_file(&marker).unwrap();
+    let state = State::new(config);
     for (name, kind, file) in [
         ("db", SecretKind::Database, "db.json"),
         ("db-migrator", SecretKind::Database, "db-migrator.json"),
