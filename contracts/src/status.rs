@@ -252,7 +252,8 @@ mod tests {
             "secrets": [
                 {"name": "db", "kind": "database", "role": "backend-role", "username": null,
                  "lease_id": null, "expires_at": null, "version": 0, "rotations": 0,
-                 "renewals": 0, "revocations": 0, "file": "/run/zt/secrets/db.json", "ready": false},
+                 "renewals": 0, "revocations": 0, "file": "/run/zt/secrets/db.json", "ready": false,
+                 "released": false},
                 {"name": "k", "kind": "kv", "path": "secret/k", "version": 1,
                  "file": "/run/zt/secrets/k.json", "ready": true}
             ],
@@ -293,6 +294,8 @@ mod tests {
         assert!(!s.ready);
         assert_eq!(s.svid.unwrap().rotations, 0);
         assert_eq!(s.secrets[0].as_database().unwrap().version, 0);
+        // A sidecar older than `released` never released anything.
+        assert!(!s.secrets[0].as_database().unwrap().released);
         assert!(s.token.is_none() && s.proxy.is_none() && s.mtls.inbound.is_empty());
     }
 

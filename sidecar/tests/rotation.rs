@@ -95,11 +95,7 @@ async fn watch(
 
         if last_deep.elapsed() > Duration::from_millis(250) {
             last_deep = Instant::now();
-            let exists = admin
-                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
-                .await
-                .unwrap()
-                .is_some();
+            let exists = common::role_exists(&admin, &user).await;
             // The file may have been replaced a moment ago: re-read before judging.
             let now_user = serde_json::from_slice::<Value>(&std::fs::read(&file).unwrap())
                 .ok()
@@ -117,13 +113,7 @@ async fn watch(
                 _ => {}
             }
             for old in replaced_at.keys() {
-                if !gone_at.contains_key(old)
-                    && admin
-                        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[old])
-                        .await
-                        .unwrap()
-                        .is_none()
-                {
+                if !gone_at.contains_key(old) && !common::role_exists(&admin, old).await {
                     gone_at.insert(old.clone(), Instant::now());
                 }
             }
@@ -392,11 +382,7 @@ async fn forced_rotation_through_the_admin_endpoint() {
     let old = before["username"].as_str().unwrap().to_string();
     let start = Instant::now();
     loop {
-        let gone = admin
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&old])
-            .await
-            .unwrap()
-            .is_none();
+        let gone = !common::role_exists(&admin, &old).await;
         if gone {
             break;
         }
@@ -446,11 +432,7 @@ async fn the_app_releases_the_migrator_credentials_and_they_are_not_issued_again
     let bao = h.stack.root_bao();
     let start = Instant::now();
     loop {
-        let role_gone = pg
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
-            .await
-            .unwrap()
-            .is_none();
+        let role_gone = !common::role_exists(&pg, &user).await;
         let lease_gone = bao
             .write("sys/leases/lookup", &json!({ "lease_id": lease_id }))
             .is_err();
@@ -494,11 +476,7 @@ async fn the_app_releases_the_migrator_credentials_and_they_are_not_issued_again
     assert_eq!(code, 200, "{body}");
     // The runtime credentials are untouched.
     let db_user = h.read_db_file()["username"].as_str().unwrap().to_string();
-    assert!(pg
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&db_user])
-        .await
-        .unwrap()
-        .is_some());
+    assert!(common::role_exists(&pg, &db_user).await);
 
     // A sidecar restarted in the same pod (the secrets folder stays) does not
     // issue it again, crash or clean stop alike.

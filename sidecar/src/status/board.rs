@@ -173,12 +173,23 @@ pub(crate) enum ReleaseRequest {
     NotReleasable,
 }
 
+/// Per-secret wake-ups, created by whichever side asks first.
+type Triggers = Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>>;
+
+fn trigger(map: &Triggers, name: &str) -> Arc<tokio::sync::Notify> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(name.to_string())
+        .or_default()
+        .clone()
+}
+
 /// Shared state, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct State {
     inner: Arc<Mutex<Inner>>,
-    rotate: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>>,
-    release: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>>,
+    rotate: Triggers,
+    release: Triggers,
     /// When each secret's last forced rotation was accepted.
     forced: Arc<Mutex<BTreeMap<String, Instant>>>,
     config: Arc<Config>,
@@ -209,22 +220,12 @@ impl State {
 
     /// The trigger a database rotator waits on for forced rotations.
     pub(crate) fn rotation_trigger(&self, name: &str) -> Arc<tokio::sync::Notify> {
-        self.rotate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        trigger(&self.rotate, name)
     }
 
     /// The trigger a releasable database secret's rotator waits on.
     pub(crate) fn release_trigger(&self, name: &str) -> Arc<tokio::sync::Notify> {
-        self.release
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        trigger(&self.release, name)
     }
 
     /// Releases database secret `name`: leaves its marker (naming the

@@ -173,6 +173,14 @@ impl Drop for Harness {
     }
 }
 
+/// Whether PostgreSQL has a role named `name`.
+pub async fn role_exists(pg: &tokio_postgres::Client, name: &str) -> bool {
+    pg.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+        .await
+        .unwrap()
+        .is_some()
+}
+
 /// No OpenBao token (`s.` + 24 chars) and no JWT (`eyJ…`) in `log`.
 pub fn assert_no_token_material(log: &str) {
     for word in
