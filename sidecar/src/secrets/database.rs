@@ -65,6 +65,10 @@ enum AcquireError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The app released the secret while OpenBao was issuing this lease:
+    /// not written; to be revoked with the others.
+    #[error("released while being issued")]
+    Released(Pending),
 }
 
 /// Whether an old lease was revoked.
@@ -196,7 +200,13 @@ impl LeaseRotator {
             };
             match step {
                 LeaseStep::Acquire => {
-                    let Some(token) = current_token(&mut self.tokens, &cancel).await else {
+                    // A release while waiting for a token (OpenBao down)
+                    // ends the wait: the marker is read at the top.
+                    let token = tokio::select! {
+                        t = current_token(&mut self.tokens, &cancel) => t,
+                        () = release.notified(), if self.cfg.releasable => continue,
+                    };
+                    let Some(token) = token else {
                         break;
                     };
                     match self.acquire(&token).await {
@@ -219,6 +229,7 @@ impl LeaseRotator {
                             );
                             current = Some(new);
                         }
+                        Err(AcquireError::Released(lease)) => pending.push(lease),
                         Err(e) => {
                             let delay = backoff.next_delay();
                             tracing::warn!(secret = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot obtain database credentials");
@@ -268,7 +279,7 @@ impl LeaseRotator {
                             FailedRevocation::Forget => self.book.remove(&p.lease_id),
                         }
                     }
-                    if released && pending.is_empty() {
+                    if released && pending.is_empty() && marker_present(&self.marker) {
                         // Done: the marker need name no lease any more
                         // (a restart would revoke them again).
                         if let Err(e) = leave_marker(&self.marker, &[], self.policy) {
@@ -363,6 +374,13 @@ impl LeaseRotator {
         let issued_at = SystemTime::now();
         let expires_at = issued_at + lease.ttl;
         self.book.insert(&lease.lease_id, token.generation);
+        if self.cfg.releasable && marker_present(&self.marker) {
+            return Err(AcquireError::Released(Pending {
+                lease_id: lease.lease_id,
+                revoke_at: Instant::now(),
+                expires_at,
+            }));
+        }
         let version = self.version + 1;
         if let Err(e) = self.write(&lease, issued_at, expires_at, version) {
             self.state.failure("file");
