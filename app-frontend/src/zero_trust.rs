@@ -251,6 +251,23 @@ impl ZtView {
                         values: Vec::new(),
                     });
                 }
+                // The other database secrets (the migrator's): given back
+                // after use, or still held.
+                for d in sc.secrets.iter().filter_map(SecretStatus::as_database) {
+                    if Some(d.name.as_str()) == db.map(|x| x.name.as_str()) {
+                        continue;
+                    }
+                    let what = format!("{} (role {})", d.name, given(&d.role).unwrap_or("?"));
+                    v.rules.push(RuleView {
+                        enforced_by: "backend sidecar (releasable secret)",
+                        rule: if d.released {
+                            format!("{what}: the backend gave these credentials back once it had used them; their user was dropped and they are not issued again in this pod")
+                        } else {
+                            format!("{what}: kept fresh by the sidecar; the backend has not released them")
+                        },
+                        values: Vec::new(),
+                    });
+                }
             }
             Err(e) => v.backend_error = Some(format!("The backend's status is {}", reason(e))),
         }
@@ -348,11 +365,41 @@ mod tests {
                 "OpenBao",
                 "backend sidecar (OpenBao proxy)",
                 "OpenBao database engine + PostgreSQL",
+                "backend sidecar (releasable secret)",
                 "frontend sidecar (outbound mTLS)"
             ]
         );
         assert_eq!(v.rules[2].values, ["GET, PUT secret/data/github/users/*"]);
+        assert!(
+            v.rules[4]
+                .rule
+                .starts_with("db-migrator (role backend-migrator): kept fresh"),
+            "{}",
+            v.rules[4].rule
+        );
         assert!(v.backend_error.is_none() && v.frontend_error.is_none());
+        // Once released, the page says so.
+        let mut released = status();
+        if let Some(sc) = released.sidecar.as_mut() {
+            for s in &mut sc.secrets {
+                if let SecretStatus::Database(d) = s {
+                    d.released = d.name == "db-migrator";
+                }
+            }
+        }
+        let v = ZtView::build(
+            Ok(released),
+            Err(&BackendError::Unreachable("x".into())),
+            datetime!(2026-11-28 14:00:00 UTC),
+        );
+        let rule = &v
+            .rules
+            .iter()
+            .find(|r| r.enforced_by == "backend sidecar (releasable secret)")
+            .unwrap()
+            .rule;
+        assert!(rule.contains("gave these credentials back"), "{rule}");
+        assert!(rule.contains("not issued again in this pod"), "{rule}");
     }
 
     #[test]

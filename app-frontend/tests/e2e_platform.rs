@@ -213,6 +213,22 @@ async fn zero_trust_shows_identities_and_a_rotating_database_user(ctx: &mut Ctx)
         .unwrap()
         .to_string();
     assert_eq!(before, lease_user);
+    // The backend gave its schema-owner credentials back after migrating,
+    // and the page says so.
+    let migrator = status["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "db-migrator")
+        .unwrap();
+    assert_eq!(migrator["released"], true, "{migrator}");
+    let body = ctx.b.body_text().await;
+    assert!(
+        body.contains(
+            "db-migrator (role backend-migrator): the backend gave these credentials back"
+        ),
+        "{body}"
+    );
     ctx.b.check_accessibility("zero-trust").await;
     ctx.b.shoot("zero-trust").await;
 
