@@ -52,20 +52,19 @@ pub(crate) fn acknowledge(
     config: &Config,
     name: &str,
     lease_id: Option<String>,
-) -> std::io::Result<PathBuf> {
+) -> std::io::Result<()> {
     let dir = config
         .secrets_dir()
         .ok_or_else(|| std::io::Error::other("no secrets.dir"))?;
     let path = marker_path(dir, name);
     if marker_present(&path) {
-        return Ok(path);
+        return Ok(());
     }
     leave_marker(
         &path,
         &lease_id.into_iter().collect::<Vec<_>>(),
         FilePolicy::of(&config.secrets),
-    )?;
-    Ok(path)
+    )
 }
 
 /// The leases a marker names that are this secret's (`<mount>/creds/<role>/`

@@ -250,7 +250,7 @@ impl State {
             ReleaseRequest::AlreadyReleased
         } else {
             match crate::secrets::release::acknowledge(&self.config, name, lease_id) {
-                Ok(_) => {
+                Ok(()) => {
                     self.release_trigger(name).notify_one();
                     ReleaseRequest::Accepted
                 }
