@@ -37,15 +37,23 @@ pub const BACKEND_TIMEOUT_ENV: &str = "FRONTEND_BACKEND_TIMEOUT";
 /// Default of [`BACKEND_TIMEOUT_ENV`].
 pub const BACKEND_TIMEOUT_DEFAULT: &str = "10s";
 
+/// Time a client gets to send a whole request body, counted from the end
+/// of its head (humantime); a form still incomplete then gets a 408 page
+/// and the connection closes.
+pub const BODY_TIMEOUT_ENV: &str = "FRONTEND_BODY_TIMEOUT";
+/// Default of [`BODY_TIMEOUT_ENV`]: ample for a form of at most
+/// [`MAX_FORM_BYTES`](crate::MAX_FORM_BYTES) on any link a page loads over.
+pub const BODY_TIMEOUT_DEFAULT: &str = "15s";
+
 /// Key that signs CSRF tokens: 64 hex characters (32 bytes). Optional; by
 /// default each process draws a random key, which is right for one
 /// instance (a restart only expires open forms). Set it when several
 /// instances serve the same users.
 pub const CSRF_KEY_ENV: &str = "FRONTEND_CSRF_KEY";
 
-/// Longest accepted backend timeout; more would hold browser requests open
-/// for longer than any proxy in front of us waits.
-const MAX_BACKEND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest accepted backend or body timeout; more would hold browser
+/// requests open for longer than any proxy in front of us waits.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where configuration values come from (one definition for the workspace).
 pub use zt_contracts::{ConfigSource, ProcessEnv};
@@ -103,6 +111,8 @@ pub struct FrontendConfig {
     pub cookie_secure: CookieSecure,
     /// [`BACKEND_TIMEOUT_ENV`].
     pub backend_timeout: Duration,
+    /// [`BODY_TIMEOUT_ENV`].
+    pub body_timeout: Duration,
     /// [`CSRF_KEY_ENV`] or a random key.
     pub csrf_key: CsrfKey,
 }
@@ -173,19 +183,14 @@ impl FrontendConfig {
             }
         };
 
-        let raw = get(BACKEND_TIMEOUT_ENV, BACKEND_TIMEOUT_DEFAULT);
-        let backend_timeout = humantime::parse_duration(raw.trim()).map_err(|_| {
-            bad(
-                BACKEND_TIMEOUT_ENV,
-                format!("not a duration (like 10s or 500ms): {}", shown(&raw)),
-            )
-        })?;
-        if backend_timeout.is_zero() || backend_timeout > MAX_BACKEND_TIMEOUT {
-            return Err(bad(
-                BACKEND_TIMEOUT_ENV,
-                format!("must be above 0 and at most 120s, got {}", shown(&raw)),
-            ));
-        }
+        let backend_timeout = timeout(
+            BACKEND_TIMEOUT_ENV,
+            &get(BACKEND_TIMEOUT_ENV, BACKEND_TIMEOUT_DEFAULT),
+        )?;
+        let body_timeout = timeout(
+            BODY_TIMEOUT_ENV,
+            &get(BODY_TIMEOUT_ENV, BODY_TIMEOUT_DEFAULT),
+        )?;
 
         // The key is a secret: the error says what is wrong, never what was given.
         let csrf_key = match src.get(CSRF_KEY_ENV) {
@@ -216,6 +221,7 @@ impl FrontendConfig {
             sidecar_admin_url,
             cookie_secure,
             backend_timeout,
+            body_timeout,
             csrf_key,
         })
     }
@@ -224,6 +230,23 @@ impl FrontendConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_source(&ProcessEnv)
     }
+}
+
+/// A humantime duration above 0 and at most [`MAX_TIMEOUT`].
+fn timeout(key: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(raw.trim()).map_err(|_| {
+        bad(
+            key,
+            format!("not a duration (like 10s or 500ms): {}", shown(raw)),
+        )
+    })?;
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(bad(
+            key,
+            format!("must be above 0 and at most 120s, got {}", shown(raw)),
+        ));
+    }
+    Ok(d)
 }
 
 /// An `http`/`https` base URL without credentials, query or fragment.
@@ -273,6 +296,7 @@ mod tests {
         assert_eq!(c.sidecar_admin_url.as_str(), "http://127.0.0.1:15100/");
         assert_eq!(c.cookie_secure, CookieSecure::Auto);
         assert_eq!(c.backend_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_timeout, Duration::from_secs(15));
     }
 
     #[test]
@@ -282,6 +306,7 @@ mod tests {
             (BACKEND_URL_ENV, "https://backend.example/api-root/"),
             (COOKIE_SECURE_ENV, "TRUE"),
             (BACKEND_TIMEOUT_ENV, "750ms"),
+            (BODY_TIMEOUT_ENV, " 2m "),
             (
                 CSRF_KEY_ENV,
                 "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
@@ -292,6 +317,7 @@ mod tests {
         assert_eq!(c.backend_url.path(), "/api-root");
         assert_eq!(c.cookie_secure, CookieSecure::Always);
         assert_eq!(c.backend_timeout, Duration::from_millis(750));
+        assert_eq!(c.body_timeout, Duration::from_secs(120));
         assert_eq!(c.csrf_key.bytes()[1], 0x11);
     }
 
@@ -308,6 +334,10 @@ mod tests {
             (BACKEND_TIMEOUT_ENV, "soon", "not a duration"),
             (BACKEND_TIMEOUT_ENV, "0s", "above 0"),
             (BACKEND_TIMEOUT_ENV, "1h", "at most 120s"),
+            (BODY_TIMEOUT_ENV, "", "not a duration"),
+            (BODY_TIMEOUT_ENV, "-5s", "not a duration"),
+            (BODY_TIMEOUT_ENV, "0ms", "above 0"),
+            (BODY_TIMEOUT_ENV, "121s", "at most 120s"),
             (CSRF_KEY_ENV, "abcd", "got 2 bytes"),
         ];
         for (key, value, expect) in cases {

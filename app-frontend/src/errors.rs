@@ -25,6 +25,9 @@ pub enum AppError {
     /// A form body over the size limit (413).
     #[error("form too large")]
     PayloadTooLarge,
+    /// A form body that did not arrive within `FRONTEND_BODY_TIMEOUT` (408).
+    #[error("form body too slow")]
+    BodyTooSlow,
     /// A POST without a valid CSRF token (403).
     #[error("csrf token missing or invalid")]
     CsrfRejected,
@@ -129,6 +132,14 @@ impl AppError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "That form was too large",
                 "The submitted form is larger than this site accepts. Shorten the values and try again.".into(),
+                None,
+            ),
+            AppError::BodyTooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                "That form arrived too slowly",
+                "The connection delivered the form too slowly, so it was not used and nothing was changed. \
+                 Check your connection, then go back and submit it again."
+                    .into(),
                 None,
             ),
             AppError::CsrfRejected => (
@@ -236,6 +247,9 @@ impl ResponseError for AppError {
             AppError::Backend { detail, .. } => tracing::warn!(cause = %detail, "backend error"),
             AppError::Internal(d) => tracing::error!(cause = %d, "internal error"),
             AppError::CsrfRejected => tracing::info!("form refused: csrf token missing or invalid"),
+            AppError::BodyTooSlow => tracing::info!(
+                "form refused: its body did not arrive within FRONTEND_BODY_TIMEOUT; closing the connection"
+            ),
             _ => {}
         }
         let (status, heading, message, retry) = self.page();

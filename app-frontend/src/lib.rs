@@ -24,6 +24,7 @@
 
 pub mod assets;
 pub mod backend;
+pub mod body_deadline;
 pub mod config;
 pub mod errors;
 pub mod format;
@@ -89,6 +90,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(|err, _req| {
                 let e = match err {
                     actix_web::error::UrlencodedError::Overflow { .. } => AppError::PayloadTooLarge,
+                    actix_web::error::UrlencodedError::Payload(ref p)
+                        if body_deadline::is_too_slow(p) =>
+                    {
+                        AppError::BodyTooSlow
+                    }
                     actix_web::error::UrlencodedError::ContentType => AppError::BadRequest(
                         "This address accepts HTML form submissions only.".into(),
                     ),
@@ -108,8 +114,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(handlers::routes);
 }
 
-/// The whole application: [`configure`] plus security headers and request
-/// logging (method, path, status, time — never query strings or bodies).
+/// The whole application: [`configure`] plus security headers, request
+/// logging (method, path, status, time — never query strings or bodies) and
+/// the body deadline ([`body_deadline`], `FRONTEND_BODY_TIMEOUT`).
 pub fn app(
     state: web::Data<AppState>,
 ) -> App<
@@ -121,6 +128,7 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let body_timeout = state.config.body_timeout;
     App::new()
         .app_data(state)
         .wrap(
@@ -152,6 +160,10 @@ pub fn app(
                 );
                 Ok(res)
             }
+        })
+        .wrap_fn(move |mut req, srv| {
+            body_deadline::limit(&mut req, body_timeout);
+            srv.call(req)
         })
         .configure(configure)
 }

@@ -1342,3 +1342,126 @@ async fn oversize_malformed_and_wrongly_typed_forms_get_clear_errors() {
     assert_eq!(r.status, 400);
     assert_eq!(site.backend.api_calls(), 0);
 }
+
+/// Sends `head` then `body` over a new connection to `site`, `step` bytes
+/// every `pause`, reading the answer meanwhile; returns the answer (whole,
+/// up to the close) and how long after the head it began.
+async fn trickle(
+    site: &Site,
+    head: &str,
+    body: &[u8],
+    step: usize,
+    pause: std::time::Duration,
+) -> (String, std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = site.frontend.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut r, mut w) = s.into_split();
+    let body = body.to_vec();
+    let sender = tokio::spawn(async move {
+        for piece in body.chunks(step) {
+            tokio::time::sleep(pause).await;
+            if w.write_all(piece).await.is_err() {
+                return;
+            }
+        }
+        // Kept open: the answer decides when the connection ends.
+        std::future::pending::<()>().await;
+    });
+    let mut answer = Vec::new();
+    let mut first = None;
+    let mut buf = [0u8; 8192];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    first.get_or_insert_with(|| started.elapsed());
+                    answer.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+    })
+    .await;
+    sender.abort();
+    assert!(
+        read.is_ok(),
+        "the connection was still open after 30 s; answer so far: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        first.expect("an answer before the close"),
+    )
+}
+
+#[actix_web::test]
+async fn a_form_sent_too_slowly_gets_408_and_the_connection_closes() {
+    let site = Site::start_with(&[("FRONTEND_BODY_TIMEOUT", "1s")]);
+    let mut c = site.client();
+    let page = c.get("/login").await;
+    let csrf = page.csrf();
+    let cookies = format!("zt_csrf={}", c.jar["zt_csrf"]);
+    let body = format!("username=jake&password=jake99&csrf_token={csrf}&next=");
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: t\r\nCookie: {cookies}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let limit = std::time::Duration::from_secs(1);
+
+    // One byte every 100 ms: the body would take several seconds; at 1 s
+    // the frontend answers 408 and closes. Nothing reaches the backend.
+    let (answer, after) = trickle(
+        &site,
+        &head,
+        body.as_bytes(),
+        1,
+        std::time::Duration::from_millis(100),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("That form arrived too slowly"), "{answer}");
+    assert!(
+        after >= limit && after < 4 * limit,
+        "answered {after:?} after the head"
+    );
+    assert!(
+        !site
+            .backend
+            .seen()
+            .iter()
+            .any(|s| s.path == "/api/auth/login"),
+        "a form that came too slowly was used"
+    );
+    assert!(
+        logs()
+            .text()
+            .contains("form refused: its body did not arrive within FRONTEND_BODY_TIMEOUT"),
+        "the refusal is logged"
+    );
+
+    // A body that is slow but whole within the limit is used: the same
+    // form in four pieces 100 ms apart signs Jake in.
+    let step = body.len().div_ceil(4);
+    let (answer, _) = trickle(
+        &site,
+        &head.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
+        body.as_bytes(),
+        step,
+        std::time::Duration::from_millis(100),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 303 "), "{answer}");
+    assert!(answer.contains("zt_session="), "{answer}");
+    assert_eq!(
+        site.backend
+            .seen()
+            .iter()
+            .filter(|s| s.path == "/api/auth/login")
+            .count(),
+        1
+    );
+}

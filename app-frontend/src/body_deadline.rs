@@ -1,0 +1,144 @@
+//! A deadline for request bodies.
+//!
+//! actix-web bounds the time a client takes to send a request head, and the
+//! time an idle kept-alive connection stays open, but not the time it takes
+//! to send a body: a client announcing a 16 KiB form and sending one byte a
+//! second would keep its connection (and a pending form extractor) for
+//! hours, and many such clients would exhaust the frontend's connections.
+//! [`limit`] wraps every request's body so that reading it fails with
+//! [`std::io::ErrorKind::TimedOut`] once `limit` has passed since the head
+//! arrived; the form extractor's error handler turns that into a 408 page,
+//! and the connection closes (its body was not read to the end).
+//!
+//! A body that has arrived is never refused: the deadline is only looked at
+//! when the next piece of the body is not there yet.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::dev::{Payload, ServiceRequest};
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
+use actix_web::HttpMessage;
+use futures_core::Stream;
+use tokio::time::{Instant, Sleep};
+
+/// The message of the error a late body gets (never shown to the user).
+const TOO_SLOW: &str = "the request body did not arrive in time";
+
+/// actix-web's boxed body stream (the type `Payload::from` takes).
+type Boxed = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
+
+/// Makes reading `req`'s body fail once `limit` has passed from now.
+/// Requests without a body are left alone.
+pub fn limit(req: &mut ServiceRequest, limit: Duration) {
+    let inner = req.take_payload();
+    if matches!(inner, Payload::None) {
+        return;
+    }
+    let body = Deadline {
+        inner,
+        due: Instant::now() + limit,
+        sleep: None,
+    };
+    req.set_payload(Payload::from(Box::pin(body) as Boxed));
+}
+
+/// Whether `e` is the error [`limit`] gives a late body.
+pub fn is_too_slow(e: &PayloadError) -> bool {
+    matches!(e, PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut && io.to_string() == TOO_SLOW)
+}
+
+struct Deadline {
+    inner: Payload,
+    due: Instant,
+    /// Armed the first time the body is waited for.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stream for Deadline {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            return Poll::Ready(item);
+        }
+        let due = this.due;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                TOO_SLOW,
+            ))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next item of `s`, or `None` if it is not ready.
+    fn poll_once(s: &mut Deadline) -> Option<Option<Result<Bytes, PayloadError>>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        match Pin::new(s).poll_next(&mut cx) {
+            Poll::Ready(item) => Some(item),
+            Poll::Pending => None,
+        }
+    }
+
+    fn deadline(inner: Payload, limit: Duration) -> Deadline {
+        Deadline {
+            inner,
+            due: Instant::now() + limit,
+            sleep: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_has_arrived_is_read_even_after_the_deadline() {
+        let limit = Duration::from_millis(20);
+        let mut d = deadline(Payload::from(Bytes::from_static(b"a=1")), limit);
+        tokio::time::sleep(3 * limit).await;
+        let first = poll_once(&mut d).expect("ready");
+        assert_eq!(first.unwrap().unwrap(), Bytes::from_static(b"a=1"));
+        assert!(matches!(poll_once(&mut d), Some(None)), "then the end");
+    }
+
+    #[tokio::test]
+    async fn a_body_still_missing_at_the_deadline_is_an_error_that_says_so() {
+        let limit = Duration::from_millis(200);
+        let pending = Box::pin(Waiting) as Boxed;
+        let started = Instant::now();
+        let mut d = deadline(Payload::from(pending), limit);
+        assert!(poll_once(&mut d).is_none(), "waiting");
+        tokio::time::sleep_until(started + limit).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match poll_once(&mut d) {
+            Some(Some(Err(e))) => assert!(is_too_slow(&e), "{e}"),
+            other => panic!("expected the timeout, got {other:?}"),
+        }
+        // Other I/O errors are not mistaken for it.
+        let other = PayloadError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "x"));
+        assert!(!is_too_slow(&other));
+        assert!(!is_too_slow(&PayloadError::Incomplete(None)));
+    }
+
+    /// A body whose next piece never comes.
+    struct Waiting;
+
+    impl Stream for Waiting {
+        type Item = Result<Bytes, PayloadError>;
+
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Pending
+        }
+    }
+}
