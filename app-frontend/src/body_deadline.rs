@@ -1,23 +1,37 @@
-//! A deadline for request bodies.
+//! A deadline for request bodies, and an end to every connection after
+//! its answer.
 //!
-//! actix-web bounds the time a client takes to send a request head, and the
-//! time an idle kept-alive connection stays open, but not the time it takes
-//! to send a body: a client announcing a 16 KiB form and sending one byte a
-//! second would keep its connection (and a pending form extractor) for
-//! hours, and many such clients would exhaust the frontend's connections.
-//! [`limit`] wraps every request's body so that reading it fails with
-//! [`std::io::ErrorKind::TimedOut`] once `limit` has passed since the head
-//! arrived; the form extractor's error handler turns that into a 408 page,
-//! and the connection closes (its body was not read to the end).
+//! actix-web bounds the time a client takes to send the first request head
+//! on a connection, and the time an idle kept-alive connection stays open,
+//! but not the time a client takes to send a body, nor the head of a later
+//! request on the same connection once its first byte has come, nor the
+//! rest of a chunked body it drains after answering. A client announcing a
+//! form and sending one byte a second would keep its connection (and a
+//! pending form extractor) for hours, and many such clients would exhaust
+//! the frontend's connections. So:
 //!
-//! A body that has arrived is never refused: the deadline is only looked at
-//! when the next piece of the body is not there yet.
+//! - [`limit`] wraps every request's body so that reading it fails with
+//!   [`std::io::ErrorKind::TimedOut`] once the limit has passed since the
+//!   head arrived; the form extractor's error handler turns that into a 408
+//!   page. A body that has arrived is never refused: the deadline is only
+//!   looked at when the next piece is not there yet.
+//! - The body is [`Kept`] with the response until the response has been
+//!   sent: a body not read to its end (late, or not wanted by the route)
+//!   then makes actix answer with `Connection: close` and close after a
+//!   short linger, instead of reading a chunked body on, with no time limit,
+//!   after the answer.
+//! - The server does not keep connections alive
+//!   ([`server`](crate::server)): every request is the first on its
+//!   connection, so every head gets actix's head timeout.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest};
 use actix_web::error::PayloadError;
 use actix_web::web::Bytes;
@@ -31,19 +45,57 @@ const TOO_SLOW: &str = "the request body did not arrive in time";
 /// actix-web's boxed body stream (the type `Payload::from` takes).
 type Boxed = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
 
-/// Makes reading `req`'s body fail once `limit` has passed from now.
-/// Requests without a body are left alone.
-pub fn limit(req: &mut ServiceRequest, limit: Duration) {
+/// Makes reading `req`'s body fail once `limit` has passed from now, and
+/// returns the body's keeper, to be moved into the response with
+/// [`Kept::new`]. Requests without a body are left alone.
+pub fn limit(req: &mut ServiceRequest, limit: Duration) -> Option<Rc<RefCell<Payload>>> {
     let inner = req.take_payload();
     if matches!(inner, Payload::None) {
-        return;
+        return None;
     }
+    let inner = Rc::new(RefCell::new(inner));
     let body = Deadline {
-        inner,
+        inner: inner.clone(),
         due: Instant::now() + limit,
         sleep: None,
     };
     req.set_payload(Payload::from(Box::pin(body) as Boxed));
+    Some(inner)
+}
+
+/// A response body that keeps the request's body until it has been sent
+/// (see the module's documentation).
+pub struct Kept {
+    body: BoxBody,
+    _request_body: Option<Rc<RefCell<Payload>>>,
+}
+
+impl Kept {
+    /// `body`, keeping `request_body` (from [`limit`]) as long as it lives.
+    pub fn new(
+        body: impl MessageBody + 'static,
+        request_body: Option<Rc<RefCell<Payload>>>,
+    ) -> Self {
+        Self {
+            body: body.boxed(),
+            _request_body: request_body,
+        }
+    }
+}
+
+impl MessageBody for Kept {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
 }
 
 /// Whether `e` is the error [`limit`] gives a late body.
@@ -52,7 +104,7 @@ pub fn is_too_slow(e: &PayloadError) -> bool {
 }
 
 struct Deadline {
-    inner: Payload,
+    inner: Rc<RefCell<Payload>>,
     due: Instant,
     /// Armed the first time the body is waited for.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -63,7 +115,7 @@ impl Stream for Deadline {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+        if let Poll::Ready(item) = Pin::new(&mut *this.inner.borrow_mut()).poll_next(cx) {
             return Poll::Ready(item);
         }
         let due = this.due;
@@ -96,7 +148,7 @@ mod tests {
 
     fn deadline(inner: Payload, limit: Duration) -> Deadline {
         Deadline {
-            inner,
+            inner: Rc::new(RefCell::new(inner)),
             due: Instant::now() + limit,
             sleep: None,
         }

@@ -162,8 +162,12 @@ pub fn app(
             }
         })
         .wrap_fn(move |mut req, srv| {
-            body_deadline::limit(&mut req, body_timeout);
-            srv.call(req)
+            let request_body = body_deadline::limit(&mut req, body_timeout);
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                Ok(res.map_body(|_, body| body_deadline::Kept::new(body, request_body)))
+            }
         })
         .configure(configure)
 }
@@ -171,8 +175,16 @@ pub fn app(
 /// An HTTP server for [`app`] on `listener`, draining for
 /// [`SHUTDOWN_GRACE_SECONDS`] on SIGTERM/SIGINT. Await (or spawn) the
 /// returned [`Server`] to run it.
+///
+/// Connections are not kept alive: actix bounds the time a client takes to
+/// send a connection's first request head only, so a client could hold a
+/// kept-alive connection open for ever by sending the first byte of a next
+/// request and nothing more ([`body_deadline`]). A page costs a connection
+/// per request (its stylesheet and script are cached for good after the
+/// first visit).
 pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
     Ok(HttpServer::new(move || app(state.clone()))
+        .keep_alive(actix_web::http::KeepAlive::Disabled)
         .shutdown_timeout(SHUTDOWN_GRACE_SECONDS)
         .listen(listener)?
         .run())

@@ -1343,16 +1343,24 @@ async fn oversize_malformed_and_wrongly_typed_forms_get_clear_errors() {
     assert_eq!(site.backend.api_calls(), 0);
 }
 
+/// What [`trickle`] saw: the answer (whole, up to the close), when it
+/// began and when the connection closed, counted from the end of the head.
+struct Trickled {
+    answer: String,
+    first: std::time::Duration,
+    closed: std::time::Duration,
+}
+
 /// Sends `head` then `body` over a new connection to `site`, `step` bytes
-/// every `pause`, reading the answer meanwhile; returns the answer (whole,
-/// up to the close) and how long after the head it began.
+/// every `pause` (then nothing, the connection kept open), reading the
+/// answer meanwhile until the frontend closes the connection.
 async fn trickle(
     site: &Site,
     head: &str,
     body: &[u8],
     step: usize,
     pause: std::time::Duration,
-) -> (String, std::time::Duration) {
+) -> Trickled {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = site.frontend.url.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -1367,7 +1375,6 @@ async fn trickle(
                 return;
             }
         }
-        // Kept open: the answer decides when the connection ends.
         std::future::pending::<()>().await;
     });
     let mut answer = Vec::new();
@@ -1386,56 +1393,58 @@ async fn trickle(
     })
     .await;
     sender.abort();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
     assert!(
         read.is_ok(),
-        "the connection was still open after 30 s; answer so far: {}",
-        String::from_utf8_lossy(&answer)
+        "the connection was still open after 30 s; answer so far: {answer}"
     );
-    (
-        String::from_utf8_lossy(&answer).into_owned(),
-        first.expect("an answer before the close"),
-    )
+    Trickled {
+        first: first.unwrap_or_else(|| panic!("no answer before the close: {answer}")),
+        closed: started.elapsed(),
+        answer,
+    }
 }
 
 #[actix_web::test]
-async fn a_form_sent_too_slowly_gets_408_and_the_connection_closes() {
+async fn slow_clients_cannot_hold_a_connection_open() {
     let site = Site::start_with(&[("FRONTEND_BODY_TIMEOUT", "1s")]);
+    let limit = std::time::Duration::from_secs(1);
+    let pause = std::time::Duration::from_millis(100);
     let mut c = site.client();
-    let page = c.get("/login").await;
-    let csrf = page.csrf();
+    let csrf = c.get("/login").await.csrf();
     let cookies = format!("zt_csrf={}", c.jar["zt_csrf"]);
     let body = format!("username=jake&password=jake99&csrf_token={csrf}&next=");
-    let head = format!(
-        "POST /login HTTP/1.1\r\nHost: t\r\nCookie: {cookies}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let limit = std::time::Duration::from_secs(1);
-
-    // One byte every 100 ms: the body would take several seconds; at 1 s
-    // the frontend answers 408 and closes. Nothing reaches the backend.
-    let (answer, after) = trickle(
-        &site,
-        &head,
-        body.as_bytes(),
-        1,
-        std::time::Duration::from_millis(100),
-    )
-    .await;
-    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
-    assert!(answer.contains("That form arrived too slowly"), "{answer}");
-    assert!(
-        after >= limit && after < 4 * limit,
-        "answered {after:?} after the head"
-    );
-    assert!(
-        !site
-            .backend
+    let form_head = |framing: &str| {
+        format!(
+            "POST /login HTTP/1.1\r\nHost: t\r\nCookie: {cookies}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n{framing}\r\n\r\n"
+        )
+    };
+    let logins = || {
+        site.backend
             .seen()
             .iter()
-            .any(|s| s.path == "/api/auth/login"),
-        "a form that came too slowly was used"
+            .filter(|s| s.path == "/api/auth/login")
+            .count()
+    };
+
+    // A form with a length, one byte every 100 ms: it would take seconds;
+    // at 1 s the frontend answers 408 and closes. Nothing reaches the backend.
+    let by_length = form_head(&format!("Content-Length: {}", body.len()));
+    let t = trickle(&site, &by_length, body.as_bytes(), 1, pause).await;
+    assert!(t.answer.starts_with("HTTP/1.1 408 "), "{}", t.answer);
+    assert!(
+        t.answer.contains("That form arrived too slowly"),
+        "{}",
+        t.answer
     );
+    assert!(
+        t.first >= limit && t.first < 4 * limit,
+        "answered after {:?}",
+        t.first
+    );
+    assert!(t.closed < 5 * limit, "closed after {:?}", t.closed);
+    assert_eq!(logins(), 0, "a form that came too slowly was used");
     assert!(
         logs()
             .text()
@@ -1443,25 +1452,73 @@ async fn a_form_sent_too_slowly_gets_408_and_the_connection_closes() {
         "the refusal is logged"
     );
 
-    // A body that is slow but whole within the limit is used: the same
-    // form in four pieces 100 ms apart signs Jake in.
-    let step = body.len().div_ceil(4);
-    let (answer, _) = trickle(
+    // The same form chunked, a byte per chunk, and the client goes on
+    // sending chunks after the answer: 408, and the connection closes all
+    // the same (actix would otherwise read a chunked body on after
+    // answering, with no time limit).
+    let chunked: Vec<u8> = body
+        .bytes()
+        .flat_map(|b| [b'1', b'\r', b'\n', b, b'\r', b'\n'])
+        .collect();
+    let t = trickle(
         &site,
-        &head.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
-        body.as_bytes(),
-        step,
-        std::time::Duration::from_millis(100),
+        &form_head("Transfer-Encoding: chunked"),
+        &chunked,
+        6,
+        pause,
     )
     .await;
-    assert!(answer.starts_with("HTTP/1.1 303 "), "{answer}");
-    assert!(answer.contains("zt_session="), "{answer}");
-    assert_eq!(
-        site.backend
-            .seen()
-            .iter()
-            .filter(|s| s.path == "/api/auth/login")
-            .count(),
-        1
+    assert!(t.answer.starts_with("HTTP/1.1 408 "), "{}", t.answer);
+    assert!(
+        t.answer.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        t.answer
     );
+    assert!(t.closed < 5 * limit, "closed after {:?}", t.closed);
+    assert_eq!(logins(), 0);
+
+    // A chunked body on a route that reads none, then silence: answered,
+    // and closed.
+    let t = trickle(
+        &site,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+        b"",
+        1,
+        pause,
+    )
+    .await;
+    assert!(t.answer.starts_with("HTTP/1.1 200 "), "{}", t.answer);
+    assert!(t.closed < 5 * limit, "closed after {:?}", t.closed);
+
+    // No connection outlives its answer, so a client cannot hold one open
+    // by starting a second request head and never ending it.
+    let t = trickle(
+        &site,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"G",
+        1,
+        pause,
+    )
+    .await;
+    assert!(t.answer.starts_with("HTTP/1.1 200 "), "{}", t.answer);
+    assert!(
+        t.answer.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        t.answer
+    );
+    assert!(t.closed < 5 * limit, "closed after {:?}", t.closed);
+
+    // A body that is slow but whole within the limit is used: the same
+    // form in four pieces 100 ms apart signs Jake in.
+    let t = trickle(
+        &site,
+        &by_length,
+        body.as_bytes(),
+        body.len().div_ceil(4),
+        pause,
+    )
+    .await;
+    assert!(t.answer.starts_with("HTTP/1.1 303 "), "{}", t.answer);
+    assert!(t.answer.contains("zt_session="), "{}", t.answer);
+    assert_eq!(logins(), 1);
 }
