@@ -1183,6 +1183,28 @@ async fn backend_unreachable_gives_a_friendly_page_not_a_crash() {
         "recovers without restart"
     );
 
+    // The backend answers, but with an error that does not verify the
+    // token (its revocation check cannot reach the database): a session it
+    // accepted keeps the degraded view; one it never accepted (signed out
+    // before this frontend started, say) sees nothing of the sidecars.
+    site.backend.state().db_down = true;
+    let r = c.get("/zero-trust").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r
+        .body
+        .contains("spiffe://demo.local/ns/99-apps/sa/frontend"));
+    for p in ["/zero-trust", "/zero-trust/panel"] {
+        let r = stranger.get(p).await;
+        assert_eq!(r.status, 502, "{p}: {}", r.body);
+        assert!(
+            r.body.contains("The database is unavailable"),
+            "{p}: {}",
+            r.body
+        );
+        assert!(!r.body.contains("spiffe://"), "{p}: {}", r.body);
+    }
+    site.backend.state().db_down = false;
+
     // A user who is not an operator, with a session from before this
     // frontend started: the backend's 403 verifies the session, so the page
     // shows the frontend's half, and goes on doing so in an outage.

@@ -20,31 +20,40 @@ async fn view(req: &HttpRequest, state: &AppState, session: &Session) -> Result<
         state.backend.zt_status(session.token()),
         state.backend.own_sidecar_status()
     );
-    match &backend {
-        Ok(_) => state.accepted.record(session.token()),
+    let backend = match backend {
+        Ok(status) => {
+            state.accepted.record(session.token());
+            Ok(status)
+        }
         // 403 `forbidden`: a verified session that is not an operator's
         // (the backend checks the token before the role; nothing else on
         // the way answers that).
-        Err(BackendError::Api {
-            status: 403, code, ..
-        }) if code == "forbidden" => state.accepted.record(session.token()),
+        Err(e) if matches!(&e, BackendError::Api { status: 403, code, .. } if code == "forbidden") =>
+        {
+            state.accepted.record(session.token());
+            Err(e)
+        }
         Err(BackendError::Unauthorized) => {
             state.accepted.forget(session.token());
             return Err(AppError::login_required(req, true));
         }
         Err(e) => {
             tracing::warn!(error = %e, "backend zero-trust status unavailable");
-            // No answer: only the backend can verify the token, so the
-            // degraded view is for sessions it accepted before.
-            let answered = matches!(e, BackendError::Api { .. });
-            if !answered && !state.accepted.contains(session.token()) {
-                return Err(AppError::BackendUnavailable {
-                    detail: e.to_string(),
-                    retry: Some("/zero-trust".into()),
+            // Only the backend can verify the token, and an error answer
+            // does not say it did (a 503 may come from the revocation check
+            // itself): the degraded view is for sessions it accepted before.
+            if !state.accepted.contains(session.token()) {
+                return Err(match e {
+                    BackendError::Api { .. } => AppError::from_backend(e, req),
+                    e => AppError::BackendUnavailable {
+                        detail: e.to_string(),
+                        retry: Some("/zero-trust".into()),
+                    },
                 });
             }
+            Err(e)
         }
-    }
+    };
     if let Err(e) = &frontend {
         tracing::warn!(error = %e, "frontend sidecar status unavailable");
     }

@@ -39,6 +39,10 @@ pub struct FakeState {
     pub github_error: Option<(u16, String, String)>,
     /// Every /api call answers like the sidecar when the backend is down.
     pub mesh_down: bool,
+    /// Authenticated calls answer 503 `database_unavailable` before the
+    /// token is looked at, like the backend when it cannot read the
+    /// revocation list.
+    pub db_down: bool,
     /// Login answers 429.
     pub rate_limited: bool,
     /// The frontend sidecar's /status answers 503.
@@ -81,6 +85,7 @@ impl Default for FakeState {
             }),
             github_error: None,
             mesh_down: false,
+            db_down: false,
             rate_limited: false,
             sidecar_down: false,
             not_operators: HashSet::new(),
@@ -347,6 +352,13 @@ async fn handle(
         _ => {}
     }
 
+    if s.db_down {
+        return err(
+            503,
+            "database_unavailable",
+            "The database is unavailable; try again shortly",
+        );
+    }
     // Everything else needs a token we issued.
     let Some(token) = bearer.filter(|t| s.issued.contains(t)) else {
         return err(401, "unauthorized", "missing or invalid token");
