@@ -67,6 +67,14 @@ pub const LOGIN_MAX_FAILURES: &str = "BACKEND_LOGIN_MAX_FAILURES";
 /// Default of [`LOGIN_MAX_FAILURES`].
 pub const DEFAULT_LOGIN_MAX_FAILURES: u32 = 10;
 
+/// Failed logins allowed per account name within [`LOGIN_FAILURE_WINDOW`],
+/// from all clients together, before 429: the per-client limit alone lets a
+/// caller that controls its client key (a compromised frontend choosing
+/// `X-Forwarded-For`, an IPv6 network with many /64s) guess without end.
+pub const LOGIN_MAX_FAILURES_PER_ACCOUNT: &str = "BACKEND_LOGIN_MAX_FAILURES_PER_ACCOUNT";
+/// Default of [`LOGIN_MAX_FAILURES_PER_ACCOUNT`].
+pub const DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT: u32 = 30;
+
 /// The window failed logins are counted in.
 pub const LOGIN_FAILURE_WINDOW: &str = "BACKEND_LOGIN_FAILURE_WINDOW";
 /// Default of [`LOGIN_FAILURE_WINDOW`].
@@ -76,6 +84,10 @@ pub const DEFAULT_LOGIN_FAILURE_WINDOW: &str = "5m";
 /// argon2 verification); more get `429` at once. Not configurable: a browser
 /// has one login in flight, a few share an address behind NAT.
 pub const LOGIN_MAX_PENDING_PER_CLIENT: u32 = 4;
+
+/// Login attempts one account name may have in flight at once, from all
+/// clients together. Not configurable: a person signs in once at a time.
+pub const LOGIN_MAX_PENDING_PER_ACCOUNT: u32 = 4;
 
 /// Registrations allowed per client within [`REGISTER_WINDOW`] (each costs an
 /// argon2 hash, successful or not) before 429.
@@ -170,6 +182,7 @@ pub const ALL: &[&str] = &[
     MIGRATOR_WAIT,
     SECRETS_POLL_INTERVAL,
     LOGIN_MAX_FAILURES,
+    LOGIN_MAX_FAILURES_PER_ACCOUNT,
     LOGIN_FAILURE_WINDOW,
     REGISTER_MAX_PER_CLIENT,
     REGISTER_WINDOW,
@@ -258,6 +271,8 @@ pub struct Config {
     pub secrets_poll_interval: Duration,
     /// [`LOGIN_MAX_FAILURES`]
     pub login_max_failures: u32,
+    /// [`LOGIN_MAX_FAILURES_PER_ACCOUNT`]
+    pub login_max_failures_per_account: u32,
     /// [`LOGIN_FAILURE_WINDOW`]
     pub login_failure_window: Duration,
     /// [`REGISTER_MAX_PER_CLIENT`]
@@ -338,6 +353,13 @@ impl Config {
             1,
             1_000_000,
         )? as u32;
+        let login_max_failures_per_account = number(
+            LOGIN_MAX_FAILURES_PER_ACCOUNT,
+            src,
+            DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT as usize,
+            1,
+            1_000_000,
+        )? as u32;
         let login_failure_window = duration(
             LOGIN_FAILURE_WINDOW,
             &raw(LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_FAILURE_WINDOW),
@@ -408,6 +430,7 @@ impl Config {
             migrator_wait,
             secrets_poll_interval,
             login_max_failures,
+            login_max_failures_per_account,
             login_failure_window,
             register_max_per_client,
             register_window,
@@ -613,6 +636,10 @@ mod tests {
         assert_eq!(c.db_pool_size, DEFAULT_DB_POOL_SIZE);
         assert_eq!(c.secrets_poll_interval, Duration::from_secs(2));
         assert_eq!(c.login_max_failures, DEFAULT_LOGIN_MAX_FAILURES);
+        assert_eq!(
+            c.login_max_failures_per_account,
+            DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT
+        );
         assert_eq!(c.login_failure_window, Duration::from_secs(300));
         assert_eq!(c.register_max_per_client, DEFAULT_REGISTER_MAX_PER_CLIENT);
         assert_eq!(c.register_window, Duration::from_secs(3600));
@@ -699,6 +726,8 @@ mod tests {
             (MIGRATOR_WAIT, "-1s", "not a duration"),
             (SECRETS_POLL_INTERVAL, "2", "not a duration"),
             (LOGIN_MAX_FAILURES, "0", "out of range"),
+            (LOGIN_MAX_FAILURES_PER_ACCOUNT, "0", "out of range"),
+            (LOGIN_MAX_FAILURES_PER_ACCOUNT, "many", "not a whole number"),
             (REGISTER_MAX_PER_CLIENT, "0", "out of range"),
             (REGISTER_WINDOW, "forever", "not a duration"),
             (GITHUB_CHECKS_PER_USER, "0", "out of range"),

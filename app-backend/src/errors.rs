@@ -60,6 +60,10 @@ pub enum AppError {
     /// many of its attempts in flight); retry after this many seconds.
     #[error("rate limited for {0} s")]
     RateLimited(u64),
+    /// Too many failed logins for this account name, from all clients (or
+    /// too many of its attempts in flight); retry after this many seconds.
+    #[error("sign-ins for this account limited for {0} s")]
+    AccountRateLimited(u64),
     /// Too many GitHub calls by this user (or too many in flight); retry
     /// after this many seconds.
     #[error("GitHub calls limited for {0} s")]
@@ -155,6 +159,11 @@ impl AppError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!("Too many attempts from this client; try again in {s} seconds"),
+            ),
+            AccountRateLimited(s) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("Too many failed sign-ins for this account; try again in {s} seconds"),
             ),
             GithubCallsLimited(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -289,7 +298,9 @@ impl ResponseError for AppError {
         }
         let mut resp = HttpResponse::build(status);
         match self {
-            AppError::RateLimited(secs) | AppError::GithubCallsLimited(secs) => {
+            AppError::RateLimited(secs)
+            | AppError::AccountRateLimited(secs)
+            | AppError::GithubCallsLimited(secs) => {
                 resp.insert_header((header::RETRY_AFTER, secs.to_string()));
             }
             AppError::Busy => {

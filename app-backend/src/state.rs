@@ -10,8 +10,8 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{HashError, PasswordHasher};
 use crate::auth::ratelimit::AttemptLimiter;
 use crate::config::{
-    Config, GITHUB_MAX_PENDING_PER_USER, LOGIN_MAX_PENDING_PER_CLIENT,
-    REGISTER_MAX_PENDING_PER_CLIENT,
+    Config, GITHUB_MAX_PENDING_PER_USER, LOGIN_MAX_PENDING_PER_ACCOUNT,
+    LOGIN_MAX_PENDING_PER_CLIENT, REGISTER_MAX_PENDING_PER_CLIENT,
 };
 use crate::db::migrate::{self, MigrateError};
 use crate::db::Database;
@@ -110,6 +110,8 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     /// Failed logins per client (reserved before the password is checked).
     pub login_limiter: AttemptLimiter,
+    /// Failed logins per account name, from all clients together.
+    pub account_login_limiter: AttemptLimiter,
     /// Registrations per client (each costs a hash, so all of them count).
     pub register_limiter: AttemptLimiter,
     /// GitHub token checks per user (each calls GitHub).
@@ -143,6 +145,11 @@ impl AppState {
                 config.login_max_failures,
                 config.login_failure_window,
                 LOGIN_MAX_PENDING_PER_CLIENT,
+            ),
+            account_login_limiter: AttemptLimiter::new(
+                config.login_max_failures_per_account,
+                config.login_failure_window,
+                LOGIN_MAX_PENDING_PER_ACCOUNT,
             ),
             register_limiter: AttemptLimiter::new(
                 config.register_max_per_client,

@@ -120,6 +120,7 @@ fn the_whole_api_against_the_real_stack() {
             ("RUST_LOG", "debug"),
             ("GITHUB_TIMEOUT", "1s"),
             ("BACKEND_LOGIN_MAX_FAILURES", "5"),
+            ("BACKEND_LOGIN_MAX_FAILURES_PER_ACCOUNT", "12"),
             ("BACKEND_LOGIN_FAILURE_WINDOW", "10m"),
             ("BACKEND_ALLOWED_HOSTS", "backend.99-apps.svc"),
             ("BACKEND_REGISTER_MAX_PER_CLIENT", "20"),
@@ -160,6 +161,7 @@ fn the_whole_api_against_the_real_stack() {
     terminated_sessions_are_replaced_without_failing_a_request(&mut ctx);
     deleting_a_token_removes_every_version_from_openbao(&mut ctx);
     failed_logins_are_rate_limited_per_client(&mut ctx);
+    failed_logins_are_limited_per_account_whatever_the_client(&mut ctx);
     registrations_are_rate_limited_per_client_and_taken_ones_cost_the_same(&mut ctx);
     concurrent_wrong_logins_reserve_their_attempt_before_verifying(&mut ctx);
     forwarded_for_is_trusted_only_from_the_frontend(&mut ctx);
@@ -1281,6 +1283,77 @@ fn failed_logins_are_rate_limited_per_client(ctx: &mut Ctx) {
     assert_eq!(attempt("terry99").status(), 429);
     let (s, _) = ctx.failed_login(json!({"username": "terry", "password": "terry99"}));
     assert_eq!(s, 200);
+}
+
+/// A caller that chooses its client key (the frontend's ID with a new
+/// `X-Forwarded-For` on every request, as a compromised frontend could)
+/// still gets only `BACKEND_LOGIN_MAX_FAILURES_PER_ACCOUNT` (12 here)
+/// guesses at one account per window; a name that does not exist is limited
+/// the same way (no tell), and other accounts are untouched.
+fn failed_logins_are_limited_per_account_whatever_the_client(ctx: &mut Ctx) {
+    const LIMIT: usize = 12;
+    for name in ["hitchcock", "no-such-detective"] {
+        for i in 0..LIMIT {
+            let (s, b) =
+                ctx.failed_login(json!({"username": name, "password": format!("guess-{i}")}));
+            assert_error(s, &b, 401, "invalid_credentials");
+        }
+        let mut req = ctx
+            .c
+            .post(ctx.u("/api/auth/login"))
+            .json(&json!({"username": name, "password": "one-more-guess"}));
+        for (k, v) in ctx.fresh_client() {
+            req = req.header(k, v);
+        }
+        let b = assert_rate_limited(req.send().unwrap());
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("for this account"),
+            "{b}"
+        );
+    }
+    // The account waits out the window, even with its password and from a
+    // new client: the price of the limit (docs: app-backend README).
+    let (s, b) = ctx.failed_login(json!({"username": "hitchcock", "password": "scully4ever"}));
+    assert_error(s, &b, 429, "rate_limited");
+    // Another account, from the same kind of client, signs in.
+    let (s, b) = ctx.failed_login(json!({"username": "charles", "password": "charles99"}));
+    assert_eq!(s, 200, "{b}");
+    // A refusal for the account is not the client's failure: a client
+    // refused twice for hitchcock still has all its own 5 attempts.
+    let from_one_client = |ctx: &Ctx, name: &str, password: &str| {
+        call(
+            ctx.c
+                .post(ctx.u("/api/auth/login"))
+                .header("x-spiffe-peer-id", FRONTEND_ID)
+                .header("x-forwarded-for", "203.0.113.99")
+                .json(&json!({"username": name, "password": password})),
+        )
+    };
+    for _ in 0..2 {
+        let (s, b) = from_one_client(ctx, "hitchcock", "guess");
+        assert_error(s, &b, 429, "rate_limited");
+    }
+    for i in 0..5 {
+        let (s, b) = from_one_client(ctx, "another-unknown", &format!("guess-{i}"));
+        assert_error(s, &b, 401, "invalid_credentials");
+    }
+    let (s, b) = from_one_client(ctx, "another-unknown", "guess-5");
+    assert_error(s, &b, 429, "rate_limited");
+    let audited: i64 = ctx
+        .stack
+        .psql(
+            "SELECT count(*) FROM audit_log WHERE action = 'auth.login.failure' \
+             AND details->>'username' = 'hitchcock'",
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(
+        audited, LIMIT as i64,
+        "one audit row per verified guess, none for refusals"
+    );
 }
 
 /// Regression (issue 16, 1): the limit was checked before the argon2

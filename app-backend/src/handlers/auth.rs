@@ -93,7 +93,7 @@ pub async fn register(
         (status = 413, description = "`payload_too_large`: body over 16 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: a field is missing or not a string", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many failures (or attempts in flight) from this client; see `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failures (or attempts in flight) from this client, or for this account name from all clients; see `Retry-After`", body = ErrorBody),
         (status = 503, description = "`busy`: the password-hashing queue is full; see `Retry-After`", body = ErrorBody),
     )
 )]
@@ -114,6 +114,20 @@ pub async fn login(
             AppError::RateLimited(r.retry_after())
         })?;
     let LoginRequest { username, password } = body.into_inner();
+    // And per account name, whether or not it exists (a limit only real
+    // names had would tell which are): a caller that can choose its client
+    // key still gets only so many guesses at one password. Names longer
+    // than any account are keyed by their start.
+    let account: String = username.chars().take(LOGIN_USERNAME_MAX + 1).collect();
+    let account_attempt = match state.account_login_limiter.begin(&account, Instant::now()) {
+        Ok(a) => a,
+        Err(r) => {
+            // Not this client's failure: its reservation does not count.
+            attempt.release();
+            state.metrics.outcome("login", "rate_limited");
+            return Err(AppError::AccountRateLimited(r.retry_after()));
+        }
+    };
     // Names that cannot exist (too long, NUL: PostgreSQL refuses it in text)
     // still cost one argon2 verification, like unknown names.
     let lookup = username.chars().count() <= LOGIN_USERNAME_MAX && !username.contains('\0');
@@ -123,6 +137,7 @@ pub async fn login(
             Err(e) => {
                 // Our failure, not a guess: it does not count.
                 attempt.release();
+                account_attempt.release();
                 return Err(e.into());
             }
         }
@@ -141,16 +156,19 @@ pub async fn login(
         Ok(ok) => ok,
         Err(e) => {
             attempt.release();
+            account_attempt.release();
             return Err(e.into());
         }
     };
     let user = match (ok, user) {
         (true, Some(u)) => {
             attempt.release();
+            account_attempt.release();
             u
         }
         (_, user) => {
             attempt.count();
+            account_attempt.count();
             state.metrics.outcome("login", "failure");
             audit(
                 &state,
