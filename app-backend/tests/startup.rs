@@ -398,16 +398,44 @@ fn demo_users_exist_only_when_asked_for() {
     );
     assert_eq!(s, 401, "jake99 opens nothing");
     assert!(off.log().contains("demo users not seeded"), "{}", off.log());
+    // Meanwhile someone registers a seed user's name and (public) email
+    // with a password of their own.
+    let (s, b) = call(http().post(format!("{}/api/auth/register", off.url)).json(
+        &serde_json::json!({"username": "gina", "email": "gina.linetti@99.precinct", "password": "not-gina99"}),
+    ));
+    assert_eq!(s, 201, "{b}");
     off.process.stop(Duration::from_secs(5));
 
-    // On (what `make up` and `make deploy` set): the six, as operators.
+    // On (what `make up` and `make deploy` set): the six, as operators, but
+    // not the account registered under a seed name: it never had the seed's
+    // password.
     let mut on = stack.start_backend("seed-on", &[("BACKEND_SEED_DEMO_USERS", "true")]);
     assert_eq!(seed_users(), "6");
-    assert_eq!(
-        stack.psql("SELECT count(*) FROM users WHERE is_operator"),
-        "6"
+    let operators = || {
+        stack
+            .psql("SELECT string_agg(username, ',' ORDER BY username) FROM users WHERE is_operator")
+    };
+    assert_eq!(operators(), "amy,charles,jake,rosa,terry");
+    assert!(
+        on.log()
+            .contains("seed user's name and email but another password"),
+        "{}",
+        on.log()
     );
+    let gina = login(&http(), &on.url, "gina", "not-gina99");
+    let (s, b) = call(
+        http()
+            .get(format!("{}/api/zt/status", on.url))
+            .bearer_auth(&gina),
+    );
+    assert_eq!(s, 403, "{b}");
     login(&http(), &on.url, "jake", "jake99");
+    on.process.stop(Duration::from_secs(5));
+    // A seed user a version before operators existed inserted (the seed's
+    // name, email and password) is made one.
+    stack.psql("UPDATE users SET is_operator = FALSE WHERE username = 'jake'");
+    let mut on = stack.start_backend("seed-on-again", &[("BACKEND_SEED_DEMO_USERS", "true")]);
+    assert_eq!(operators(), "amy,charles,jake,rosa,terry");
     on.process.stop(Duration::from_secs(5));
 
     // Off again on a database a demo used: the leftovers are named, loudly.

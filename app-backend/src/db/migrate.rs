@@ -200,9 +200,12 @@ pub const SEED_USERS: [(&str, &str, &str); 6] = [
 ];
 
 /// Inserts the seed users that are missing (`ON CONFLICT DO NOTHING`), with
-/// argon2id hashes computed now, and makes the seed users operators (they may
-/// read `/api/zt/status`; the demo's zero-trust page needs it). A user counts
-/// as a seed user only with the seed's username **and** email. Returns the
+/// argon2id hashes computed now, as operators (they may read
+/// `/api/zt/status`; the demo's zero-trust page needs it). A user already
+/// there is made an operator only if it has the seed's username, email
+/// **and** password (one a version before operators existed inserted): an
+/// account someone registered under a seed name and email before the seed
+/// ran, with a password of their own, stays an ordinary user. Returns the
 /// usernames inserted.
 pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<String>, SeedError> {
     let names: Vec<String> = SEED_USERS.iter().map(|(u, _, _)| u.to_string()).collect();
@@ -231,7 +234,7 @@ pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<St
         let n = db
             .run(|c| async move {
                 c.execute(
-                    "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    "INSERT INTO users (username, email, password_hash, is_operator) VALUES ($1, $2, $3, TRUE) ON CONFLICT DO NOTHING",
                     &[user, email, hash],
                 )
                 .await
@@ -241,18 +244,40 @@ pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<St
             inserted.push(user.to_string());
         }
     }
-    // Also for seed users a version before operators existed inserted.
+    // Seed users a version before operators existed inserted: the seed's
+    // name, email and password.
     let emails: Vec<String> = SEED_USERS.iter().map(|(_, e, _)| e.to_string()).collect();
     let emails = &emails;
-    db.run(|c| async move {
-        c.execute(
-            "UPDATE users SET is_operator = TRUE
-             WHERE NOT is_operator AND (username, email) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-            &[names, emails],
-        )
-        .await
-    })
-    .await?;
+    let candidates: Vec<(i32, String, String)> = db
+        .run(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT id, username, password_hash FROM users
+                     WHERE NOT is_operator AND (username, email) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                    &[names, emails],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        })
+        .await?;
+    for (id, user, hash) in candidates {
+        let Some((_, _, password)) = SEED_USERS.iter().find(|(u, _, _)| *u == user) else {
+            continue;
+        };
+        let seeded = hasher
+            .verify(password.to_string(), Some(hash))
+            .await
+            .map_err(SeedError::Hash)?;
+        if !seeded {
+            tracing::warn!(user = %user, "an account with a seed user's name and email but another password exists: it is not made an operator");
+            continue;
+        }
+        db.run(|c| async move {
+            c.execute("UPDATE users SET is_operator = TRUE WHERE id = $1", &[&id])
+                .await
+        })
+        .await?;
+    }
     Ok(inserted)
 }
 
