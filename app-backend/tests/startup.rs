@@ -334,6 +334,38 @@ fn startup_waits_for_the_sidecar_migrates_once_and_reports_readiness() {
     drop(behind);
     drop(released);
 
+    // 5b. Credentials PostgreSQL stops taking: /readyz says the database
+    //     cannot be reached, and only the log has PostgreSQL's words, which
+    //     name the runtime role.
+    let mut refused = stack.spawn_backend("refused", &[]);
+    wait_ready(&mut refused, Duration::from_secs(60));
+    let role = stack.db_file()["username"].as_str().unwrap().to_string();
+    stack.psql(&format!(
+        "ALTER ROLE \"{role}\" PASSWORD 'not-the-password'; \
+         SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{role}'"
+    ));
+    let r = eventually(
+        Duration::from_secs(60),
+        "readyz reports the refused database login",
+        || {
+            let (s, r) = try_call(http().get(format!("{}/readyz", refused.url)))?;
+            (s == 503 && r["checks"]["database"] != "ok").then_some(r)
+        },
+    );
+    let said = r.to_string();
+    assert_eq!(
+        r["checks"]["database"], "no database connection (the cause is in the backend's log)",
+        "{said}"
+    );
+    assert!(!said.contains(&role) && !said.contains("v-"), "{said}");
+    eventually(Duration::from_secs(10), "the log has the cause", || {
+        refused
+            .log()
+            .contains("password authentication failed")
+            .then_some(())
+    });
+    drop(refused);
+
     // 6. An applied migration edited afterwards: refuse to start (exit 1).
     stack.new_pod_sidecar();
     stack.psql("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1");

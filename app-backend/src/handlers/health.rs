@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::db::DbError;
 use crate::state::{AppState, Phase};
 
 /// How long the readiness database probe may take.
@@ -35,7 +36,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     .await
     {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => {
+            // PostgreSQL's own words name the runtime role ("password
+            // authentication failed for user v-…"): the log gets them, the
+            // answer (which the frontend's identity can read through the
+            // sidecar) only what kind of failure it is.
+            tracing::warn!(error = %e, "readiness: the database probe failed");
+            Err(public_cause(&e))
+        }
         Err(_) => Err(format!("no answer within {DB_PROBE_TIMEOUT:?}")),
     };
     let ready = key && phase == Phase::Ready && db.is_ok();
@@ -54,6 +62,24 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// What `/readyz` says of a failed database probe: the kind of failure and
+/// the SQLSTATE, never PostgreSQL's message.
+fn public_cause(e: &DbError) -> String {
+    match e {
+        DbError::NotReady => e.to_string(),
+        DbError::Pool(_) | DbError::Build(_) => {
+            "no database connection (the cause is in the backend's log)".into()
+        }
+        DbError::Query(q) => match q.code() {
+            Some(code) => format!(
+                "SELECT 1 failed with SQLSTATE {} (the cause is in the backend's log)",
+                code.code()
+            ),
+            None => "SELECT 1 failed (the cause is in the backend's log)".into(),
+        },
     }
 }
 
