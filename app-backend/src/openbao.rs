@@ -38,6 +38,9 @@ where
     Ok(sender)
 }
 
+/// How the sidecar's own error strings begin (its proxy's refusals).
+const SIDECAR_PREFIX: &str = "zt-sidecar:";
+
 /// Largest response body read from the proxy.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -59,7 +62,8 @@ pub enum StoreError {
     /// HTTP-level failure talking to the proxy.
     #[error("HTTP error talking to the OpenBao proxy: {0}")]
     Http(String),
-    /// The sidecar refused the request (allow-list: a configuration bug).
+    /// The sidecar refused the request (allow-list: a configuration bug), or
+    /// OpenBao answered another 4xx.
     #[error("the sidecar refused {method} {path}: {status} {message}")]
     Refused {
         /// Method.
@@ -71,7 +75,9 @@ pub enum StoreError {
         /// OpenBao's or the sidecar's error strings.
         message: String,
     },
-    /// OpenBao (or the proxy in front of it) failed: 5xx, 502 unreachable, 504.
+    /// OpenBao (or the proxy in front of it) failed: 5xx, 502 unreachable,
+    /// 504, a 403 of OpenBao's (the sidecar's token was revoked or expired;
+    /// it logs in again), a redirect (a standby node answered).
     #[error("OpenBao answered {status} for {method} {path}: {message}")]
     Upstream {
         /// Method.
@@ -194,7 +200,15 @@ impl SecretStore {
 
     fn fail(method: &Method, path: &str, status: StatusCode, body: &[u8]) -> StoreError {
         let message = errors_of(body);
-        if status.is_server_error() {
+        // The sidecar's own refusals (its allow-list: a configuration bug)
+        // say so; any other 403 is OpenBao refusing the sidecar's token
+        // (revoked or expired: the sidecar logs in again), and a redirect
+        // is a standby node answering: outages, not bugs.
+        let from_openbao = !message.starts_with(SIDECAR_PREFIX);
+        if status.is_server_error()
+            || status.is_redirection()
+            || (status == StatusCode::FORBIDDEN && from_openbao)
+        {
             StoreError::Upstream {
                 method: method.to_string(),
                 path: path.into(),
@@ -269,5 +283,36 @@ impl SecretStore {
         } else {
             Err(Self::fail(&Method::DELETE, &path, status, &body))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(status: u16, body: &str) -> &'static str {
+        match SecretStore::fail(
+            &Method::GET,
+            "/v1/secret/data/github/users/1",
+            StatusCode::from_u16(status).unwrap(),
+            body.as_bytes(),
+        ) {
+            StoreError::Refused { .. } => "refused",
+            StoreError::Upstream { .. } => "upstream",
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn only_the_sidecars_own_refusals_and_other_4xx_are_ours() {
+        let sidecar =
+            r#"{"errors":["zt-sidecar: GET /v1/sys/mounts refused: not in the allow-list"]}"#;
+        assert_eq!(kind(403, sidecar), "refused");
+        assert_eq!(kind(403, r#"{"errors":["permission denied"]}"#), "upstream");
+        assert_eq!(kind(403, ""), "upstream");
+        assert_eq!(kind(307, ""), "upstream");
+        assert_eq!(kind(500, r#"{"errors":["internal error"]}"#), "upstream");
+        assert_eq!(kind(502, sidecar), "upstream");
+        assert_eq!(kind(400, r#"{"errors":["bad"]}"#), "refused");
     }
 }
