@@ -143,8 +143,7 @@ impl GithubClient {
     /// `GET /user`: whose token this is.
     pub async fn user(&self, token: &Sensitive) -> Result<GithubUser, GithubError> {
         let (_, body) = self.get("/user", token).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| GithubError::Unavailable(format!("unexpected /user body: {e}")))
+        parse_user(&body)
     }
 
     /// `GET /user/repos?sort=updated`: one page, newest update first, and
@@ -158,18 +157,95 @@ impl GithubClient {
         let path =
             format!("/user/repos?sort=updated&direction=desc&page={page}&per_page={per_page}");
         let (headers, body) = self.get(&path, token).await?;
-        let mut repos: Vec<Repo> = serde_json::from_slice(&body)
-            .map_err(|e| GithubError::Unavailable(format!("unexpected /user/repos body: {e}")))?;
-        // GitHub's timestamps are RFC 3339 UTC ("…Z"): text order is time order.
-        repos.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        let repos = parse_repos(&body, per_page)?;
         let next = has_next(headers.get(LINK).and_then(|v| v.to_str().ok()));
         Ok((repos, next))
     }
 }
 
+/// Longest login accepted from GitHub (its own logins have at most 39
+/// characters; Enterprise Managed Users add `_<shortcode>`).
+const MAX_LOGIN: usize = 100;
+
+/// The `/user` body. Its login is logged and written to the audit log, so
+/// one that GitHub would never give (empty, too long, or with characters
+/// other than letters, digits, `-` and `_`: a newline would forge a log
+/// line) is refused like any other unexpected body.
+fn parse_user(body: &[u8]) -> Result<GithubUser, GithubError> {
+    let user: GithubUser = serde_json::from_slice(body)
+        .map_err(|e| GithubError::Unavailable(format!("unexpected /user body: {e}")))?;
+    let login_ok = !user.login.is_empty()
+        && user.login.len() <= MAX_LOGIN
+        && user
+            .login
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !login_ok {
+        return Err(GithubError::Unavailable(
+            "unexpected /user body: its login is not a GitHub login".into(),
+        ));
+    }
+    Ok(user)
+}
+
+/// The `/user/repos` body: at most `per_page` repositories (a server that
+/// sends more is not passed on whole), newest update first.
+fn parse_repos(body: &[u8], per_page: u32) -> Result<Vec<Repo>, GithubError> {
+    let mut repos: Vec<Repo> = serde_json::from_slice(body)
+        .map_err(|e| GithubError::Unavailable(format!("unexpected /user/repos body: {e}")))?;
+    // GitHub's timestamps are RFC 3339 UTC ("…Z"): text order is time order.
+    repos.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    repos.truncate(per_page as usize);
+    Ok(repos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_github_would_never_give_is_refused() {
+        let user =
+            |login: &str| parse_user(serde_json::json!({ "login": login }).to_string().as_bytes());
+        for good in [
+            "octocat",
+            "jake-peralta",
+            "amy_acme",
+            &"a".repeat(MAX_LOGIN),
+        ] {
+            assert_eq!(user(good).unwrap().login, good);
+        }
+        for bad in [
+            "",
+            "two\nlines",
+            "evil\u{1b}[31m",
+            "a b",
+            "ünï",
+            &"a".repeat(MAX_LOGIN + 1),
+        ] {
+            assert!(
+                matches!(user(bad), Err(GithubError::Unavailable(ref m)) if m.contains("not a GitHub login")),
+                "{bad:?}"
+            );
+        }
+        assert!(parse_user(b"[]").is_err());
+    }
+
+    #[test]
+    fn more_repositories_than_asked_for_are_cut_to_the_page_newest_first() {
+        let repos: Vec<serde_json::Value> = (0..50)
+            .map(|i| {
+                serde_json::json!({
+                    "name": format!("r{i}"), "full_name": format!("o/r{i}"), "private": false,
+                    "html_url": "https://github.com/o/r", "updated_at": format!("2026-01-{:02}T00:00:00Z", i % 28 + 1)
+                })
+            })
+            .collect();
+        let got = parse_repos(serde_json::to_string(&repos).unwrap().as_bytes(), 30).unwrap();
+        assert_eq!(got.len(), 30);
+        assert!(got.windows(2).all(|w| w[0].updated_at >= w[1].updated_at));
+        assert_eq!(got[0].updated_at.as_deref(), Some("2026-01-28T00:00:00Z"));
+    }
 
     #[test]
     fn link_headers_are_read_like_githubs() {
