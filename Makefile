@@ -15,11 +15,15 @@ PROFILE ?= debug
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 BINS := -p zt-sidecar -p zt-injector -p app-backend -p app-frontend -p github-standin -p devstack -p zt-bootstrap -p zt-bench
 UP_BINS := -p devstack -p zt-sidecar -p app-backend -p app-frontend -p github-standin
-DEVSTACK := target/$(PROFILE)/devstack
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+DEVSTACK := $(TARGET_DIR)/$(PROFILE)/devstack
 # down/status work with any build of devstack (the platform may have been started with another PROFILE).
-ANY_DEVSTACK = $(firstword $(wildcard $(DEVSTACK) target/debug/devstack target/release/devstack))
+ANY_DEVSTACK = $(firstword $(wildcard $(DEVSTACK) $(TARGET_DIR)/debug/devstack $(TARGET_DIR)/release/devstack))
+# Targets that need root: scripts/as-root.sh says so at once when not root,
+# and gives a non-root owner's checkout back its files when they end.
+AS_ROOT = bash scripts/as-root.sh
 
-.PHONY: help tools tools-base tools-kube disk test test-faults fuzz lint up down status demo bench bench-sidecar bench-mtls bench-mtls-instructions bench-backend bench-injector bench-fleet build build-up install deploy teardown lab
+.PHONY: help tools tools-base tools-run tools-kube disk test test-run test-faults test-faults-run fuzz lint up down status demo bench bench-sidecar bench-mtls bench-mtls-instructions bench-backend bench-injector bench-fleet build build-up install deploy teardown lab lab-run
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
@@ -27,8 +31,11 @@ help: ## List the targets
 tools: tools-base ## Install SPIRE, OpenBao, PostgreSQL, Chromium, helm and the CRDs the deploy tests use (pinned; idempotent) into .tools/
 	@bash deploy/scripts/schemas.sh
 
-tools-base: ## What make up needs of make tools: SPIRE, OpenBao, PostgreSQL, Chromium (no helm, no CRDs)
+tools-base: ## make tools without helm and the CRDs: SPIRE, OpenBao, PostgreSQL, schemathesis, Chromium
 	@bash scripts/tools.sh
+
+tools-run: ## Only what make up and make demo run: SPIRE, OpenBao, PostgreSQL
+	@bash scripts/tools.sh run
 
 tools-kube: ## Build etcd, kube-apiserver, kubectl, kubelet, ... (pinned; idempotent) into .tools/bin: the real Kubernetes `make test` uses
 	@bash scripts/tools.sh kube
@@ -47,24 +54,30 @@ lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy -p devstack --locked --no-default-features -- -D warnings
 
-test: tools tools-kube disk lint ## Install tools if needed, lint, then run every test against the real components
+test: ## As root: install tools if needed, lint, then run every test against the real components
+	@$(AS_ROOT) test $(MAKE) --no-print-directory test-run
+
+test-run: tools tools-kube disk lint
 	$(CARGO) test --workspace --locked
 
-test-faults: tools disk ## Every fault of the fault suite under load on the real platform (root: it mounts a tmpfs); table in bench/results/faults.md
+test-faults: ## As root (it mounts a tmpfs): the fault suite under load on the real platform (ZT_FAULTS=a,b picks faults; default all); table in bench/results/faults.md
+	@$(AS_ROOT) test-faults $(MAKE) --no-print-directory test-faults-run
+
+test-faults-run: tools disk
 	$(CARGO) build --locked -p zt-sidecar -p app-backend -p app-frontend -p github-standin
-	ZT_FAULTS=all $(CARGO) test --locked -p devstack --test faults -- --nocapture
+	ZT_FAULTS=$${ZT_FAULTS:-all} $(CARGO) test --locked -p devstack --test faults -- --nocapture
 
 fuzz: ## cargo fuzz every target for FUZZ_SECONDS (default 60) each from fuzz/corpus/ (nightly; installs cargo-fuzz); figures in bench/results/fuzz.md
 	@bash scripts/fuzz.sh
 
-up: tools-base $(if $(SKIP_BUILD),,build-up) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
+up: tools-run $(if $(SKIP_BUILD),,build-up) ## Run the whole platform locally (frontend on http://127.0.0.1:3000); Ctrl-C stops it
 	@$(DEVSTACK) up --state $(STATE)
 
 down: ## Stop the platform started with `make up`
 	@if [ -n "$(ANY_DEVSTACK)" ]; then $(ANY_DEVSTACK) down --state $(STATE); else echo "nothing to stop (not built)"; fi
 
 LAB_DIR = $${TMPDIR:-/tmp}/zt-lab
-demo: $(if $(CLUSTER)$(LAB),,$(if $(SKIP_BUILD),,build-up)) ## Guided walkthrough of the seed's demo (starts the platform if needed); NO_PAUSE=1 for scripts, CLUSTER=1 on the kind cluster, LAB=1 on the lab cluster (make lab)
+demo: $(if $(CLUSTER)$(LAB),,tools-run $(if $(SKIP_BUILD),,build-up)) ## Guided walkthrough of the seed's demo (starts the platform if needed); NO_PAUSE=1 for scripts, CLUSTER=1 on the kind cluster, LAB=1 on the lab cluster (make lab)
 	@if [ -n "$(LAB)" ]; then \
 	  KUBECONFIG=$(LAB_DIR)/control-plane/kubeconfig ZT_LAB=1 ZT_CONTEXT=devstack FRONTEND_URL=http://10.250.0.2:30080 \
 	    PATH="$(CURDIR)/.tools/bin:$$PATH" bash deploy/scripts/demo-cluster.sh; \
@@ -80,9 +93,12 @@ install: ## Install the platform into the cluster of your current kube context (
 deploy: ## kind cluster with Cilium and the images, then make install into it (docs/deploy.md)
 	@bash deploy/scripts/deploy.sh $(if $(SKIP_BUILD),--skip-build)
 
-lab: tools tools-kube disk ## A real one-node Kubernetes here (root) with the platform installed (make install, lab profile); Ctrl-C removes it
+lab: ## As root: a real one-node Kubernetes here with the platform installed (make install, lab profile); Ctrl-C removes it
+	@$(AS_ROOT) lab $(MAKE) --no-print-directory lab-run
+
+lab-run: tools tools-kube disk
 	$(CARGO) build --locked --workspace --bins
-	@target/debug/devstack lab --install
+	@$(TARGET_DIR)/debug/devstack lab --install
 
 teardown: ## Delete the kind cluster made by make deploy
 	@bash deploy/scripts/teardown.sh

@@ -5,7 +5,6 @@
 #
 #   FUZZ_SECONDS=300 make fuzz          longer runs
 #   FUZZ_TARGETS="frontend_next" make fuzz
-#   ZT_TOOLS_DIR=/some/dir make fuzz    cargo-fuzz there instead of .tools/
 #
 # cargo-fuzz (crates.io, pinned below) is installed into .tools/cargo-fuzz;
 # it needs a nightly toolchain (-Zsanitizer). New inputs a run finds go to
@@ -19,7 +18,7 @@ cd "$root"
 # shellcheck source=../deploy/versions.env
 . deploy/versions.env
 
-tools="${ZT_TOOLS_DIR:-$root/.tools}"
+tools="$root/.tools"
 seconds="${FUZZ_SECONDS:-60}"
 targets="${FUZZ_TARGETS:-proxy_normalise sidecar_config backend_secret_files frontend_next inbound_head}"
 out="$root/bench/results/fuzz.md"

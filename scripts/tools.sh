@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real components this project runs against, pinned, into .tools/.
 #
-#   scripts/tools.sh [--check] [base|kube]
+#   scripts/tools.sh [--check] [base|run|kube]
 #     base (default)  everything `make up` and the tests need (`make tools`)
+#     run             only what `make up` and `make demo` run: SPIRE, OpenBao,
+#                     PostgreSQL (no schemathesis, no Chromium: tests only)
 #     kube            the Kubernetes control plane for the tests (`make tools-kube`;
 #                     `make test` runs it, `make up` never does)
 #     --check         only report what is missing (exit 1 if anything is)
@@ -31,8 +33,8 @@ group=base
 for arg in "$@"; do
   case $arg in
     --check) check_only=true ;;
-    base | kube) group=$arg ;;
-    *) printf '[tools] unknown argument: %s (usage: tools.sh [--check] [base|kube])\n' "$arg" >&2; exit 2 ;;
+    base | run | kube) group=$arg ;;
+    *) printf '[tools] unknown argument: %s (usage: tools.sh [--check] [base|run|kube])\n' "$arg" >&2; exit 2 ;;
   esac
 done
 missing=()
@@ -111,6 +113,7 @@ else
 fi
 
 # --- schemathesis (app-backend/tests/schemathesis.rs) ------------------------
+if [ "$group" = base ]; then
 # A venv of its own, so its dependencies never meet the machine's Python packages.
 st="$tools/schemathesis/bin/schemathesis"
 st_ok() {
@@ -134,14 +137,16 @@ else
   st_ok || fail "schemathesis: version check" "rm -rf .tools/schemathesis && make tools"
   say "schemathesis $SCHEMATHESIS_VERSION installed (.tools/schemathesis/bin/schemathesis)"
 fi
+fi
 
 # --- PostgreSQL --------------------------------------------------------------
 pg_bindir() {
   if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
     pg_config --bindir; return
   fi
+  # The newest version, by number (devstack chooses the same one).
   local d
-  for d in /usr/lib/postgresql/*/bin; do
+  for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k5,5Vr); do
     [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { echo "$d"; return; }
   done
   return 1
@@ -160,7 +165,9 @@ else
 fi
 
 # --- Chromium (browser tests) ------------------------------------------------
-if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+if [ "$group" = run ]; then
+  :
+elif [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
   say "Chromium + chromedriver present"
 elif [ "${ZT_SKIP_BROWSER:-}" = 1 ]; then
   say "Chromium skipped (ZT_SKIP_BROWSER=1); browser tests will fail with an install hint"
@@ -174,4 +181,4 @@ else
   say "Chromium installed"
 fi
 
-finish tools tools
+if [ "$group" = run ]; then finish tools "tools make up needs"; else finish tools tools; fi

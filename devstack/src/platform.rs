@@ -102,9 +102,13 @@ impl PlatformPorts {
         ]
     }
 
-    /// Fails with a one-line explanation and the fix if any port is taken.
-    pub fn check_free(&self) -> anyhow::Result<()> {
+    /// Fails with a one-line explanation and the fix if any port is taken
+    /// (the stand-in's only when `github` is the stand-in).
+    pub fn check_free(&self, github: &GithubApi) -> anyhow::Result<()> {
         for (port, what) in self.named() {
+            if port == self.github && *github != GithubApi::StandIn {
+                continue;
+            }
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 bail!(
                     "port {port} ({what}) is already in use — is the platform already up? Run `make down`, \

@@ -112,9 +112,19 @@ fn pg_bin_dir() -> Option<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
         .filter(|d| is_executable(&d.join("initdb")) && is_executable(&d.join("postgres")))
         .collect();
-    // Newest major version first.
-    candidates.sort();
+    // The newest version: by number, so 15 comes after 9.6.
+    candidates.sort_by_key(|d| pg_version(d));
     candidates.pop()
+}
+
+/// The version in `/usr/lib/postgresql/<version>/bin` as numbers (`9.6` →
+/// `[9, 6]`); a name that is not one sorts first.
+fn pg_version(bin: &Path) -> Vec<u32> {
+    bin.parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .map(|n| n.split('.').map_while(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -127,6 +137,20 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_postgresql_is_chosen_by_number() {
+        let mut dirs: Vec<PathBuf> = ["15", "9.6", "16", "latest"]
+            .iter()
+            .map(|v| Path::new("/usr/lib/postgresql").join(v).join("bin"))
+            .collect();
+        dirs.sort_by_key(|d| pg_version(d));
+        let order: Vec<&str> = dirs
+            .iter()
+            .map(|d| d.parent().unwrap().file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(order, ["latest", "9.6", "15", "16"]);
+    }
 
     #[test]
     fn missing_tool_message_names_component_and_fix() {

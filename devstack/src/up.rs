@@ -29,13 +29,24 @@ fn alive(pid: i32) -> bool {
             .contains(") Z ")
 }
 
+/// Whether `pid` runs a devstack binary: after a reboot or a kill the pid
+/// file may name a number the system has given to another process, which
+/// `make up` must not take for the platform nor `make down` signal.
+fn is_devstack(pid: i32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
+        // A binary rebuilt while it runs shows as "devstack (deleted)".
+        .is_some_and(|name| name == "devstack" || name == "devstack (deleted)")
+}
+
 fn running_pid(state: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file(state))
         .ok()?
         .trim()
         .parse()
         .ok()?;
-    alive(pid).then_some(pid)
+    (alive(pid) && is_devstack(pid)).then_some(pid)
 }
 
 /// Starts the platform and blocks until SIGINT/SIGTERM.
@@ -45,14 +56,14 @@ pub fn up(state: &Path, github_url: Option<String>) -> anyhow::Result<()> {
     if let Some(pid) = running_pid(&state) {
         bail!("the platform is already running (pid {pid}); stop it with `make down` first");
     }
-    let ports = PlatformPorts::FIXED;
-    ports.check_free()?;
-    let started = Instant::now();
-    eprintln!("[up] starting PostgreSQL, SPIRE, OpenBao, both sidecars, backend and frontend (state in {})", state.display());
     let github = match github_url {
         Some(u) => GithubApi::Url(u),
         None => GithubApi::StandIn,
     };
+    let ports = PlatformPorts::FIXED;
+    ports.check_free(&github)?;
+    let started = Instant::now();
+    eprintln!("[up] starting PostgreSQL, SPIRE, OpenBao, both sidecars, backend and frontend (state in {})", state.display());
     let using_standin = github == GithubApi::StandIn;
     let platform = Platform::start(PlatformOptions {
         infra: Options {
@@ -286,4 +297,21 @@ pub fn ensure_running(state: &Path) -> anyhow::Result<()> {
         child.id()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_naming_another_program_is_not_the_platform() {
+        // This test binary (devstack-<hash>) is not devstack: a pid file
+        // naming it (a number reused after a reboot) is not a running
+        // platform.
+        let me = std::process::id() as i32;
+        assert!(alive(me) && !is_devstack(me));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(pid_file(dir.path()), me.to_string()).unwrap();
+        assert_eq!(running_pid(dir.path()), None);
+    }
 }

@@ -399,7 +399,7 @@ impl Tmpfs {
         assert!(
             nix::unistd::geteuid().is_root(),
             "the secrets-dir-full fault mounts a small tmpfs for the backend's secrets and needs \
-             root: run `sudo make test-faults` (or pick other faults with ZT_FAULTS)"
+             root: run `make test-faults` as root (`sudo -i` first), or pick the other faults with ZT_FAULTS"
         );
         std::fs::create_dir_all(at).unwrap();
         let out = std::process::Command::new("mount")
