@@ -89,6 +89,10 @@ pub const LOGIN_MAX_PENDING_PER_CLIENT: u32 = 4;
 /// clients together. Not configurable: a person signs in once at a time.
 pub const LOGIN_MAX_PENDING_PER_ACCOUNT: u32 = 4;
 
+/// How long a client that signed in to an account is not held back by the
+/// per-account limit ([`LOGIN_MAX_FAILURES_PER_ACCOUNT`]). Not configurable.
+pub const KNOWN_CLIENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Registrations allowed per client within [`REGISTER_WINDOW`] (each costs an
 /// argon2 hash, successful or not) before 429.
 pub const REGISTER_MAX_PER_CLIENT: &str = "BACKEND_REGISTER_MAX_PER_CLIENT";

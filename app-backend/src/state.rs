@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::{HashError, PasswordHasher};
-use crate::auth::ratelimit::AttemptLimiter;
+use crate::auth::ratelimit::{AttemptLimiter, KnownClients};
 use crate::config::{
-    Config, GITHUB_MAX_PENDING_PER_USER, LOGIN_MAX_PENDING_PER_ACCOUNT,
+    Config, GITHUB_MAX_PENDING_PER_USER, KNOWN_CLIENT_TTL, LOGIN_MAX_PENDING_PER_ACCOUNT,
     LOGIN_MAX_PENDING_PER_CLIENT, REGISTER_MAX_PENDING_PER_CLIENT,
 };
 use crate::db::migrate::{self, MigrateError};
@@ -112,6 +112,9 @@ pub struct AppState {
     pub login_limiter: AttemptLimiter,
     /// Failed logins per account name, from all clients together.
     pub account_login_limiter: AttemptLimiter,
+    /// Clients that signed in to an account recently (not held back by
+    /// `account_login_limiter`).
+    pub known_clients: KnownClients,
     /// Registrations per client (each costs a hash, so all of them count).
     pub register_limiter: AttemptLimiter,
     /// GitHub token checks per user (each calls GitHub).
@@ -151,6 +154,7 @@ impl AppState {
                 config.login_failure_window,
                 LOGIN_MAX_PENDING_PER_ACCOUNT,
             ),
+            known_clients: KnownClients::new(KNOWN_CLIENT_TTL),
             register_limiter: AttemptLimiter::new(
                 config.register_max_per_client,
                 config.register_window,

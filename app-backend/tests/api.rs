@@ -1318,6 +1318,16 @@ fn failed_logins_are_limited_per_account_whatever_the_client(ctx: &mut Ctx) {
     // new client: the price of the limit (docs: app-backend README).
     let (s, b) = ctx.failed_login(json!({"username": "hitchcock", "password": "scully4ever"}));
     assert_error(s, &b, 429, "rate_limited");
+    // ... but not a client that signed in to it before (this test's own
+    // address did, in registration_validates_and_refuses_duplicates): an
+    // attacker failing on purpose cannot lock its own user out.
+    let t = ctx.login("hitchcock", "scully4ever");
+    assert!(ctx.user_id(&t) > 0);
+    let metrics = ctx.c.get(ctx.u("/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        metrics.contains(r#"outcome="account_rate_limited""#),
+        "account refusals are counted apart: {metrics}"
+    );
     // Another account, from the same kind of client, signs in.
     let (s, b) = ctx.failed_login(json!({"username": "charles", "password": "charles99"}));
     assert_eq!(s, 200, "{b}");

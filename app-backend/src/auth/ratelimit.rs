@@ -166,6 +166,13 @@ impl AttemptLimiter {
             }
             w.counted = w.counted.saturating_add(1);
         }
+        // A client with nothing counted and nothing in flight is not kept:
+        // attempts that did not count (released, refused on our side) must
+        // not fill the map, or a flood of them would push out the windows
+        // that did count.
+        if w.counted == 0 && w.pending == 0 {
+            c.map.remove(client);
+        }
     }
 
     /// Drops expired windows with nothing in flight; if still too many, the
@@ -195,9 +202,119 @@ impl AttemptLimiter {
     }
 }
 
+/// Accounts [`KnownClients`] remembers before it starts over.
+const MAX_KNOWN_ACCOUNTS: usize = 10_000;
+/// Clients remembered per account (the newest).
+const CLIENTS_PER_ACCOUNT: usize = 4;
+
+/// The clients (rate-limit keys) that signed in to each account recently.
+/// The per-account limit does not apply to them: someone failing on purpose
+/// from elsewhere cannot keep an account's own user out, only the clients
+/// that never signed in to it. Bounded: when full, expired entries go, and
+/// if none has expired it starts over (the limit then applies to everyone
+/// until they sign in again).
+#[derive(Debug)]
+pub struct KnownClients {
+    ttl: Duration,
+    accounts: Mutex<HashMap<String, Vec<(String, Instant)>>>,
+}
+
+impl KnownClients {
+    /// Remembers a sign-in for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<(String, Instant)>>> {
+        self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `client` signed in to `account` at `now`.
+    pub fn remember(&self, account: &str, client: &str, now: Instant) {
+        let ttl = self.ttl;
+        let mut map = self.lock();
+        if map.len() >= MAX_KNOWN_ACCOUNTS && !map.contains_key(account) {
+            map.retain(|_, clients| {
+                clients.retain(|(_, at)| now.duration_since(*at) < ttl);
+                !clients.is_empty()
+            });
+            if map.len() >= MAX_KNOWN_ACCOUNTS {
+                map.clear();
+            }
+        }
+        let clients = map.entry(account.to_string()).or_default();
+        clients.retain(|(c, at)| c != client && now.duration_since(*at) < ttl);
+        clients.push((client.to_string(), now));
+        if clients.len() > CLIENTS_PER_ACCOUNT {
+            clients.remove(0);
+        }
+    }
+
+    /// Whether `client` signed in to `account` within the last `ttl`.
+    pub fn knows(&self, account: &str, client: &str, now: Instant) -> bool {
+        self.lock().get(account).is_some_and(|clients| {
+            clients
+                .iter()
+                .any(|(c, at)| c == client && now.duration_since(*at) < self.ttl)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_clients_are_the_recent_newest_few_per_account() {
+        let k = KnownClients::new(Duration::from_secs(100));
+        let t0 = Instant::now();
+        assert!(!k.knows("jake", "ip:10.0.0.1", t0));
+        k.remember("jake", "ip:10.0.0.1", t0);
+        assert!(k.knows("jake", "ip:10.0.0.1", t0 + Duration::from_secs(99)));
+        assert!(
+            !k.knows("jake", "ip:10.0.0.1", t0 + Duration::from_secs(100)),
+            "expired"
+        );
+        assert!(!k.knows("amy", "ip:10.0.0.1", t0), "per account");
+        assert!(!k.knows("jake", "ip:10.0.0.2", t0), "per client");
+        for i in 2..=(CLIENTS_PER_ACCOUNT + 1) {
+            k.remember("jake", &format!("ip:10.0.0.{i}"), t0);
+        }
+        assert!(!k.knows("jake", "ip:10.0.0.1", t0), "the oldest goes");
+        assert!(k.knows(
+            "jake",
+            &format!("ip:10.0.0.{}", CLIENTS_PER_ACCOUNT + 1),
+            t0
+        ));
+        // Full of accounts: it starts over rather than grow.
+        for i in 0..=MAX_KNOWN_ACCOUNTS {
+            k.remember(&format!("user-{i}"), "ip:10.0.0.9", t0);
+        }
+        assert!(k.lock().len() <= MAX_KNOWN_ACCOUNTS);
+    }
+
+    #[test]
+    fn attempts_that_do_not_count_leave_nothing_behind_and_cannot_push_out_a_count() {
+        let l = AttemptLimiter::new(3, Duration::from_secs(60), 4);
+        let now = Instant::now();
+        l.begin("victim", now).unwrap().count();
+        l.begin("victim", now).unwrap().count();
+        // A flood of released attempts under other names, more than the
+        // limiter ever holds.
+        for i in 0..(MAX_CLIENTS + 10) {
+            l.begin(&format!("name-{i}"), now).unwrap().release();
+        }
+        assert_eq!(l.tracked(), 1, "only the window that counted is kept");
+        l.begin("victim", now).unwrap().count();
+        assert_eq!(
+            l.begin("victim", now).unwrap_err(),
+            Refused::Limited(60),
+            "the victim's count survived the flood"
+        );
+    }
 
     #[test]
     fn limits_after_max_counted_attempts_until_the_window_ends() {

@@ -114,30 +114,46 @@ pub async fn login(
             AppError::RateLimited(r.retry_after())
         })?;
     let LoginRequest { username, password } = body.into_inner();
-    // And per account name, whether or not it exists (a limit only real
-    // names had would tell which are): a caller that can choose its client
-    // key still gets only so many guesses at one password. Names longer
-    // than any account are keyed by their start.
-    let account: String = username.chars().take(LOGIN_USERNAME_MAX + 1).collect();
-    let account_attempt = match state.account_login_limiter.begin(&account, Instant::now()) {
-        Ok(a) => a,
-        Err(r) => {
-            // Not this client's failure: its reservation does not count.
-            attempt.release();
-            state.metrics.outcome("login", "rate_limited");
-            return Err(AppError::AccountRateLimited(r.retry_after()));
-        }
-    };
     // Names that cannot exist (too long, NUL: PostgreSQL refuses it in text)
     // still cost one argon2 verification, like unknown names.
     let lookup = username.chars().count() <= LOGIN_USERNAME_MAX && !username.contains('\0');
+    // And per account name, whether or not it exists (a limit only real
+    // names had would tell which are): a caller that can choose its client
+    // key still gets only so many guesses at one password. Names that
+    // cannot exist share one key. A client that signed in to the account
+    // recently is not held back by it (someone failing on purpose elsewhere
+    // cannot lock the account's own user out).
+    let account = if lookup {
+        username.as_str()
+    } else {
+        "\0unusable"
+    };
+    let account_attempt = if state.known_clients.knows(account, &client, Instant::now()) {
+        None
+    } else {
+        match state.account_login_limiter.begin(account, Instant::now()) {
+            Ok(a) => Some(a),
+            Err(r) => {
+                // Not this client's failure: its reservation does not count.
+                attempt.release();
+                state.metrics.outcome("login", "account_rate_limited");
+                tracing::warn!(
+                    account = %for_audit(account).escape_debug(),
+                    "login refused: too many failures for this account name from all clients"
+                );
+                return Err(AppError::AccountRateLimited(r.retry_after()));
+            }
+        }
+    };
     let found = if lookup {
         match queries::user_for_login(&state.db, &username).await {
             Ok(found) => found,
             Err(e) => {
                 // Our failure, not a guess: it does not count.
                 attempt.release();
-                account_attempt.release();
+                if let Some(a) = account_attempt {
+                    a.release();
+                }
                 return Err(e.into());
             }
         }
@@ -156,19 +172,28 @@ pub async fn login(
         Ok(ok) => ok,
         Err(e) => {
             attempt.release();
-            account_attempt.release();
+            if let Some(a) = account_attempt {
+                a.release();
+            }
             return Err(e.into());
         }
     };
     let user = match (ok, user) {
         (true, Some(u)) => {
             attempt.release();
-            account_attempt.release();
+            if let Some(a) = account_attempt {
+                a.release();
+            }
+            state
+                .known_clients
+                .remember(&username, &client, Instant::now());
             u
         }
         (_, user) => {
             attempt.count();
-            account_attempt.count();
+            if let Some(a) = account_attempt {
+                a.count();
+            }
             state.metrics.outcome("login", "failure");
             audit(
                 &state,
