@@ -464,8 +464,11 @@ fn demo_users_exist_only_when_asked_for() {
     login(&http(), &on.url, "jake", "jake99");
     on.process.stop(Duration::from_secs(5));
     // A seed user a version before operators existed inserted (the seed's
-    // name, email and password) is made one.
+    // name, email and password) is made one; the squatter an earlier
+    // version made an operator for its name and email alone is not one any
+    // more.
     stack.psql("UPDATE users SET is_operator = FALSE WHERE username = 'jake'");
+    stack.psql("UPDATE users SET is_operator = TRUE WHERE username = 'gina'");
     let mut on = stack.start_backend("seed-on-again", &[("BACKEND_SEED_DEMO_USERS", "true")]);
     assert_eq!(operators(), "amy,charles,jake,rosa,terry");
     on.process.stop(Duration::from_secs(5));

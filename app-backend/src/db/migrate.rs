@@ -202,11 +202,11 @@ pub const SEED_USERS: [(&str, &str, &str); 6] = [
 /// Inserts the seed users that are missing (`ON CONFLICT DO NOTHING`), with
 /// argon2id hashes computed now, as operators (they may read
 /// `/api/zt/status`; the demo's zero-trust page needs it). A user already
-/// there is made an operator only if it has the seed's username, email
-/// **and** password (one a version before operators existed inserted): an
-/// account someone registered under a seed name and email before the seed
-/// ran, with a password of their own, stays an ordinary user. Returns the
-/// usernames inserted.
+/// there with a seed username and email is an operator exactly when it also
+/// has the seed's password: an account someone registered under a seed name
+/// and email before the seed ran, with a password of their own, is an
+/// ordinary user (and stops being an operator if an earlier version made it
+/// one). Returns the usernames inserted.
 pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<String>, SeedError> {
     let names: Vec<String> = SEED_USERS.iter().map(|(u, _, _)| u.to_string()).collect();
     let names = &names;
@@ -244,23 +244,32 @@ pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<St
             inserted.push(user.to_string());
         }
     }
-    // Seed users a version before operators existed inserted: the seed's
-    // name, email and password.
+    // The others with a seed name and email are operators exactly when
+    // they have the seed's password: one a version before operators
+    // existed inserted is made one; one that an earlier version made an
+    // operator for its name and email alone (someone registered it first,
+    // with a password of their own) is no longer one.
     let emails: Vec<String> = SEED_USERS.iter().map(|(_, e, _)| e.to_string()).collect();
     let emails = &emails;
-    let candidates: Vec<(i32, String, String)> = db
+    let candidates: Vec<(i32, String, String, bool)> = db
         .run(|c| async move {
             let rows = c
                 .query(
-                    "SELECT id, username, password_hash FROM users
-                     WHERE NOT is_operator AND (username, email) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                    "SELECT id, username, password_hash, is_operator FROM users
+                     WHERE (username, email) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
                     &[names, emails],
                 )
                 .await?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect())
         })
         .await?;
-    for (id, user, hash) in candidates {
+    for (id, user, hash, operator) in candidates {
+        if inserted.contains(&user) {
+            continue;
+        }
         let Some((_, _, password)) = SEED_USERS.iter().find(|(u, _, _)| *u == user) else {
             continue;
         };
@@ -269,12 +278,17 @@ pub async fn seed_users(db: &Database, hasher: &PasswordHasher) -> Result<Vec<St
             .await
             .map_err(SeedError::Hash)?;
         if !seeded {
-            tracing::warn!(user = %user, "an account with a seed user's name and email but another password exists: it is not made an operator");
+            tracing::warn!(user = %user, "an account with a seed user's name and email but another password exists: it is not an operator");
+        }
+        if seeded == operator {
             continue;
         }
         db.run(|c| async move {
-            c.execute("UPDATE users SET is_operator = TRUE WHERE id = $1", &[&id])
-                .await
+            c.execute(
+                "UPDATE users SET is_operator = $2 WHERE id = $1",
+                &[&id, &seeded],
+            )
+            .await
         })
         .await?;
     }
