@@ -202,11 +202,14 @@ impl SecretStore {
         let message = errors_of(body);
         // The sidecar's own refusals (its allow-list: a configuration bug)
         // say so; any other 403 is OpenBao refusing the sidecar's token
-        // (revoked or expired: the sidecar logs in again), and a redirect
-        // is a standby node answering: outages, not bugs.
+        // (revoked or expired: the sidecar logs in again), a 429 is one of
+        // OpenBao's rate-limit quotas, and a redirect is a standby node
+        // answering: outages, not bugs. (A policy that lacks the path also
+        // answers 403: the log says "permission denied" at every call.)
         let from_openbao = !message.starts_with(SIDECAR_PREFIX);
         if status.is_server_error()
             || status.is_redirection()
+            || status == StatusCode::TOO_MANY_REQUESTS
             || (status == StatusCode::FORBIDDEN && from_openbao)
         {
             StoreError::Upstream {
@@ -313,6 +316,13 @@ mod tests {
         assert_eq!(kind(307, ""), "upstream");
         assert_eq!(kind(500, r#"{"errors":["internal error"]}"#), "upstream");
         assert_eq!(kind(502, sidecar), "upstream");
+        assert_eq!(
+            kind(
+                429,
+                r#"{"errors":["request path: rate limit quota exceeded"]}"#
+            ),
+            "upstream"
+        );
         assert_eq!(kind(400, r#"{"errors":["bad"]}"#), "refused");
     }
 }

@@ -21,8 +21,9 @@
 //!   short linger, instead of reading a chunked body on, with no time limit,
 //!   after the answer.
 //! - The server does not keep connections alive
-//!   ([`server`](crate::server)): every request is the first on its
-//!   connection, so every head gets actix's head timeout.
+//!   ([`server`](crate::server)): a connection serves the requests that
+//!   arrived with its first, then closes, so no later head can be started
+//!   and left unfinished.
 
 use std::cell::RefCell;
 use std::future::Future;

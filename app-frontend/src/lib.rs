@@ -179,9 +179,10 @@ pub fn app(
 /// Connections are not kept alive: actix bounds the time a client takes to
 /// send a connection's first request head only, so a client could hold a
 /// kept-alive connection open for ever by sending the first byte of a next
-/// request and nothing more ([`body_deadline`]). A page costs a connection
-/// per request (its stylesheet and script are cached for good after the
-/// first visit).
+/// request and nothing more ([`body_deadline`]). A connection serves the
+/// requests its client sent at once (pipelined), then closes; a page costs
+/// a connection per request (its stylesheet and script are cached for good
+/// after the first visit).
 pub fn server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
     Ok(HttpServer::new(move || app(state.clone()))
         .keep_alive(actix_web::http::KeepAlive::Disabled)
