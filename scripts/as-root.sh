@@ -11,7 +11,8 @@
 # (target/, .tools/, ...) is given back to the checkout's owner, so that
 # user's next `make up` can build where `make test` did.
 set -uo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The physical path: a checkout reached through a symlink is still found.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 target=$1
 shift
 
@@ -19,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
   case $target in
     test) why="three of its suites need it: the lab cluster (containerd and a kubelet in a network namespace), the injector's file test and the bootstrap Job test (processes run as other uids with setpriv). As yourself, \`cargo test --workspace\` runs every other suite (those three fail with the same reason)" ;;
     lab) why="it runs containerd and a kubelet in a network namespace" ;;
-    test-faults) why="the secrets-dir-full fault mounts a small tmpfs (as yourself, ZT_FAULTS=<the others> cargo test -p devstack --test faults runs the rest)" ;;
+    test-faults) why="the secrets-dir-full fault mounts a small tmpfs (as yourself, \`make test-faults ZT_FAULTS=<the others>\` runs the rest)" ;;
     *) why="it needs root" ;;
   esac
   printf '[%s] make %s runs as root: %s.\n' "$target" "$target" "$why" >&2
@@ -30,14 +31,28 @@ fi
 
 owner=$(stat -c %u:%g "$root")
 give_back() {
-  [ "$owner" = 0:0 ] && return
-  find "$root" -xdev -uid 0 -print0 2>/dev/null | xargs -0 -r chown -h "$owner" 2>/dev/null
-  printf '[%s] what root wrote in this checkout belongs to uid %s again (its owner)\n' "$target" "${owner%%:*}"
+  [ "${owner%%:*}" = 0 ] && return
+  if find "$root" -xdev -uid 0 -print0 | xargs -0 -r chown -h "$owner"; then
+    printf '[%s] what root wrote in this checkout belongs to uid %s again (its owner)\n' "$target" "${owner%%:*}"
+  else
+    printf '[%s] could not give everything root wrote in %s back to uid %s: run `chown -R %s %s` as root\n' \
+      "$target" "$root" "${owner%%:*}" "$owner" "$root" >&2
+  fi
 }
-# Ctrl-C reaches the command (same process group); this script waits for it
-# to end, then gives the files back.
-trap ':' INT TERM
-"$@"
+# A checkout of root's own (CI): nothing to give back; the command runs in
+# this process's place.
+[ "${owner%%:*}" = 0 ] && exec "$@"
+# Else the command runs as a job of its own, and Ctrl-C and SIGTERM are
+# passed on to it; when it has ended, the files are given back.
+set -m
+"$@" &
+child=$!
+trap 'kill -INT -- "-$child" 2>/dev/null' INT
+trap 'kill -TERM -- "-$child" 2>/dev/null' TERM
+# A signal ends `wait` early; wait again until the job has ended, then
+# take its status (bash keeps it for the last `wait`).
+while kill -0 "$child" 2>/dev/null; do wait "$child"; done
+wait "$child"
 rc=$?
 give_back
 exit "$rc"

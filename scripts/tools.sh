@@ -140,12 +140,19 @@ fi
 fi
 
 # --- PostgreSQL --------------------------------------------------------------
+# The folder devstack uses too: ZT_PG_BIN_DIR, else the pinned major version
+# (POSTGRES_MAJOR, what the lab's image is built from), else pg_config's,
+# else the newest version installed.
 pg_bindir() {
+  if [ -n "${ZT_PG_BIN_DIR:-}" ]; then
+    [ -x "$ZT_PG_BIN_DIR/initdb" ] && [ -x "$ZT_PG_BIN_DIR/postgres" ] && { echo "$ZT_PG_BIN_DIR"; return; }
+    return 1
+  fi
+  local d=/usr/lib/postgresql/$POSTGRES_MAJOR/bin
+  [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { echo "$d"; return; }
   if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
     pg_config --bindir; return
   fi
-  # The newest version, by number (devstack chooses the same one).
-  local d
   for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k5,5Vr); do
     [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { echo "$d"; return; }
   done
@@ -153,6 +160,8 @@ pg_bindir() {
 }
 if d=$(pg_bindir); then
   say "PostgreSQL server present ($d)"
+elif [ -n "${ZT_PG_BIN_DIR:-}" ] && ! $check_only; then
+  fail "postgresql: ZT_PG_BIN_DIR=$ZT_PG_BIN_DIR has no initdb and postgres" "unset ZT_PG_BIN_DIR, or point it at PostgreSQL's bin folder"
 elif $check_only; then
   missing+=("PostgreSQL server (initdb, postgres)")
 else
@@ -181,4 +190,4 @@ else
   say "Chromium installed"
 fi
 
-if [ "$group" = run ]; then finish tools "tools make up needs"; else finish tools tools; fi
+if [ "$group" = run ]; then finish tools-run "tools make up needs"; else finish tools tools; fi

@@ -94,9 +94,20 @@ impl Tools {
     }
 }
 
+/// The PostgreSQL major version the platform is pinned to
+/// (`POSTGRES_MAJOR` in deploy/versions.env; the lab's image is built from
+/// it): preferred when several are installed.
+pub const POSTGRES_MAJOR: &str = "15";
+
 fn pg_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os(PG_BIN_DIR_ENV) {
         return Some(PathBuf::from(dir));
+    }
+    let pinned = Path::new("/usr/lib/postgresql")
+        .join(POSTGRES_MAJOR)
+        .join("bin");
+    if is_executable(&pinned.join("initdb")) && is_executable(&pinned.join("postgres")) {
+        return Some(pinned);
     }
     if let Ok(out) = std::process::Command::new("pg_config")
         .arg("--bindir")
@@ -137,6 +148,16 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pinned_postgresql_major_is_the_one_in_versions_env() {
+        let env = std::fs::read_to_string(repo_root().join("deploy/versions.env")).unwrap();
+        assert!(
+            env.lines()
+                .any(|l| l.trim() == format!("POSTGRES_MAJOR={POSTGRES_MAJOR}")),
+            "deploy/versions.env and devstack::tools::POSTGRES_MAJOR disagree"
+        );
+    }
 
     #[test]
     fn the_newest_postgresql_is_chosen_by_number() {

@@ -29,15 +29,22 @@ fn alive(pid: i32) -> bool {
             .contains(") Z ")
 }
 
-/// Whether `pid` runs a devstack binary: after a reboot or a kill the pid
-/// file may name a number the system has given to another process, which
-/// `make up` must not take for the platform nor `make down` signal.
+/// Whether `pid` runs the platform: after a reboot or a kill the pid file
+/// may name a number the system has given to another process, which
+/// `make up` must not take for the platform nor `make down` signal. The
+/// platform is a devstack binary, or (a renamed copy, a run under a tracer)
+/// a process whose command line has `up` and `--state`.
 fn is_devstack(pid: i32) -> bool {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
+    let named = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
         // A binary rebuilt while it runs shows as "devstack (deleted)".
-        .is_some_and(|name| name == "devstack" || name == "devstack (deleted)")
+        .is_some_and(|name| name == "devstack" || name == "devstack (deleted)");
+    named
+        || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.contains(&b"up".as_slice()) && args.contains(&b"--state".as_slice())
+        })
 }
 
 fn running_pid(state: &Path) -> Option<i32> {

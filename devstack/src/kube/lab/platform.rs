@@ -13,12 +13,11 @@ use anyhow::Context;
 
 use super::super::images::Image;
 use crate::sidecar::workspace_binary;
-use crate::tools::{repo_root, Tools};
+// The PostgreSQL major the lab's `postgres` image carries (Debian 12's).
+use crate::tools::{repo_root, Tools, POSTGRES_MAJOR as PG_MAJOR};
 
 /// Our images' tag (deploy/docker, deploy/k8s).
 pub const OUR_TAG: &str = "dev";
-/// The PostgreSQL major the lab's `postgres` image carries (Debian 12's).
-const PG_MAJOR: &str = "15";
 
 fn versions() -> anyhow::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(repo_root().join("deploy/versions.env"))?;
