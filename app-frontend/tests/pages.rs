@@ -1373,6 +1373,23 @@ struct Trickled {
     closed: std::time::Duration,
 }
 
+impl Trickled {
+    /// The answer has `status`, says `Connection: close`, and the frontend
+    /// closed the connection within `within`.
+    fn answered_then_closed(&self, status: &str, within: std::time::Duration) {
+        let answer = &self.answer;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+        assert!(self.closed < within, "closed after {:?}", self.closed);
+    }
+}
+
 /// Sends `head` then `body` over a new connection to `site`, `step` bytes
 /// every `pause` (then nothing, the connection kept open), reading the
 /// answer meanwhile until the frontend closes the connection.
@@ -1454,7 +1471,7 @@ async fn slow_clients_cannot_hold_a_connection_open() {
     // at 1 s the frontend answers 408 and closes. Nothing reaches the backend.
     let by_length = form_head(&format!("Content-Length: {}", body.len()));
     let t = trickle(&site, &by_length, body.as_bytes(), 1, pause).await;
-    assert!(t.answer.starts_with("HTTP/1.1 408 "), "{}", t.answer);
+    t.answered_then_closed("408", 5 * limit);
     assert!(
         t.answer.contains("That form arrived too slowly"),
         "{}",
@@ -1465,7 +1482,6 @@ async fn slow_clients_cannot_hold_a_connection_open() {
         "answered after {:?}",
         t.first
     );
-    assert!(t.closed < 5 * limit, "closed after {:?}", t.closed);
     assert_eq!(logins(), 0, "a form that came too slowly was used");
     assert!(
         logs()
@@ -1490,13 +1506,7 @@ async fn slow_clients_cannot_hold_a_connection_open() {
         pause,
     )
     .await;
-    assert!(t.answer.starts_with("HTTP/1.1 408 "), "{}", t.answer);
-    assert!(
-        t.answer.to_ascii_lowercase().contains("connection: close"),
-        "{}",
-        t.answer
-    );
-    assert!(t.closed < 5 * limit, "closed after {:?}", t.closed);
+    t.answered_then_closed("408", 5 * limit);
     assert_eq!(logins(), 0);
 
     // A chunked body on a route that reads none, then silence: answered,
@@ -1509,8 +1519,7 @@ async fn slow_clients_cannot_hold_a_connection_open() {
         pause,
     )
     .await;
-    assert!(t.answer.starts_with("HTTP/1.1 200 "), "{}", t.answer);
-    assert!(t.closed < 5 * limit, "closed after {:?}", t.closed);
+    t.answered_then_closed("200", 5 * limit);
 
     // No connection outlives its answer, so a client cannot hold one open
     // by starting a second request head and never ending it.
@@ -1522,13 +1531,7 @@ async fn slow_clients_cannot_hold_a_connection_open() {
         pause,
     )
     .await;
-    assert!(t.answer.starts_with("HTTP/1.1 200 "), "{}", t.answer);
-    assert!(
-        t.answer.to_ascii_lowercase().contains("connection: close"),
-        "{}",
-        t.answer
-    );
-    assert!(t.closed < 5 * limit, "closed after {:?}", t.closed);
+    t.answered_then_closed("200", 5 * limit);
 
     // A body that is slow but whole within the limit is used: the same
     // form in four pieces 100 ms apart signs Jake in.
