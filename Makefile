@@ -61,7 +61,7 @@ test-run: tools tools-kube disk lint
 	$(CARGO) test --workspace --locked
 
 test-faults: ## The fault suite under load on the real platform (ZT_FAULTS=a,b picks faults; default all, which writes bench/results/faults.md; secrets-dir-full, in all, needs root: it mounts a tmpfs)
-	@case ",$${ZT_FAULTS:-all}," in \
+	@faults=$${ZT_FAULTS:-all}; case ",$${faults// /}," in \
 	  *,all,*|*,secrets-dir-full,*) $(AS_ROOT) test-faults $(MAKE) --no-print-directory test-faults-run ;; \
 	  *) $(MAKE) --no-print-directory test-faults-run ;; \
 	esac

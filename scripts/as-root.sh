@@ -42,14 +42,20 @@ give_back() {
 # A checkout of root's own (CI): nothing to give back; the command runs in
 # this process's place.
 [ "${owner%%:*}" = 0 ] && exec "$@"
-# Else the command runs as a job of its own, and Ctrl-C and SIGTERM are
-# passed on to it; when it has ended, the files are given back.
-set -m
-"$@" &
+# Else the command runs in the background of this script, in the same
+# process group (so the terminal's Ctrl-C and hangup reach it directly, once,
+# and it keeps the terminal and its standard input), with SIGINT and
+# SIGQUIT back at their defaults (bash would have it ignore them); this
+# script outlives them and passes SIGTERM (make sends it to its child only)
+# and SIGHUP (the terminal's hangup may reach only this script) on. When the command has ended, the files are given back.
+child=
+pass_on() { [ -n "$child" ] && kill "-$1" "$child" 2>/dev/null; }
+trap ':' INT QUIT
+trap 'pass_on TERM' TERM
+trap 'pass_on HUP' HUP
+env --default-signal=INT,QUIT "$@" 0<&0 &
 child=$!
-trap 'kill -INT -- "-$child" 2>/dev/null' INT
-trap 'kill -TERM -- "-$child" 2>/dev/null' TERM
-# A signal ends `wait` early; wait again until the job has ended, then
+# A signal ends `wait` early; wait again until the command has ended, then
 # take its status (bash keeps it for the last `wait`).
 while kill -0 "$child" 2>/dev/null; do wait "$child"; done
 wait "$child"

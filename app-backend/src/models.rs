@@ -97,16 +97,19 @@ pub struct NewUser {
     pub password: Sensitive,
 }
 
+/// Whether `u` is a username registration accepts: [`USERNAME_MIN`] to
+/// [`USERNAME_MAX`] characters of `a-z`, `0-9`, `_`, `.`, `-`.
+pub fn is_valid_username(u: &str) -> bool {
+    (USERNAME_MIN..=USERNAME_MAX).contains(&u.chars().count())
+        && u.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+}
+
 impl RegisterRequest {
     /// Parses into a [`NewUser`] or a 422 naming the field.
     pub fn validate(self) -> Result<NewUser, AppError> {
         let username = self.username;
-        let n = username.chars().count();
-        if !(USERNAME_MIN..=USERNAME_MAX).contains(&n)
-            || !username.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
-            })
-        {
+        if !is_valid_username(&username) {
             return Err(AppError::Validation(format!(
                 "username: must be {USERNAME_MIN}–{USERNAME_MAX} characters of a-z, 0-9, '_', '.', '-'"
             )));

@@ -1314,6 +1314,23 @@ fn failed_logins_are_limited_per_account_whatever_the_client(ctx: &mut Ctx) {
             "{b}"
         );
     }
+    // Names registration would refuse share one count (others here have
+    // used it already), so a flood of them cannot grow the limiter: distinct
+    // such names are refused within the limit.
+    let refused_at = (0..=LIMIT).find(|i| {
+        let (s, b) = ctx.failed_login(
+            json!({"username": format!("{} {i}", "Not A Username".repeat(5)), "password": "x"}),
+        );
+        if s != 429 {
+            assert_error(s, &b, 401, "invalid_credentials");
+        }
+        s == 429
+    });
+    assert!(
+        refused_at.is_some(),
+        "{} distinct unusable names were all verified",
+        LIMIT + 1
+    );
     // The account waits out the window, even with its password and from a
     // new client: the price of the limit (docs: app-backend README).
     let (s, b) = ctx.failed_login(json!({"username": "hitchcock", "password": "scully4ever"}));

@@ -202,17 +202,18 @@ impl AttemptLimiter {
     }
 }
 
-/// Accounts [`KnownClients`] remembers before it starts over.
-const MAX_KNOWN_ACCOUNTS: usize = 10_000;
+/// Accounts [`KnownClients`] remembers (a few hundred bytes each).
+const MAX_KNOWN_ACCOUNTS: usize = 100_000;
 /// Clients remembered per account (the newest).
 const CLIENTS_PER_ACCOUNT: usize = 4;
 
 /// The clients (rate-limit keys) that signed in to each account recently.
 /// The per-account limit does not apply to them: someone failing on purpose
 /// from elsewhere cannot keep an account's own user out, only the clients
-/// that never signed in to it. Bounded: when full, expired entries go, and
-/// if none has expired it starts over (the limit then applies to everyone
-/// until they sign in again).
+/// that never signed in to it. Bounded: when full, expired entries go, then
+/// the tenth of the accounts signed in to longest ago (pushing one out
+/// takes as many successful sign-ins, to as many accounts, as a tenth of
+/// the bound). In memory: a restart forgets every client.
 #[derive(Debug)]
 pub struct KnownClients {
     ttl: Duration,
@@ -242,7 +243,13 @@ impl KnownClients {
                 !clients.is_empty()
             });
             if map.len() >= MAX_KNOWN_ACCOUNTS {
-                map.clear();
+                let latest =
+                    |clients: &Vec<(String, Instant)>| clients.iter().map(|(_, at)| *at).max();
+                let mut times: Vec<Instant> = map.values().filter_map(latest).collect();
+                times.sort_unstable();
+                if let Some(cutoff) = times.get(times.len() / 10).copied() {
+                    map.retain(|_, clients| latest(clients).is_some_and(|at| at > cutoff));
+                }
             }
         }
         let clients = map.entry(account.to_string()).or_default();
@@ -289,11 +296,18 @@ mod tests {
             &format!("ip:10.0.0.{}", CLIENTS_PER_ACCOUNT + 1),
             t0
         ));
-        // Full of accounts: it starts over rather than grow.
+        // Full of accounts: those signed in to longest ago go, not the
+        // recent ones, and it never grows past the bound.
+        let later = t0 + Duration::from_secs(1);
+        k.remember("jake", "ip:10.0.0.9", later);
         for i in 0..=MAX_KNOWN_ACCOUNTS {
             k.remember(&format!("user-{i}"), "ip:10.0.0.9", t0);
         }
         assert!(k.lock().len() <= MAX_KNOWN_ACCOUNTS);
+        assert!(
+            k.knows("jake", "ip:10.0.0.9", later),
+            "a recent sign-in is kept"
+        );
     }
 
     #[test]

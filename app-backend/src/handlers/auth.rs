@@ -1,5 +1,6 @@
 //! `POST /api/auth/register`, `POST /api/auth/login`, `GET /api/auth/me`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -7,18 +8,51 @@ use serde_json::json;
 use tokio_postgres::error::SqlState;
 
 use crate::auth::jwt::{JwtError, TOKEN_TTL_SECS};
+use crate::auth::ratelimit::Refused;
 use crate::auth::{client_key, AuthUser};
 use crate::db::queries::{self, AuditEntry};
 use crate::errors::{AppError, ErrorBody};
 use crate::extract::ValidJson;
 use crate::handlers::audit;
 use crate::models::{
-    LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, User, USERNAME_MAX,
+    is_valid_username, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, User,
+    USERNAME_MAX,
 };
 use crate::state::AppState;
 
 /// Longest username looked up at login (longer ones cannot exist).
 const LOGIN_USERNAME_MAX: usize = USERNAME_MAX * 4;
+
+/// When [`warn_account_refused`] last logged (seconds since the epoch).
+static ACCOUNT_WARNED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a login refused for its account name, at most once per 10 s (a
+/// refusal costs the client nothing, so a loop of them must not flood the
+/// log; `account_rate_limited` in the metrics counts them all).
+fn warn_account_refused(account: &str, why: Refused) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = ACCOUNT_WARNED_AT.load(Ordering::Relaxed);
+    if now < last + 10
+        || ACCOUNT_WARNED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let account = for_audit(account);
+    match why {
+        Refused::Limited(_) => tracing::warn!(
+            account = %account.escape_debug(),
+            "login refused: too many failures for this account name from all clients (at most one such line per 10 s)"
+        ),
+        Refused::Busy(_) => tracing::warn!(
+            account = %account.escape_debug(),
+            "login refused: too many logins in flight for this account name (at most one such line per 10 s)"
+        ),
+    }
+}
 
 /// A bounded, NUL-free copy of client input for the audit log.
 fn for_audit(s: &str) -> String {
@@ -120,13 +154,14 @@ pub async fn login(
     // And per account name, whether or not it exists (a limit only real
     // names had would tell which are): a caller that can choose its client
     // key still gets only so many guesses at one password. Names that
-    // cannot exist share one key. A client that signed in to the account
-    // recently is not held back by it (someone failing on purpose elsewhere
-    // cannot lock the account's own user out).
-    let account = if lookup {
+    // registration would refuse share one key (a flood of them cannot grow
+    // the limiter). A client that signed in to the account recently is not
+    // held back by it (someone failing on purpose elsewhere cannot lock the
+    // account's own user out).
+    let account = if is_valid_username(&username) {
         username.as_str()
     } else {
-        "\0unusable"
+        "\0not-a-username"
     };
     let account_attempt = if state.known_clients.knows(account, &client, Instant::now()) {
         None
@@ -137,10 +172,7 @@ pub async fn login(
                 // Not this client's failure: its reservation does not count.
                 attempt.release();
                 state.metrics.outcome("login", "account_rate_limited");
-                tracing::warn!(
-                    account = %for_audit(account).escape_debug(),
-                    "login refused: too many failures for this account name from all clients"
-                );
+                warn_account_refused(account, r);
                 return Err(AppError::AccountRateLimited(r.retry_after()));
             }
         }
