@@ -22,6 +22,12 @@ fn db_status(h: &Harness) -> Value {
 /// sampling race). The harness has two database secrets (`db` and
 /// `db-migrator`); readiness is about all of them, so the oracle is the
 /// earliest expiry among them.
+///
+/// The sidecar writes a file first and then updates what `/readyz` reads
+/// (after the file's directory is synced: milliseconds on a busy disk), so a
+/// file can be newer than the answer sampled just before it. `/readyz` is
+/// therefore asked before and after the files are read, and a sample is
+/// judged only when both answers agree.
 fn readyz_truthful(h: &Harness, log: &mut Vec<String>) {
     let (code, body) = h.sidecar.admin_get("/readyz").unwrap();
     let mut earliest: Option<(SystemTime, String)> = None;
@@ -36,6 +42,9 @@ fn readyz_truthful(h: &Harness, log: &mut Vec<String>) {
     }
     let (expires, which) = earliest.expect("two files read");
     let now = SystemTime::now();
+    if h.sidecar.admin_get("/readyz").unwrap().0 != code {
+        return;
+    }
     let valid = expires > now + Duration::from_secs(1);
     let expired = expires + Duration::from_secs(1) < now;
     if (code == 200 && expired) || (code != 200 && valid) {
