@@ -47,7 +47,8 @@ give_back() {
 # and it keeps the terminal and its standard input), with SIGINT and
 # SIGQUIT back at their defaults (bash would have it ignore them); this
 # script outlives them and passes SIGTERM (make sends it to its child only)
-# and SIGHUP (the terminal's hangup may reach only this script) on. When the command has ended, the files are given back.
+# and SIGHUP (the terminal's hangup may reach only this script) on. When
+# the command has ended, the files are given back.
 child=
 pass_on() { [ -n "$child" ] && kill "-$1" "$child" 2>/dev/null; }
 trap ':' INT QUIT
