@@ -40,8 +40,11 @@ use actix_web::HttpMessage;
 use futures_core::Stream;
 use tokio::time::{Instant, Sleep};
 
-/// The message of the error a late body gets (never shown to the user).
-const TOO_SLOW: &str = "the request body did not arrive in time";
+/// The error inside the `TimedOut` I/O error a late body gets (never shown
+/// to the user).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+struct TooSlow;
 
 /// actix-web's boxed body stream (the type `Payload::from` takes).
 type Boxed = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
@@ -101,7 +104,7 @@ impl MessageBody for Kept {
 
 /// Whether `e` is the error [`limit`] gives a late body.
 pub fn is_too_slow(e: &PayloadError) -> bool {
-    matches!(e, PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut && io.to_string() == TOO_SLOW)
+    matches!(e, PayloadError::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<TooSlow>()))
 }
 
 struct Deadline {
@@ -126,7 +129,7 @@ impl Stream for Deadline {
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                TOO_SLOW,
+                TooSlow,
             ))))),
             Poll::Pending => Poll::Pending,
         }
@@ -179,7 +182,10 @@ mod tests {
             other => panic!("expected the timeout, got {other:?}"),
         }
         // Other I/O errors are not mistaken for it.
-        let other = PayloadError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "x"));
+        let other = PayloadError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the request body did not arrive in time",
+        ));
         assert!(!is_too_slow(&other));
         assert!(!is_too_slow(&PayloadError::Incomplete(None)));
     }
